@@ -1,0 +1,1 @@
+"""Geometry of observations: pixels to lab frame to reciprocal space."""

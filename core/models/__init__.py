@@ -1,0 +1,1 @@
+"""Experimental models in the DIALS/dxtbx laboratory frame."""

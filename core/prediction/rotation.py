@@ -1,0 +1,227 @@
+"""Reflection prediction for the rotation method (static crystal model).
+
+A reciprocal-lattice point h sits, at scan angle phi, at
+
+    r(phi) = S R(e, phi) F A h          (1/A, laboratory frame)
+
+with A = UB, F and S the goniometer's fixed and setting rotations and
+R(e, phi) the right-handed rotation about the datum axis e. It diffracts
+when it lies on the Ewald sphere, |s0 + r|^2 = |s0|^2, i.e.
+2 s0 . r + |r|^2 = 0. Writing p = F A h and s0' = S^T s0 (the beam in the
+goniometer datum frame), and splitting p into its parts along e and
+perpendicular to it, the condition becomes
+
+    a cos(phi) + b sin(phi) = c,
+    a = s0'.p_perp,  b = s0'.(e x p),  c = -|p|^2 / 2 - s0'.p_par,
+
+whose two solutions are phi = atan2(b, a) +- acos(c / sqrt(a^2 + b^2))
+(the standard rotation-method solution: W. Kabsch, J. Appl. Cryst. 21
+(1988) 916, and the DIALS ``rotation_angles``). A point whose
+|c| > sqrt(a^2 + b^2) never crosses the sphere (it is in the blind region
+around the rotation axis or beyond 2/lambda).
+
+For each solution: s1 = s0 + r(phi); the reflection is *entering* the
+sphere when s1 . (s0 x m2) < 0 (m2 = S e, the lab rotation axis), and
+zeta = m2 . e1 with e1 = unit(s1 x s0) (the DIALS definitions; 1/|zeta| is
+the Lorentz factor of the rotation method). Frame coordinates follow
+:class:`gonio.core.models.scan.Scan` (z = 0 at the start of the first image).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import GonioError
+from ..models.experiment import Experiment
+from ..models.rotation import rotate_vectors
+from ..reflection_table import Flags, ReflectionTable
+
+
+class PredictionError(GonioError):
+    pass
+
+
+def generate_indices(crystal, d_min: float, d_max: float | None = None,
+                     remove_absent: bool = True) -> np.ndarray:
+    """All Miller indices (N, 3) int32 with d_min <= d (<= d_max), whole sphere.
+
+    ``remove_absent`` drops systematic absences of the crystal's space group
+    (gemmi ``GroupOps.systematic_absences``). h = 0 is never returned.
+    """
+    if not d_min or d_min <= 0:
+        raise PredictionError(f"d_min must be a positive resolution in A (got {d_min!r}).")
+    A = np.asarray(crystal.A, dtype=float)
+    real = np.linalg.inv(A)  # rows a, b, c (A)
+    hmax = np.floor(np.linalg.norm(real, axis=1) / d_min).astype(int)
+    dstar_max_sq = 1.0 / d_min**2
+    dstar_min_sq = 1.0 / d_max**2 if d_max else 0.0
+    k = np.arange(-hmax[1], hmax[1] + 1)
+    l = np.arange(-hmax[2], hmax[2] + 1)
+    kk, ll = np.meshgrid(k, l, indexing="ij")
+    kk, ll = kk.ravel(), ll.ravel()
+    out = []
+    for h in range(-hmax[0], hmax[0] + 1):  # one slab of k, l per h keeps memory small
+        hkl = np.stack([np.full_like(kk, h), kk, ll], axis=1)
+        r = hkl @ A.T
+        q = np.einsum("ij,ij->i", r, r)
+        keep = (q <= dstar_max_sq) & (q > dstar_min_sq) & (q > 0)
+        out.append(hkl[keep])
+    hkl = np.concatenate(out).astype(np.int32) if out else np.zeros((0, 3), np.int32)
+    if remove_absent and len(hkl):
+        absent = np.asarray(crystal.space_group.operations().systematic_absences(hkl), dtype=bool)
+        hkl = hkl[~absent]
+    return hkl
+
+
+def rotation_angles(s0_datum: np.ndarray, axis_datum: np.ndarray, p: np.ndarray):
+    """Both angles (rad) at which points ``p`` (N, 3), rotated about ``axis_datum``, meet the
+    Ewald sphere of ``s0_datum`` (all in the goniometer datum frame).
+
+    Returns (phi (N, 2), ok (N,)); phi in (-pi, pi] + [-pi, pi], undefined where not ok.
+    """
+    e = np.asarray(axis_datum, dtype=float)
+    e = e / np.linalg.norm(e)
+    s0 = np.asarray(s0_datum, dtype=float)
+    p = np.asarray(p, dtype=float).reshape(-1, 3)
+    p_par_len = p @ e
+    p_perp = p - p_par_len[:, None] * e
+    a = p_perp @ s0
+    b = np.cross(e, p) @ s0
+    c = -0.5 * np.einsum("ij,ij->i", p, p) - p_par_len * (s0 @ e)
+    rho = np.hypot(a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = c / rho
+    ok = (rho > 0) & (np.abs(ratio) <= 1.0)
+    base = np.arctan2(b, a)
+    half = np.arccos(np.clip(ratio, -1.0, 1.0))
+    return np.stack([base - half, base + half], axis=1), ok
+
+
+def _lab_rlp(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """r(phi) = S R(e, phi) F A h in the lab frame (N, 3), 1/A."""
+    g = experiment.goniometer
+    p = (np.asarray(hkl, dtype=float) @ experiment.crystal.A.T) @ g.fixed_rotation.T
+    return rotate_vectors(p, g.rotation_axis_datum, phi) @ g.setting_rotation.T
+
+
+def predict_rays(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray) -> ReflectionTable:
+    """Columns of reflections ``hkl`` (N, 3) in diffracting position at ``phi`` (N,) rad.
+
+    Fills miller_index, s1, entering, zeta, d, panel, xyzcal.mm (x, y mm, phi rad),
+    xyzcal.px (x, y px, frame z), id = 0 and flags = predicted. Rays that miss every panel
+    are dropped; column ``_source_index`` gives the input row of each kept ray.
+    """
+    beam, det, gonio, scan = (experiment.beam, experiment.detector, experiment.goniometer,
+                              experiment.scan)
+    hkl = np.asarray(hkl, dtype=np.int32).reshape(-1, 3)
+    phi = np.asarray(phi, dtype=float).reshape(-1)
+    s0 = beam.s0
+    r = _lab_rlp(experiment, hkl, phi)
+    s1 = s0 + r
+    m2 = gonio.rotation_axis
+    entering = s1 @ np.cross(s0, m2) < 0.0
+    e1 = np.cross(s1, s0)
+    e1 /= np.linalg.norm(e1, axis=1)[:, None]
+    zeta = e1 @ m2
+    d = 1.0 / np.linalg.norm(hkl @ experiment.crystal.A.T, axis=1)
+    panel, xy_mm = det.ray_intersection(s1)
+    keep = panel >= 0
+    idx = np.flatnonzero(keep)
+    xy_mm, panel = xy_mm[keep], panel[keep]
+    xy_px = np.zeros_like(xy_mm)
+    for ip, p in enumerate(det):
+        sel = panel == ip
+        if sel.any():
+            xy_px[sel] = p.millimeter_to_pixel(xy_mm[sel])
+    phi_k = phi[keep]
+    z = scan.frame_from_angle(np.rad2deg(phi_k))
+    n = len(idx)
+    t = ReflectionTable({
+        "miller_index": hkl[keep],
+        "id": np.zeros(n, np.int32),
+        "panel": panel.astype(np.uint64),
+        "s1": s1[keep],
+        "xyzcal.mm": np.column_stack([xy_mm, phi_k]),
+        "xyzcal.px": np.column_stack([xy_px, z]),
+        "entering": entering[keep],
+        "zeta": zeta[keep],
+        "d": d[keep],
+        "flags": np.full(n, Flags.predicted, np.uint64),
+    })
+    t["_source_index"] = idx
+    return t
+
+
+def _check(experiment: Experiment) -> None:
+    missing = [n for n in ("beam", "detector", "goniometer", "scan", "crystal")
+               if getattr(experiment, n) is None]
+    if missing:
+        raise PredictionError(
+            f"rotation prediction needs a beam, detector, goniometer, scan and crystal; this "
+            f"experiment has no {', '.join(missing)}. Index first (for the crystal) or import "
+            "a rotation sweep (for the goniometer and scan).")
+    if experiment.scan.oscillation[1] == 0:
+        raise PredictionError("the scan has zero oscillation width (stills); rotation "
+                              "prediction needs a rotation sweep.")
+
+
+def predict_rotation(experiment: Experiment, d_min: float, d_max: float | None = None,
+                     remove_absent: bool = True, margin_deg: float = 0.0) -> ReflectionTable:
+    """Predict every reflection of ``experiment`` that crosses the Ewald sphere during its
+    scan (widened by ``margin_deg`` each side) and hits a panel, to ``d_min`` (A).
+
+    Returns a ReflectionTable with DIALS columns (see :func:`predict_rays`), sorted by
+    frame z. Each hkl appears once per crossing (normally twice in a 360 deg scan).
+    """
+    _check(experiment)
+    hkl = generate_indices(experiment.crystal, d_min, d_max, remove_absent)
+    g = experiment.goniometer
+    s0_datum = g.setting_rotation.T @ experiment.beam.s0
+    p = (hkl @ experiment.crystal.A.T) @ g.fixed_rotation.T
+    phi2, ok = rotation_angles(s0_datum, g.rotation_axis_datum, p)
+    lo, hi = np.deg2rad(experiment.scan.oscillation_range)
+    if hi < lo:
+        lo, hi = hi, lo
+    lo, hi = lo - np.deg2rad(margin_deg), hi + np.deg2rad(margin_deg)
+    rows, angles = [], []
+    n_turns = int(np.ceil((hi - lo) / (2 * np.pi))) + 1
+    for j in range(2):
+        base = phi2[:, j]
+        k0 = np.ceil((lo - base) / (2 * np.pi))
+        for t in range(n_turns):
+            a = base + 2 * np.pi * (k0 + t)
+            sel = ok & (a >= lo) & (a < hi)
+            rows.append(np.flatnonzero(sel))
+            angles.append(a[sel])
+    rows, angles = np.concatenate(rows), np.concatenate(angles)
+    table = predict_rays(experiment, hkl[rows], angles)
+    del table["_source_index"]
+    order = np.argsort(table["xyzcal.px"][:, 2], kind="stable")
+    table = table.select(order)
+    if experiment.identifier:
+        table.experiment_identifiers = {0: experiment.identifier}
+    return table
+
+
+def predict_observed(experiment: Experiment, miller_index, phi_near) -> ReflectionTable:
+    """Predict given reflections at the Ewald-sphere crossing nearest ``phi_near`` (rad).
+
+    ``miller_index`` (N, 3) and ``phi_near`` (N,) (e.g. observed rotation angles). Unlike
+    :func:`predict_rotation` there is no scan-range cut. Returns one row per input row that
+    can diffract and hits a panel; column ``_source_index`` gives the input row.
+    """
+    _check(experiment)
+    hkl = np.asarray(miller_index, dtype=np.int32).reshape(-1, 3)
+    phi_near = np.broadcast_to(np.asarray(phi_near, dtype=float), (len(hkl),))
+    g = experiment.goniometer
+    s0_datum = g.setting_rotation.T @ experiment.beam.s0
+    p = (hkl @ experiment.crystal.A.T) @ g.fixed_rotation.T
+    phi2, ok = rotation_angles(s0_datum, g.rotation_axis_datum, p)
+    # bring each solution to the turn nearest phi_near, then choose the closer one
+    phi2 = phi2 + 2 * np.pi * np.round((phi_near[:, None] - phi2) / (2 * np.pi))
+    pick = np.argmin(np.abs(phi2 - phi_near[:, None]), axis=1)
+    phi = phi2[np.arange(len(hkl)), pick]
+    idx = np.flatnonzero(ok)
+    t = predict_rays(experiment, hkl[idx], phi[idx])
+    t["_source_index"] = idx[t["_source_index"]]
+    return t

@@ -1,0 +1,116 @@
+"""Rotation-geometry prediction of indexed reflections, with derivatives.
+
+For a reflection h of an experiment with crystal A = UB, goniometer
+rotation axis e (lab frame), M = S F (setting times fixed rotation), beam
+s0 and detector panel matrix D = [fast | slow | origin]:
+
+* r0 = M A h is the lab-frame rlp at phi = 0 and r(phi) = R(e, phi) r0;
+* the Ewald condition |s0 + r|^2 = |s0|^2 has two solutions for phi;
+  the one nearest the observed phi is kept (as DIALS does for matched
+  observations);
+* s1 = s0 + r, v = D^-1 s1 and (X, Y) = (v0 / v2, v1 / v2) in mm.
+
+Derivatives with respect to any parameter p follow Waterman et al. (2016),
+Acta Cryst. D72, 558, eqs. for the scan-static rotation case:
+d(phi)/dp = -(dr/dp . s1 + r . ds0/dp) / ((e x r) . s1) with dr/dp taken
+at fixed phi, ds1/dp = ds0/dp + dr/dp + (e x r) d(phi)/dp, and
+dv/dp = D^-1 (ds1/dp - dD/dp v).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Perturbation:
+    """The change of the model quantities for a unit change of one parameter."""
+
+    ds0: np.ndarray | None = None  # (3,)
+    de: np.ndarray | None = None  # (3,)  spindle axis
+    dA: np.ndarray | None = None  # (3, 3) lab-frame A (i.e. M dA)
+    dD: np.ndarray | None = None  # (n_panels, 3, 3)
+
+
+def _rotate(v, e, phi):
+    c, s = np.cos(phi)[:, None], np.sin(phi)[:, None]
+    return v * c + np.cross(e, v) * s + np.outer(v @ e, e) * (1.0 - c)
+
+
+def solve_phi(r0: np.ndarray, e: np.ndarray, s0: np.ndarray, phi_obs: np.ndarray):
+    """phi (rad) on the Ewald sphere nearest ``phi_obs``; NaN where r0 never diffracts.
+
+    With r(phi) = a cos(phi) + b sin(phi) + c, a = r0 - (r0.e)e, b = e x r0,
+    c = (r0.e)e, the condition 2 r.s0 + |r0|^2 = 0 reads
+    A cos(phi) + B sin(phi) = C.
+    """
+    c = np.outer(r0 @ e, e)
+    a = r0 - c
+    b = np.cross(e, r0)
+    A = a @ s0
+    B = b @ s0
+    C = -0.5 * np.einsum("ij,ij->i", r0, r0) - c @ s0
+    rho = np.hypot(A, B)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = C / rho
+    ok = np.abs(ratio) <= 1.0
+    base = np.arctan2(B, A)
+    delta = np.arccos(np.clip(ratio, -1.0, 1.0))
+    best = np.full(len(r0), np.nan)
+    err = np.full(len(r0), np.inf)
+    for sol in (base + delta, base - delta):
+        d = np.angle(np.exp(1j * (sol - phi_obs)))
+        better = ok & (np.abs(d) < err)
+        best[better] = phi_obs[better] + d[better]
+        err[better] = np.abs(d[better])
+    return best
+
+
+def predict(h, phi_obs, panel, s0, e, MA, Ds, perturbations=()):
+    """Predicted (X mm, Y mm, phi rad), s1, and derivatives (N, 3, n_params).
+
+    ``MA`` is the lab-frame matrix M A; ``Ds`` (n_panels, 3, 3) the panel
+    D matrices; ``panel`` (N,) the panel of each reflection.
+    """
+    h = np.asarray(h, dtype=float)
+    r0 = h @ MA.T
+    phi = solve_phi(r0, e, s0, phi_obs)
+    phi_f = np.where(np.isfinite(phi), phi, phi_obs)
+    r = _rotate(r0, e, phi_f)
+    s1 = s0 + r
+    Dinv = np.linalg.inv(Ds)[panel]  # (N, 3, 3)
+    v = np.einsum("nij,nj->ni", Dinv, s1)
+    X = v[:, 0] / v[:, 2]
+    Y = v[:, 1] / v[:, 2]
+    xyz = np.column_stack([X, Y, phi])
+    jac = np.zeros((len(h), 3, len(perturbations)))
+    if not len(perturbations):
+        return xyz, s1, jac
+    exr = np.cross(e, r)
+    denom = np.einsum("ij,ij->i", exr, s1)
+    c, s = np.cos(phi_f)[:, None], np.sin(phi_f)[:, None]
+    r0e = r0 @ e
+    for k, pt in enumerate(perturbations):
+        dr = np.zeros_like(r)
+        ds0 = np.zeros(3)
+        if pt.dA is not None:
+            dr += _rotate(h @ pt.dA.T, e, phi_f)
+        if pt.de is not None:
+            de = pt.de
+            dr += np.cross(de, r0) * s + (1.0 - c) * (
+                np.outer(r0e, de) + np.outer(r0 @ de, e))
+        if pt.ds0 is not None:
+            ds0 = pt.ds0
+        dphi = -(np.einsum("ij,ij->i", dr, s1) + r @ ds0) / denom
+        ds1 = ds0 + dr + exr * dphi[:, None]
+        if pt.dD is not None:
+            dv = np.einsum("nij,nj->ni", Dinv,
+                           ds1 - np.einsum("nij,nj->ni", pt.dD[panel], v))
+        else:
+            dv = np.einsum("nij,nj->ni", Dinv, ds1)
+        jac[:, 0, k] = (dv[:, 0] - X * dv[:, 2]) / v[:, 2]
+        jac[:, 1, k] = (dv[:, 1] - Y * dv[:, 2]) / v[:, 2]
+        jac[:, 2, k] = dphi
+    return xyz, s1, jac

@@ -1,0 +1,1 @@
+"""gonio.shell: the interactive shell (commands, parameters, rendering)."""

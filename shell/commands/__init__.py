@@ -1,0 +1,144 @@
+"""The gonio commands: declared here, implemented in the modules they name.
+
+Parameter lists are functions so that nothing is built until a command is
+used; the run functions are imported on first use.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from gonio.core.errors import GonioError
+from gonio.shell.command import Command
+from gonio.shell.params import Param
+
+
+class UnknownCommandError(GonioError):
+    pass
+
+
+def _no_params() -> list[Param]:
+    return []
+
+
+def _import_params() -> list[Param]:
+    return [
+        Param("input.template", "str", None, "an image template, e.g. /data/th_8_2_####.cbf "
+              "(files can also be given as positional words)", allow_none=True),
+        Param("input.image_range", "ints", None, "first,last image to import from the template",
+              length=2, allow_none=True),
+        Param("geometry.detector.distance", "float", None, "sample-to-detector distance, replacing "
+              "the header's (moves the detector along its normal)", units="mm", min=0,
+              min_exclusive=True, allow_none=True),
+        Param("geometry.detector.fast_slow_beam_centre", "floats", None, "beam centre as (fast, slow) "
+              "pixel coordinates", units="px", length=2, allow_none=True),
+        Param("geometry.detector.mosflm_beam_centre", "floats", None, "beam centre in the mosflm "
+              "convention (slow, fast) in mm", units="mm", length=2, allow_none=True),
+        Param("geometry.detector.panel.trusted_range", "floats", None, "trusted range of pixel "
+              "values (min, max); values at or below min are invalid", length=2, allow_none=True,
+              expert_level=1),
+        Param("geometry.beam.wavelength", "float", None, "wavelength, replacing the header's",
+              units="A", min=0, min_exclusive=True, allow_none=True),
+        Param("geometry.goniometer.axis", "floats", None, "rotation axis in the lab frame; its sign "
+              "is the rotation sense (e.g. -107,-122,0)", length=3, allow_none=True),
+        Param("geometry.scan.oscillation", "floats", None, "start angle and oscillation width",
+              units="deg", length=2, allow_none=True),
+    ]
+
+
+def _save_params() -> list[Param]:
+    return [
+        Param("output.prefix", "str", None, "write PREFIX.expt and PREFIX.refl (default: named after "
+              "the newest table: imported, strong, indexed, ...)", allow_none=True),
+        Param("output.table", "str", None, "which reflection table to write (default: the newest)",
+              allow_none=True),
+    ]
+
+
+def _show_params() -> list[Param]:
+    return [Param("show_all", "bool", False, "also list every panel of a multi-panel detector")]
+
+
+def _history_params() -> list[Param]:
+    return [Param("script", "bool", False, "print the current branch as a gonio script instead")]
+
+
+def _ab_params() -> list[Param]:
+    return []
+
+
+def _findspots_params() -> list[Param]:
+    from gonio.shell.commands.findspots import params
+
+    return params()
+
+
+def _index_params() -> list[Param]:
+    from gonio.shell.commands.index import params
+
+    return params()
+
+
+def _rbs_params() -> list[Param]:
+    from gonio.shell.commands.rbs import rbs_params
+
+    return rbs_params()
+
+
+def _reindex_params() -> list[Param]:
+    from gonio.shell.commands.rbs import reindex_params
+
+    return reindex_params()
+
+
+def _simulate_params() -> list[Param]:
+    from gonio.shell.commands.simulate import params
+
+    return params()
+
+
+COMMANDS: list[Command] = [
+    Command("import", "import images, DIALS .expt/.refl or XDS.INP/SPOT.XDS (or re-import with "
+            "new geometry)", "gonio.shell.commands.importing:run", _import_params,
+            usage="[files or template...] [overrides]"),
+    Command("show", "show the models like dials.show (beam, detector, scan, goniometer, crystals)",
+            "gonio.shell.commands.show:run", _show_params, step=False),
+    Command("findspots", "find strong spots on every image (dials.find_spots)",
+            "gonio.shell.commands.findspots:run", _findspots_params, aliases=("find_spots",)),
+    Command("index", "find the lattice, assign indices and refine a static model (dials.index)",
+            "gonio.shell.commands.index:run", _index_params),
+    Command("refine_bravais_settings", "Bravais lattices compatible with the P1 solution, each refined",
+            "gonio.shell.commands.rbs:run_rbs", _rbs_params, aliases=("rbs",)),
+    Command("reindex", "change of basis of crystals and Miller indices (an rbs solution, an operator, "
+            "or a reference)", "gonio.shell.commands.rbs:run_reindex", _reindex_params),
+    Command("simulate", "write a simulated rotation sweep with known truth",
+            "gonio.shell.commands.simulate:run", _simulate_params),
+    Command("save", "write DIALS files of the current state (PREFIX.expt, PREFIX.refl)",
+            "gonio.shell.commands.save:run", _save_params, step=False),
+    Command("history", "the step tree with each step's parameters and key figures",
+            "gonio.shell.commands.history:run_history", _history_params, step=False),
+    Command("undo", "move back to the previous step", "gonio.shell.commands.history:run_undo",
+            _no_params, step=False),
+    Command("redo", "move forward again after undo", "gonio.shell.commands.history:run_redo",
+            _no_params, step=False),
+    Command("goto", "move to step N", "gonio.shell.commands.history:run_goto", _no_params,
+            step=False, usage="N"),
+    Command("diff", "what changed between two steps (models and figures)",
+            "gonio.shell.commands.history:run_diff", _ab_params, step=False, usage="A B"),
+    Command("help", "list commands, or show one command's parameters", "gonio.shell.commands.help:run",
+            _no_params, step=False, usage="[command or parameter] [expert_level=N]"),
+]
+
+_BY_NAME = {c.name: c for c in COMMANDS} | {a: c for c in COMMANDS for a in c.aliases}
+
+
+def command_names() -> list[str]:
+    return sorted(_BY_NAME)
+
+
+def lookup(name: str) -> Command:
+    if name in _BY_NAME:
+        return _BY_NAME[name]
+    close = difflib.get_close_matches(name, list(_BY_NAME), n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    raise UnknownCommandError(f"'{name}' is not a gonio command.{hint} Type 'help' for the list of commands.")

@@ -1,0 +1,167 @@
+"""History commands: history, undo, redo, goto, diff."""
+
+from __future__ import annotations
+
+import json
+
+from tabulate import tabulate
+
+from gonio.core.errors import GonioError
+from gonio.shell.command import Context, Outcome
+
+
+class StepArgumentError(GonioError):
+    pass
+
+
+def _metrics_text(metrics: dict, limit: int = 4) -> str:
+    items = list(metrics.items())[:limit]
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in items)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list) and v and all(isinstance(x, float) for x in v):
+        return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+    return str(v)
+
+
+def explicit_line(step) -> str:
+    """The command line as typed (it holds every explicit parameter)."""
+    return step.line
+
+
+def run_history(ctx: Context, parsed) -> Outcome:
+    session = ctx.session
+    history = session.history
+    if parsed.values["script"] or "--script" in parsed.positional:
+        return Outcome(text=script(session))
+    head = history.head
+    rows = []
+    on_branch = {s.id for s in history.path(head)} if head else set()
+    for step, depth in history.tree():
+        mark = "*" if step.id == head else (" " if step.id in on_branch else "")
+        rows.append([f"{mark}{step.id}", "  " * depth + step.line[:70], f"{step.duration_s:.2f}",
+                     _metrics_text(step.metrics)])
+    if not rows:
+        return Outcome(text="The history is empty: nothing has been run in this folder yet.")
+    text = tabulate(rows, headers=["step", "command", "s", "key figures"], disable_numparse=True)
+    text += "\n(* marks the current step; indented lines are branches made after undo)"
+    return Outcome(text=text)
+
+
+def script(session) -> str:
+    lines = [f"# gonio script: the branch ending at step {session.history.head}",
+             f"# folder: {session.folder}"]
+    for step in session.history.path(session.history.head):
+        lines.append(step.line)
+    return "\n".join(lines) + "\n"
+
+
+def run_undo(ctx: Context, parsed) -> Outcome:
+    head = ctx.session.history.undo()
+    return Outcome(text=f"Now at step {head or 0}" + _describe(ctx.session, head))
+
+
+def run_redo(ctx: Context, parsed) -> Outcome:
+    head = ctx.session.history.redo()
+    return Outcome(text=f"Now at step {head}" + _describe(ctx.session, head))
+
+
+def _step_number(word: str) -> int:
+    try:
+        n = int(word)
+    except ValueError:
+        raise StepArgumentError(f"'{word}' is not a step number; `history` lists the steps.") from None
+    if n < 0:
+        raise StepArgumentError(f"step numbers are 0 or more, not {n}; `history` lists the steps.")
+    return n
+
+
+def run_goto(ctx: Context, parsed) -> Outcome:
+    if len(parsed.positional) != 1:
+        raise StepArgumentError("goto takes one step number, e.g. goto 2; `history` lists the steps.")
+    n = _step_number(parsed.positional[0])
+    head = ctx.session.history.goto(n or None)
+    return Outcome(text=f"Now at step {head or 0}" + _describe(ctx.session, head))
+
+
+def _describe(session, head) -> str:
+    if not head:
+        return " (the empty start)"
+    return f": {session.history.step(head).line}"
+
+
+def run_diff(ctx: Context, parsed) -> Outcome:
+    if len(parsed.positional) != 2:
+        raise StepArgumentError("diff takes two step numbers, e.g. diff 2 3.")
+    a, b = (_step_number(w) for w in parsed.positional)
+    session = ctx.session
+    sa, sb = session.state_at(a or None), session.state_at(b or None)
+    ia = session.history.step(a) if a else None
+    ib = session.history.step(b) if b else None
+    out = [f"diff step {a} -> step {b}"]
+    if ia and ib:
+        out.append(f"  {a}: {ia.line}\n  {b}: {ib.line}")
+        pa, pb = ia.params, ib.params
+        if ia.command == ib.command:
+            changed = [(k, pa.get(k), pb.get(k)) for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]
+            if changed:
+                out.append("Parameters:\n" + tabulate(changed, headers=["parameter", str(a), str(b)],
+                                                      disable_numparse=True))
+        ma, mb = ia.metrics, ib.metrics
+        keys = [k for k in list(ma) + [k for k in mb if k not in ma]]
+        rows = [(k, _fmt(ma.get(k, "-")), _fmt(mb.get(k, "-"))) for k in keys if ma.get(k) != mb.get(k)]
+        if rows:
+            out.append("Key figures:\n" + tabulate(rows, headers=["figure", str(a), str(b)],
+                                                   disable_numparse=True))
+    out.append(model_diff(sa, sb, a, b))
+    return Outcome(text="\n".join(out))
+
+
+def model_diff(sa, sb, a, b) -> str:
+    """Changed model quantities between two states, as a table."""
+    from gonio.shell.render import max_resolution  # noqa: F401  (kept for symmetry of imports)
+
+    def figures(state) -> dict:
+        f = {}
+        for i, e in enumerate(state.experiments):
+            p = f"expt {i} "
+            if e.beam is not None:
+                f[p + "wavelength (A)"] = f"{e.beam.wavelength:.6f}"
+                f[p + "beam direction"] = _vec(e.beam.direction)
+            if e.detector is not None and e.beam is not None:
+                for j, panel in enumerate(e.detector):
+                    if j > 3:
+                        break
+                    bc = panel.beam_centre_mm(e.beam.s0)
+                    f[p + f"panel {j} distance (mm)"] = f"{panel.distance:.3f}"
+                    f[p + f"panel {j} beam centre (mm)"] = f"{bc[0]:.3f}, {bc[1]:.3f}"
+                    f[p + f"panel {j} normal"] = _vec(panel.normal)
+            if e.goniometer is not None:
+                f[p + "rotation axis"] = _vec(e.goniometer.rotation_axis)
+            if e.scan is not None:
+                f[p + "images"] = f"{e.scan.image_range[0]}-{e.scan.image_range[1]}"
+                f[p + "oscillation (deg)"] = f"{e.scan.oscillation[0]:.3f}, {e.scan.oscillation[1]:.4f}"
+            if e.crystal is not None:
+                c = e.crystal.unit_cell
+                f[p + "unit cell"] = f"{c.a:.3f} {c.b:.3f} {c.c:.3f} {c.alpha:.2f} {c.beta:.2f} {c.gamma:.2f}"
+                f[p + "space group"] = e.crystal.space_group.hm
+        for name, t in state.reflections.items():
+            f[f"table {name}"] = f"{len(t)} rows"
+        return f
+
+    fa, fb = figures(sa), figures(sb)
+    rows = [(k, fa.get(k, "-"), fb.get(k, "-")) for k in list(fa) + [k for k in fb if k not in fa]
+            if fa.get(k) != fb.get(k)]
+    if not rows:
+        return "Models: no change"
+    return "Models:\n" + tabulate(rows, headers=["quantity", str(a), str(b)], disable_numparse=True)
+
+
+def _vec(v) -> str:
+    return "(" + ", ".join(f"{x:.4f}" for x in v) + ")"
+
+
+__all__ = ["run_history", "run_undo", "run_redo", "run_goto", "run_diff", "script", "json"]

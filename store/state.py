@@ -1,0 +1,85 @@
+"""The processing state after a step, and its encoding into stored artifacts.
+
+A state is what the next command works on: the experiment list, named
+reflection tables (``strong``, ``indexed``, ...) and small named results
+(JSON-serialisable, e.g. the rbs solution table). Each part is one artifact
+in the blob store, so a step that changes only the experiments shares the
+reflection tables of its parent.
+
+Artifact names: ``experiments`` (DIALS .expt JSON), ``reflections/<name>``
+(DIALS .refl msgpack), ``data/<name>`` (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from gonio.core.io.dials_expt import expt_from_bytes, expt_to_bytes
+from gonio.core.io.dials_refl import refl_from_bytes, refl_to_bytes
+from gonio.core.models.experiment import ExperimentList
+from gonio.core.reflection_table import ReflectionTable
+
+
+@dataclass
+class State:
+    experiments: ExperimentList = field(default_factory=ExperimentList)
+    reflections: dict[str, ReflectionTable] = field(default_factory=dict)
+    data: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.experiments and not self.reflections
+
+    @property
+    def newest_table(self) -> str | None:
+        """Name of the most recently made reflection table (insertion order)."""
+        return next(reversed(self.reflections), None) if self.reflections else None
+
+    def evolve(self, experiments=None, reflections=None, data=None, drop=()) -> State:
+        """A new state: given parts replaced, tables/data named in ``drop`` removed.
+
+        A table given in ``reflections`` moves to the end (it becomes the newest).
+        """
+        refl = {k: v for k, v in self.reflections.items() if k not in drop and k not in (reflections or {})}
+        refl.update(reflections or {})
+        dat = {k: v for k, v in self.data.items() if k not in drop}
+        dat.update(data or {})
+        return State(self.experiments if experiments is None else experiments, refl, dat)
+
+
+def encode_changes(old: State, new: State) -> dict[str, bytes | None]:
+    """Artifacts that differ between two states (None = removed)."""
+    out: dict[str, bytes | None] = {}
+    if new.experiments is not old.experiments:
+        out["experiments"] = expt_to_bytes(new.experiments)
+    old_names = list(old.reflections)
+    for name, table in new.reflections.items():
+        if old.reflections.get(name) is not table:
+            out[f"reflections/{name}"] = refl_to_bytes(table)
+    for name in old_names:
+        if name not in new.reflections:
+            out[f"reflections/{name}"] = None
+    for name, value in new.data.items():
+        if name not in old.data or old.data[name] is not value:
+            out[f"data/{name}"] = json.dumps(value).encode()
+    for name in old.data:
+        if name not in new.data:
+            out[f"data/{name}"] = None
+    # keep table order (newest last) as its own small artifact
+    if list(new.reflections) != old_names:
+        out["order"] = json.dumps(list(new.reflections)).encode()
+    return out
+
+
+def decode_state(manifest: dict[str, str], load) -> State:
+    """Rebuild a state from a manifest (name -> hash) with ``load(hash) -> bytes``."""
+    experiments = ExperimentList()
+    if "experiments" in manifest:
+        experiments = expt_from_bytes(load(manifest["experiments"]))
+    order = json.loads(load(manifest["order"])) if "order" in manifest else []
+    names = [n.split("/", 1)[1] for n in manifest if n.startswith("reflections/")]
+    names = [n for n in order if n in names] + [n for n in names if n not in order]
+    reflections = {n: refl_from_bytes(load(manifest[f"reflections/{n}"])) for n in names}
+    data = {n.split("/", 1)[1]: json.loads(load(h)) for n, h in manifest.items() if n.startswith("data/")}
+    return State(experiments, reflections, data)

@@ -1,0 +1,27 @@
+"""Shared fixtures: where the real data lives, and a fresh processing folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+def data_path(*parts: str) -> Path:
+    """Path into ../shared/data; skips the test with a reason when the data are absent."""
+    p = DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real test data not found at {p} (../shared/data beside the repository)")
+    return p
+
+
+@pytest.fixture
+def session(tmp_path):
+    from gonio.shell.session import Session
+
+    s = Session(tmp_path)
+    yield s
+    s.close()

@@ -1,0 +1,184 @@
+"""The shell's command runner, history commands and error handling, on the real MyD88 files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import data_path
+
+from gonio.core.io.dials_expt import read_expt
+from gonio.core.io.dials_refl import read_refl
+
+
+def run_ok(session, line):
+    r = session.run_line(line)
+    assert r.ok, r.text
+    return r
+
+
+def run_fail(session, line):
+    head = session.head
+    n_steps = len(session.history.steps())
+    r = session.run_line(line)
+    assert not r.ok, r.text
+    assert r.text.startswith("Error: ")
+    assert "Traceback" not in r.text
+    # the session is exactly as it was
+    assert session.head == head
+    assert len(session.history.steps()) == n_steps
+    return r.text
+
+
+@pytest.fixture
+def myd88(session):
+    expt = data_path("myd88", "imported.expt")
+    refl = data_path("myd88", "strong.refl")
+    run_ok(session, f"import {expt} {refl}")
+    return session
+
+
+def test_import_dials_files_and_show(myd88):
+    state = myd88.state
+    assert len(state.experiments) == 1
+    assert len(state.reflections["strong"]) == 646
+    text = run_ok(myd88, "show").text
+    assert "wavelength: 0.025100" in text
+    # Timepix 516 x 516, 55 um pixels; the distance is the one put into the file (2193 mm)
+    assert "516 x 516" in text and "2193.00" in text
+    assert "Max resolution (at corners)" in text and "Max resolution (inscribed)" in text
+    assert "strong: 646 reflections" in text
+
+
+def test_show_beam_centre_matches_geometry(myd88):
+    e = myd88.state.experiments[0]
+    p = e.detector[0]
+    bc = p.beam_centre_mm(e.beam.s0)
+    # the beam along -z meets the panel where origin + x fast + y slow has zero x,y components
+    lab = p.lab_coord(bc[None, :])[0]
+    assert abs(lab[0]) < 1e-9 and abs(lab[1]) < 1e-9
+    text = myd88.run_line("show").text
+    assert f"{bc[0]:.2f}, {bc[1]:.2f}" in text
+
+
+def test_save_round_trip(myd88, tmp_path):
+    run_ok(myd88, "save prefix=out")
+    el = read_expt(tmp_path / "out.expt")
+    t = read_refl(tmp_path / "out.refl")
+    orig = read_refl(data_path("myd88", "strong.refl"))
+    assert len(t) == 646
+    assert np.array_equal(t["xyzobs.px.value"], orig["xyzobs.px.value"])
+    assert np.allclose(el[0].goniometer.rotation_axis, [0.7825634081905295, -0.6225708892658111, 0])
+
+
+def test_history_undo_redo_goto_branch(myd88):
+    assert myd88.head == 1
+    run_ok(myd88, "undo")
+    assert myd88.head is None
+    assert myd88.state.is_empty
+    run_ok(myd88, "redo")
+    assert myd88.head == 1
+    run_ok(myd88, "goto 0")
+    # a new command after undo starts a branch; step 1 stays
+    run_ok(myd88, f"import {data_path('x4_xds', 'indexed.expt')}")
+    assert myd88.head == 2
+    assert myd88.history.step(2).parent_id is None
+    assert [s.id for s in myd88.history.steps()] == [1, 2]
+    run_ok(myd88, "goto 1")
+    assert len(myd88.state.reflections["strong"]) == 646
+    text = run_ok(myd88, "history").text
+    assert "*1" in text and "import" in text
+
+
+def test_diff_shows_changed_models(myd88):
+    run_ok(myd88, f"import {data_path('x4_xds', 'indexed.expt')}")
+    text = run_ok(myd88, "diff 1 2").text
+    assert "wavelength (A)" in text and "0.025100" in text and "0.979500" in text
+    assert "unit cell" in text
+
+
+def test_history_script_and_replay(myd88, tmp_path):
+    script = run_ok(myd88, "history script=True").text
+    lines = [ln for ln in script.splitlines() if ln and not ln.startswith("#")]
+    assert lines == [myd88.history.step(1).line]
+
+
+def test_help(session):
+    text = run_ok(session, "help").text
+    assert "findspots (find_spots)" in text and "refine_bravais_settings (rbs)" in text
+    text = run_ok(session, "help import").text
+    assert "geometry.detector.distance" in text and "mm" in text
+    assert run_ok(session, "import -h").text == text
+
+
+def test_errors_leave_session_unchanged(myd88, tmp_path):
+    msg = run_fail(myd88, "import /no/such/file.cbf")
+    assert "/no/such/file.cbf" in msg and "no such file" in msg
+    msg = run_fail(myd88, "import distance=-5")
+    assert "distance" in msg and "> 0" in msg
+    msg = run_fail(myd88, "import d_maxx=20")
+    assert "d_maxx" in msg
+    msg = run_fail(myd88, "frobnicate")
+    assert "not a gonio command" in msg
+    msg = run_fail(myd88, "goto 99")
+    assert "99" in msg
+    bad = tmp_path / "bad.expt"
+    bad.write_text(json.dumps({"__id__": "SomethingElse"}))
+    msg = run_fail(myd88, f"import {bad}")
+    assert "not a DIALS experiment list" in msg
+    trunc = tmp_path / "trunc.refl"
+    trunc.write_bytes(data_path("myd88", "strong.refl").read_bytes()[:1000])
+    msg = run_fail(myd88, f"import {data_path('myd88', 'imported.expt')} {trunc}")
+    assert "trunc.refl" in msg
+
+
+def test_show_in_empty_session_says_what_to_do(session):
+    msg = run_fail(session, "show")
+    assert "import" in msg
+
+
+def test_session_resumes_after_restart(tmp_path):
+    from gonio.shell.session import Session
+
+    s = Session(tmp_path)
+    run_ok(s, f"import {data_path('myd88', 'imported.expt')} {data_path('myd88', 'strong.refl')}")
+    s.close()
+    s2 = Session(tmp_path)
+    assert s2.head == 1 and len(s2.state.reflections["strong"]) == 646
+    s2.close()
+
+
+def _gonio(args, cwd, stdin=None):
+    return subprocess.run([sys.executable, "-m", "gonio.shell.main", *args], cwd=cwd,
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_command_line_modes(tmp_path):
+    expt, refl = data_path("myd88", "imported.expt"), data_path("myd88", "strong.refl")
+    r = _gonio(["-c", f"import {expt} {refl}; show"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "strong: 646 reflections" in r.stdout
+    script = tmp_path / "steps.gonio"
+    script.write_text("# a comment\nshow\nimport nonsense_parameter=3\nshow\n")
+    r = _gonio(["run", str(script)], tmp_path)
+    assert r.returncode == 1 and "nonsense_parameter" in r.stderr
+    r = _gonio([], tmp_path, stdin="history\n")
+    assert r.returncode == 0 and "import" in r.stdout
+    r = _gonio(["history", "--script"], tmp_path)
+    assert r.returncode == 0 and f"import {expt} {refl}" in r.stdout
+    r = _gonio(["replay"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _gonio(["history"], tmp_path)
+    assert r.stdout.count("imported.expt") == 2
+
+
+def test_start_is_fast_and_compiles_nothing(tmp_path):
+    code = ("import sys, time; t=time.perf_counter(); from gonio.shell.main import main; "
+            "main(['-c', 'help']); print('numba' in sys.modules, time.perf_counter()-t)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    loaded, seconds = r.stdout.split()[-2:]
+    assert loaded == "False"
+    assert float(seconds) < 2.0  # measured ~0.5 s; benchmarks/bench_startup.py reports it
