@@ -21,8 +21,8 @@ USAGE = __doc__
 
 
 def _session(folder: str = "."):
-    from gonio.shell.session import Session
     from gonio.shell.progress import Progress
+    from gonio.shell.session import Session
 
     return Session(folder, progress=Progress(sys.stderr))
 

@@ -125,7 +125,3 @@ class ImageFormat:
     @classmethod
     def num_images(cls, path: str) -> int:
         return 1
-
-    @classmethod
-    def check_data(cls, path: str) -> None:
-        """Cheap check that the pixel data of ``path`` is all there (no decoding)."""

@@ -28,6 +28,7 @@ from gonio.core.models.detector import PARALLAX, SIMPLE, Detector, Panel
 from gonio.core.models.goniometer import Goniometer
 from gonio.core.models.scan import Scan
 
+from . import dls_i23
 from .attenuation import mu_per_mm
 from .base import ImageFormat, header_error
 from .cbf_binary import binary_layout, check_binary_complete, decode_pixels, read_cbf_header
@@ -57,7 +58,9 @@ def _number(h: dict, key: str, path: str, index: int = 0) -> float:
     try:
         return float(re.findall(_NUM, h[key])[index])
     except (KeyError, IndexError, ValueError):
-        raise header_error(path, "miniCBF", f"the '# {key}' line is missing or unreadable") from None
+        raise header_error(
+            path, "miniCBF", f"the '# {key}' line is missing or unreadable"
+        ) from None
 
 
 def pilatus_epoch(stamp: str) -> float:
@@ -76,18 +79,36 @@ def sensor_from_header(h: dict, path: str, wavelength: float) -> dict:
         if key in h:
             thickness = _number(h, key, path) * 1000.0
             mu = mu_per_mm(material, wavelength)
-            return {"material": material, "thickness": thickness, "mu": mu,
-                    "px_mm_strategy": PARALLAX if mu > 0 else SIMPLE, "type": "SENSOR_PAD"}
-    return {"material": "", "thickness": 0.0, "mu": 0.0, "px_mm_strategy": SIMPLE,
-            "type": "SENSOR_PAD"}
+            return {
+                "material": material,
+                "thickness": thickness,
+                "mu": mu,
+                "px_mm_strategy": PARALLAX if mu > 0 else SIMPLE,
+                "type": "SENSOR_PAD",
+            }
+    return {
+        "material": "",
+        "thickness": 0.0,
+        "mu": 0.0,
+        "px_mm_strategy": SIMPLE,
+        "type": "SENSOR_PAD",
+    }
 
 
 def flat_panel(distance_mm, beam_centre_mm, pixel_mm, image_size, **kw) -> Panel:
     """A panel with fast +x, slow -y, the beam centre (fast, slow mm) on the -z axis."""
     fast, slow = np.array([1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0])
-    origin = np.array([0.0, 0.0, -distance_mm]) - beam_centre_mm[0] * fast - beam_centre_mm[1] * slow
-    return Panel(fast_axis=fast, slow_axis=slow, origin=origin, image_size=image_size,
-                 pixel_size=pixel_mm, **kw)
+    origin = (
+        np.array([0.0, 0.0, -distance_mm]) - beam_centre_mm[0] * fast - beam_centre_mm[1] * slow
+    )
+    return Panel(
+        fast_axis=fast,
+        slow_axis=slow,
+        origin=origin,
+        image_size=image_size,
+        pixel_size=pixel_mm,
+        **kw,
+    )
 
 
 class MiniCBF(ImageFormat):
@@ -109,29 +130,57 @@ class MiniCBF(ImageFormat):
         h = pilatus_header(text)
         lay = binary_layout(path, text)
         wavelength = _number(h, "Wavelength", path)
-        px = (_number(h, "Pixel_size", path, 0) * 1000.0, _number(h, "Pixel_size", path, 1) * 1000.0)
+        px = (
+            _number(h, "Pixel_size", path, 0) * 1000.0,
+            _number(h, "Pixel_size", path, 1) * 1000.0,
+        )
         bx, by = _number(h, "Beam_xy", path, 0), _number(h, "Beam_xy", path, 1)
         image_size = (lay["fast"], lay["slow"])
+        distance = _number(h, "Detector_distance", path) * 1000.0
+        sensor = sensor_from_header(h, path, wavelength)
+        beam = Beam(
+            direction=[0.0, 0.0, 1.0],
+            wavelength=wavelength,
+            flux=_optional(h, "Flux"),
+            transmission=_optional(h, "Transmission", 1.0),
+        )
+        exposure = _optional(h, "Exposure_period", _optional(h, "Exposure_time"))
+        epoch = pilatus_epoch(h.get("timestamp", ""))
+        scan = Scan(
+            image_range=(1, 1),
+            oscillation=(_number(h, "Start_angle", path), _number(h, "Angle_increment", path)),
+            exposure_time=[exposure],
+            epochs=[epoch],
+        )
+        if dls_i23.is_dls_i23_p12m(h):
+            return (
+                beam,
+                dls_i23.detector((bx, by), distance, sensor),
+                dls_i23.goniometer(h, epoch, lambda d, k: _number(d, k, path)),
+                scan,
+            )
         family = detector_family(image_size)
         if "EIGER" in h.get("Detector", "").upper():
             family = "Eiger2" if detector_family(image_size) == "Eiger2" else "Eiger"
         panel = flat_panel(
-            _number(h, "Detector_distance", path) * 1000.0, (bx * px[0], by * px[1]), px,
-            image_size, trusted_range=(-1.0, _number(h, "Count_cutoff", path)),
+            distance,
+            (bx * px[0], by * px[1]),
+            px,
+            image_size,
+            trusted_range=(-1.0, _number(h, "Count_cutoff", path)),
             mask=module_gap_mask(image_size, family) if family else [],
-            **sensor_from_header(h, path, wavelength),
+            **sensor,
         )
-        beam = Beam(direction=[0.0, 0.0, 1.0], wavelength=wavelength,
-                    flux=_optional(h, "Flux"), transmission=_optional(h, "Transmission", 1.0))
-        exposure = _optional(h, "Exposure_period", _optional(h, "Exposure_time"))
-        scan = Scan(image_range=(1, 1),
-                    oscillation=(_number(h, "Start_angle", path), _number(h, "Angle_increment", path)),
-                    exposure_time=[exposure], epochs=[pilatus_epoch(h.get("timestamp", ""))])
         return beam, Detector([panel]), Goniometer(), scan
 
     @classmethod
     def read_pixels(cls, path: str, index_in_file: int = 0):
-        return (decode_pixels(path),)
+        data = decode_pixels(path)
+        if data.shape == (5071, dls_i23.WIDTH) and dls_i23.is_dls_i23_p12m(
+            pilatus_header(read_cbf_header(path)[0])
+        ):
+            return dls_i23.split_rows(data)
+        return (data,)
 
 
 def _optional(h: dict, key: str, default: float = 0.0) -> float:

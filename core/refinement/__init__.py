@@ -4,7 +4,7 @@
 used by ``index`` and by the lattice (``rbs``) and ``refine`` steps.
 """
 
-from .engine import RefinementResult, refine
+from .engine import RefinementResult, refine, update_predictions
 from .params import RefinementParams
 
-__all__ = ["RefinementParams", "RefinementResult", "refine"]
+__all__ = ["RefinementParams", "RefinementResult", "refine", "update_predictions"]

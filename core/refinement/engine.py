@@ -105,10 +105,12 @@ class _Setup:
         self.n_free = n
 
     def names(self) -> list[str]:
-        out = []
-        for i, blk in enumerate(self.blocks):
+        """DIALS-style names: Beam1Mu1, Detector1Dist, Crystal1Phi1, Goniometer1GAMMA1."""
+        out, count = [], {}
+        for blk in self.blocks:
+            count[blk.kind] = count.get(blk.kind, 0) + 1
             for k in blk.free_index[0]:
-                out.append(f"{blk.kind.capitalize()}{i + 1}_{blk.param.names[k]}")
+                out.append(f"{blk.kind.capitalize()}{count[blk.kind]}{blk.param.names[k]}")
         return out
 
     def get(self) -> np.ndarray:
@@ -278,10 +280,11 @@ def refine(experiments: ExperimentList, reflections: ReflectionTable,
     def normal_eq(res, jac):
         Jw = (jac * sqrt_w[:, :, None]).reshape(-1, setup.n_free)
         rw = (res * sqrt_w).ravel()
-        return Jw.T @ Jw, Jw.T @ rw, float(rw @ rw)
+        # einsum, not BLAS: for these thin matrices a threaded BLAS mostly waits
+        return np.einsum("ij,ik->jk", Jw, Jw), np.einsum("ij,i->j", Jw, rw), float(rw @ rw)
 
     JTJ, g, cost = normal_eq(res, jac)
-    mu = 1e-3 * max(np.max(np.diag(JTJ)), 1e-30)
+    mu = 1e-3  # relative to diag(J^T W J) (Marquardt scaling)
     nu = 2.0
     result.reason = "maximum number of iterations reached"
     for it in range(1, params.max_iterations + 1):
@@ -328,23 +331,9 @@ def refine(experiments: ExperimentList, reflections: ReflectionTable,
     result.cell_esds = _cell_esds(setup, cov)
 
     new_experiments = setup.models()
-    # predictions for every indexed reflection with the final models
+    refl = update_predictions(new_experiments, refl)
     all_rows = np.flatnonzero(indexed)
-    xyz, s1, _, entering = evaluate(all_rows, want_jac=False)
-    xyzcal_mm = np.zeros((len(refl), 3))
-    xyzcal_px = np.zeros((len(refl), 3))
-    s1_all = refl["s1"].copy() if "s1" in refl else np.zeros((len(refl), 3))
-    ent_all = refl["entering"].copy() if "entering" in refl else np.zeros(len(refl), bool)
-    xyzcal_mm[all_rows], s1_all[all_rows], ent_all[all_rows] = xyz, s1, entering
-    for i, expt in enumerate(new_experiments):
-        for ip, pan in enumerate(expt.detector):
-            sel = all_rows[(ids[all_rows] == i) & (panel[all_rows] == ip)]
-            if len(sel):
-                xyzcal_px[sel, :2] = pan.millimeter_to_pixel(xyzcal_mm[sel, :2])
-        sel = all_rows[ids[all_rows] == i]
-        xyzcal_px[sel, 2] = expt.scan.frame_from_angle(np.rad2deg(xyzcal_mm[sel, 2]))
-    refl["xyzcal.mm"], refl["xyzcal.px"] = xyzcal_mm, xyzcal_px
-    refl["s1"], refl["entering"] = s1_all, ent_all
+    xyz = refl["xyzcal.mm"][all_rows]
     refl.unset_flags(np.ones(len(refl), bool), Flags.used_in_refinement)
     used = np.zeros(len(refl), bool)
     used[rows] = True
@@ -356,7 +345,7 @@ def refine(experiments: ExperimentList, reflections: ReflectionTable,
     result.n_reflections = len(rows)
     res_final = xyz - refl["xyzobs.mm.value"][all_rows]
     used_all = used[all_rows]
-    for i, expt in enumerate(new_experiments):
+    for i in range(len(new_experiments)):
         sel = (ids[all_rows] == i) & used_all & np.all(np.isfinite(res_final), axis=1)
         rm = np.sqrt(np.mean(res_final[sel] ** 2, axis=0)) if sel.any() else np.full(3, np.nan)
         b = bins[i]
@@ -380,7 +369,7 @@ def _cell_esds(setup: _Setup, cov: np.ndarray) -> list[list[float]]:
             continue
         t0 = blk.values[3:].copy()
 
-        def cell_of(t):
+        def cell_of(t, cell_par=cell_par):
             B = cell_par.compose(t)[0]
             c = _cell_params(np.linalg.inv(B))
             return np.array(c)
@@ -401,3 +390,38 @@ def _cell_params(real_abc: np.ndarray):
     from ..models.crystal import cell_from_real_vectors
 
     return cell_from_real_vectors(real_abc).parameters
+
+
+def update_predictions(experiments: ExperimentList, reflections: ReflectionTable) -> ReflectionTable:
+    """A copy of ``reflections`` with ``xyzcal.mm``, ``xyzcal.px``, ``s1`` and ``entering``
+    predicted by ``experiments`` for the indexed rows (``id >= 0``, hkl != 0)."""
+    refl = reflections.copy()
+    if "xyzobs.mm.value" not in refl:
+        centroid_px_to_mm(experiments, refl)
+    n = len(refl)
+    hkl = refl["miller_index"].astype(float)
+    ids = refl["id"].astype(np.int64)
+    panel = refl["panel"].astype(np.int64) if "panel" in refl else np.zeros(n, np.int64)
+    setup = _Setup(experiments, RefinementParams(beam_fix=["all"], crystal_fix=["all"],
+                                                 detector_fix=["all"], goniometer_fix=["all"]))
+    xyzcal_mm = np.zeros((n, 3))
+    xyzcal_px = np.zeros((n, 3))
+    s1_all = refl["s1"].copy() if "s1" in refl else np.zeros((n, 3))
+    ent_all = refl["entering"].copy() if "entering" in refl else np.zeros(n, bool)
+    indexed = (ids >= 0) & np.any(hkl != 0, axis=1)
+    for i, expt in enumerate(experiments):
+        rows = np.flatnonzero(indexed & (ids == i))
+        if not len(rows):
+            continue
+        xyz, s1, _, e, s0 = setup.predict_experiment(
+            i, hkl[rows], refl["xyzobs.mm.value"][rows, 2], panel[rows], want_jac=False)
+        xyzcal_mm[rows], s1_all[rows] = xyz, s1
+        ent_all[rows] = s1 @ np.cross(s0, e) < 0
+        for ip, pan in enumerate(expt.detector):
+            sel = rows[panel[rows] == ip]
+            if len(sel):
+                xyzcal_px[sel, :2] = pan.millimeter_to_pixel(xyzcal_mm[sel, :2])
+        xyzcal_px[rows, 2] = expt.scan.frame_from_angle(np.rad2deg(xyzcal_mm[rows, 2]))
+    refl["xyzcal.mm"], refl["xyzcal.px"] = xyzcal_mm, xyzcal_px
+    refl["s1"], refl["entering"] = s1_all, ent_all
+    return refl

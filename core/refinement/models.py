@@ -47,7 +47,7 @@ class BeamParameterisation:
         c = np.cross(self.s0u, spindle) if spindle is not None else np.zeros(3)
         self.q1 = _unit(c) if np.linalg.norm(c) > 1e-6 else _perpendicular(self.s0u)
         self.q2 = _unit(np.cross(self.s0u, self.q1))
-        self.names = ["Beam1", "Beam2", "Wavelength"]
+        self.names = ["Mu1", "Mu2", "Wavelength"]
         self.p0 = np.array([0.0, 0.0, beam.wavelength])
 
     def fixed_mask(self, fix: list) -> np.ndarray:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.detector import Detector, Panel
+from ..models.detector import PARALLAX, SIMPLE, Detector, Panel
 
 KIND = {
     # pixel (mm), module (fast, slow) px, gap (fast, slow) px, overload, sensor
@@ -73,15 +73,21 @@ def _runs(idx: np.ndarray) -> list[np.ndarray]:
 
 
 def build_detector(kind: str, image_size, pixel_size, distance: float, beam_centre,
-                   gaps: bool, overload) -> DetectorSpec:
-    """A detector normal to the beam (-z) at ``distance`` mm, beam at ``beam_centre`` px."""
+                   gaps: bool, overload, mu: float = 0.0) -> DetectorSpec:
+    """A detector normal to the beam (-z) at ``distance`` mm, beam at ``beam_centre`` px.
+
+    ``mu`` (1/mm) > 0 gives the sensor the parallax-corrected pixel <-> mm mapping (as
+    importers set it for a silicon sensor whose thickness the header states); 0 gives a
+    sensor of unknown thickness and the simple mapping (SMV headers state no sensor).
+    """
     spec = KIND[kind]
     px = float(pixel_size or spec["pixel"])
     over = float(overload or spec["overload"])
     nf, ns = (int(v) for v in image_size)
-    material, thickness = spec["sensor"]
+    material, thickness = spec["sensor"] if mu > 0 else ("", 0.0)
     common = dict(pixel_size=(px, px), trusted_range=(-1.0, over), thickness=thickness,
-                  material=material, type=spec["type"])
+                  material=material, mu=mu, px_mm_strategy=PARALLAX if mu > 0 else SIMPLE,
+                  type=spec["type"])
     fast, slow = np.array([1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0])
     if kind != "multipanel":
         bc = beam_centre if beam_centre is not None else (nf / 2.0, ns / 2.0)

@@ -1,13 +1,19 @@
 """Parameters of a simulated rotation sweep, and the named presets.
 
-Every field carries ``metadata`` with ``help`` (one line) and ``units``, so
-that a command layer can list, validate and document them without a
-separate table: ``fields(SimulationParams)``.
+Every field carries ``metadata``: ``help`` (one line), ``units``, ``kind``
+(how to parse a value typed on a command line: "int", "float", "bool", "str",
+"path", "choice", "space_group", "floats:N" / "ints:N" for N comma-separated
+numbers),
+``choices`` where there are some, and ``name``, the parameter's name on the
+command line (``header.distance`` for the field ``header_distance``). A
+command layer can list, parse and document them from ``fields(SimulationParams)``
+or :meth:`SimulationParams.describe` without a separate table. ``None`` is
+allowed wherever the default is ``None``.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from ..errors import GonioError
 
@@ -16,97 +22,20 @@ class SimulationParamsError(GonioError):
     pass
 
 
-def _f(default, help, units="", choices=None):
-    meta = {"help": help, "units": units}
+def _f(default, help, units="", choices=None, kind=None, name=None):
+    if kind is None:
+        kind = "choice" if choices else {bool: "bool", int: "int", float: "float",
+                                         str: "str"}.get(type(default), "float")
+    meta = {"help": help, "units": units, "kind": kind}
     if choices:
         meta["choices"] = tuple(choices)
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata=meta)
+    if name:
+        meta["name"] = name
     return field(default=default, metadata=meta)
 
 
 FORMATS = ("cbf", "smv", "nexus")
 DETECTORS = ("pilatus", "eiger", "timepix", "multipanel")
-
-
-@dataclass
-class SimulationParams:
-    """A rotation sweep to simulate. ``None`` means "choose from the preset / detector"."""
-
-    preset: str | None = _f(None, "start from a named preset (its values, then yours)", "",
-                            choices=None)
-    output: str | None = _f(None, "folder for images and truth files (None: keep in memory)",
-                            "path")
-    prefix: str = _f("image", "image file name prefix (name_#####.ext)")
-    format: str = _f("cbf", "image file format", "", FORMATS)
-    n_images: int = _f(20, "number of images in the sweep", "images")
-    osc: float = _f(0.5, "oscillation width per image", "deg")
-    phi_start: float = _f(0.0, "rotation angle at the start of the first image", "deg")
-    exposure_time: float = _f(0.1, "exposure time per image (header only)", "s")
-    # crystal
-    space_group: str = _f("P 43 21 2", "space group (any symbol gemmi knows)")
-    unit_cell: tuple = _f((79.1, 79.1, 37.9, 90.0, 90.0, 90.0),
-                          "unit cell a, b, c, alpha, beta, gamma", "A, deg")
-    orientation: tuple | None = _f(None, "crystal orientation as rotations about lab x, y, z "
-                                   "(None: random from the seed)", "deg")
-    d_min: float | None = _f(None, "resolution limit of the crystal (None: the detector corner)",
-                             "A")
-    b_factor: float = _f(20.0, "overall Wilson B factor of the structure factors", "A^2")
-    intensities: str | None = _f(None, "MTZ file (or text file 'h k l I') with intensities; "
-                                 "None: Wilson-random on the asymmetric unit")
-    mean_intensity: float = _f(2000.0, "expected counts of an average full reflection at "
-                               "median Lorentz-polarisation, before the B factor", "counts")
-    sigma_m: float = _f(0.1, "mosaicity (Gaussian sigma of the reflecting range)", "deg")
-    sigma_b: float = _f(0.02, "beam divergence (Gaussian sigma of the spot)", "deg")
-    spot_sigma: float = _f(0.6, "extra spot width from crystal and beam size", "px")
-    n_lattices: int = _f(1, "number of crystals in the beam (1 or 2)")
-    lattice2_rotation: tuple = _f((0.0, 12.0, 31.0), "orientation of the second crystal "
-                                  "relative to the first (rotations about x, y, z)", "deg")
-    lattice2_scale: float = _f(0.6, "intensity of the second crystal relative to the first")
-    # beam
-    wavelength: float = _f(0.9795, "wavelength (0.02 to 2)", "A")
-    polarization_fraction: float | None = _f(None, "fraction polarised in the horizontal plane "
-                                             "(None: 0.999 for X-rays, 0.5 for electrons)")
-    # detector
-    detector: str = _f("pilatus", "detector type: pixel size, gaps, overload", "", DETECTORS)
-    image_size: tuple | None = _f((1024, 1024), "image size (fast, slow) per panel", "px")
-    pixel_size: float | None = _f(None, "pixel size (None: 0.172 Pilatus, 0.075 Eiger, "
-                                  "0.055 Timepix)", "mm")
-    distance: float = _f(200.0, "sample to detector distance", "mm")
-    beam_centre: tuple | None = _f(None, "beam centre (fast, slow) (None: image centre)", "px")
-    rotation_axis: tuple | None = _f(None, "true rotation axis in the lab frame (None: +x, or "
-                                     "what the header errors imply for CBF/SMV)")
-    gaps: bool = _f(True, "mask module gaps as the real detector does")
-    gain: float = _f(1.0, "detector gain (ADU per photon)", "ADU")
-    background: float = _f(1.0, "constant background per pixel", "photons")
-    solvent_ring: float = _f(2.0, "peak height of the solvent ring (d = 3.7 A)", "photons")
-    overload: float | None = _f(None, "overload (trusted-range maximum) (None: per detector)",
-                                "counts")
-    noise: bool = _f(True, "add Poisson noise")
-    # deliberate header errors (the truth keeps the real values)
-    header_distance: float | None = _f(None, "distance written in the header", "mm")
-    header_beam_centre_offset: tuple = _f((0.0, 0.0), "beam centre error written in the "
-                                          "header (fast, slow)", "px")
-    header_wavelength: float | None = _f(None, "wavelength written in the header", "A")
-    header_axis_reversed: bool = _f(False, "the header's rotation axis has the wrong sense")
-    header_axis_rotated: float = _f(0.0, "the header's rotation axis is rotated about the "
-                                    "beam by this angle", "deg")
-    # run
-    seed: int = _f(0, "random seed (the same seed gives the same files)")
-    nproc: int = _f(2, "threads used to make images")
-
-    def replace(self, **kw) -> SimulationParams:
-        return replace(self, **kw)
-
-    @classmethod
-    def describe(cls) -> list[dict]:
-        """One dict per parameter: name, default, help, units, choices."""
-        out = []
-        for f in fields(cls):
-            default = f.default if f.default is not MISSING else f.default_factory()
-            out.append({"name": f.name, "default": default, **f.metadata})
-        return out
-
 
 PRESETS: dict[str, dict] = {
     "lysozyme": dict(space_group="P 43 21 2", unit_cell=(79.1, 79.1, 37.9, 90, 90, 90),
@@ -133,16 +62,127 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def resolve(params: SimulationParams) -> SimulationParams:
-    """Apply the preset (if any) underneath the explicitly changed fields."""
-    if params.preset is None:
-        return params
-    if params.preset not in PRESETS:
+@dataclass
+class SimulationParams:
+    """A rotation sweep to simulate. ``None`` means "choose from the preset / detector"."""
+
+    preset: str | None = _f(None, "start from a named preset (its values, then yours)", "",
+                            choices=tuple(PRESETS))
+    output: str | None = _f(None, "folder for images and truth files (None: keep in memory)",
+                            "", kind="path")
+    prefix: str = _f("image", "image file name prefix (name_#####.ext)")
+    format: str = _f("cbf", "image file format", "", FORMATS)
+    n_images: int = _f(20, "number of images in the sweep", "images")
+    osc: float = _f(0.5, "oscillation width per image", "deg")
+    phi_start: float = _f(0.0, "rotation angle at the start of the first image", "deg")
+    exposure_time: float = _f(0.1, "exposure time per image (header only)", "s")
+    # crystal
+    space_group: str = _f("P 43 21 2", "space group (any symbol gemmi knows)",
+                          kind="space_group")
+    unit_cell: tuple = _f((79.1, 79.1, 37.9, 90.0, 90.0, 90.0),
+                          "unit cell a, b, c, alpha, beta, gamma", "A, deg", kind="floats:6")
+    orientation: tuple | None = _f(None, "crystal orientation as rotations about lab x, y, z "
+                                   "(None: random from the seed)", "deg", kind="floats:3")
+    d_min: float | None = _f(None, "resolution limit of the crystal (None: the detector corner)",
+                             "A")
+    b_factor: float = _f(20.0, "overall Wilson B factor of the structure factors", "A^2")
+    intensities: str | None = _f(None, "MTZ file (or text file 'h k l I') with intensities; "
+                                 "None: Wilson-random on the asymmetric unit", kind="path")
+    mean_intensity: float = _f(2000.0, "expected counts of an average full reflection at "
+                               "median Lorentz-polarisation, before the B factor", "counts")
+    sigma_m: float = _f(0.1, "mosaicity (Gaussian sigma of the reflecting range)", "deg")
+    sigma_b: float = _f(0.02, "beam divergence (Gaussian sigma of the spot)", "deg")
+    spot_sigma: float = _f(0.8, "extra spot width from crystal and beam size", "px")
+    n_lattices: int = _f(1, "number of crystals in the beam (1 or 2)")
+    lattice2_rotation: tuple = _f((0.0, 12.0, 31.0), "orientation of the second crystal "
+                                  "relative to the first (rotations about x, y, z)", "deg",
+                                  kind="floats:3")
+    lattice2_scale: float = _f(0.6, "intensity of the second crystal relative to the first")
+    # beam
+    wavelength: float = _f(0.9795, "wavelength (0.02 to 2)", "A")
+    polarization_fraction: float | None = _f(None, "fraction polarised in the horizontal plane "
+                                             "(None: 0.999 for X-rays, 0.5 for electrons)")
+    # detector
+    detector: str = _f("pilatus", "detector type: pixel size, gaps, overload", "", DETECTORS)
+    image_size: tuple | None = _f((1024, 1024), "image size (fast, slow) per panel", "px",
+                                  kind="ints:2")
+    pixel_size: float | None = _f(None, "pixel size (None: 0.172 Pilatus, 0.075 Eiger, "
+                                  "0.055 Timepix)", "mm")
+    distance: float = _f(200.0, "sample to detector distance", "mm")
+    beam_centre: tuple | None = _f(None, "beam centre (fast, slow) (None: image centre)", "px",
+                                  kind="floats:2")
+    rotation_axis: tuple | None = _f(None, "true rotation axis in the lab frame (None: +x, or "
+                                     "what the header errors imply for CBF/SMV)",
+                                     kind="floats:3")
+    gaps: bool = _f(True, "mask module gaps as the real detector does")
+    gain: float = _f(1.0, "detector gain (ADU per photon)", "ADU")
+    background: float = _f(1.0, "constant background per pixel", "photons")
+    solvent_ring: float = _f(2.0, "peak height of the solvent ring (d = 3.7 A)", "photons")
+    overload: float | None = _f(None, "overload (trusted-range maximum) (None: per detector)",
+                                "counts")
+    noise: bool = _f(True, "add Poisson noise")
+    # deliberate header errors (the truth keeps the real values)
+    header_distance: float | None = _f(None, "distance written in the header", "mm",
+                                       name="header.distance")
+    header_beam_centre_offset: tuple = _f((0.0, 0.0), "beam centre error written in the "
+                                          "header (fast, slow)", "px", kind="floats:2",
+                                          name="header.beam_centre_offset")
+    header_wavelength: float | None = _f(None, "wavelength written in the header", "A",
+                                         name="header.wavelength")
+    header_axis_reversed: bool = _f(False, "the header's rotation axis has the wrong sense",
+                                    name="header.axis_reversed")
+    header_axis_rotated: float = _f(0.0, "the header's rotation axis is rotated about the "
+                                    "beam by this angle", "deg", name="header.axis_rotated")
+    # run
+    seed: int = _f(0, "random seed (the same seed gives the same files)")
+    nproc: int = _f(2, "threads used to make images")
+
+    def replace(self, **kw) -> SimulationParams:
+        return replace(self, **kw)
+
+    @classmethod
+    def describe(cls) -> list[dict]:
+        """One dict per parameter: field, name (on the command line), default, help, units,
+        kind and choices."""
+        return [{"field": f.name, "name": f.metadata.get("name", f.name), "default": f.default,
+                 **{k: v for k, v in f.metadata.items() if k != "name"}} for f in fields(cls)]
+
+    @classmethod
+    def from_preset(cls, preset: str | None, **explicit) -> SimulationParams:
+        """The preset's values, then the ``explicit`` ones (exactly those, even where they
+        equal the plain defaults). The way a command line should build its parameters."""
+        if preset is None:
+            return cls(**explicit)
+        _check_preset(preset)
+        return _mark(replace(cls(), **{**PRESETS[preset], **explicit, "preset": preset}))
+
+
+
+
+def _check_preset(name: str) -> None:
+    if name not in PRESETS:
         raise SimulationParamsError(
-            f"unknown simulation preset {params.preset!r}; choose one of "
+            f"unknown simulation preset {name!r}; choose one of "
             f"{', '.join(sorted(PRESETS))}, or give space_group, unit_cell etc. yourself.")
+
+
+def resolve(params: SimulationParams) -> SimulationParams:
+    """Apply the preset (if any) underneath the fields that differ from the defaults.
+
+    (A field set explicitly to its plain default cannot be told apart here; build such
+    parameters with :meth:`SimulationParams.from_preset`, which is exact.)
+    """
+    if params.preset is None or getattr(params, "_applied_preset", None) == params.preset:
+        return params
+    _check_preset(params.preset)
     defaults = SimulationParams()
     base = replace(defaults, **PRESETS[params.preset])
     changed = {f.name: getattr(params, f.name) for f in fields(params)
                if getattr(params, f.name) != getattr(defaults, f.name)}
-    return replace(base, **changed)
+    return _mark(replace(base, **changed))
+
+
+def _mark(params: SimulationParams) -> SimulationParams:
+    """Remember (outside the fields) that the preset is already applied."""
+    object.__setattr__(params, "_applied_preset", params.preset)
+    return params

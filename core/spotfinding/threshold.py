@@ -27,9 +27,12 @@ strong when v >= mean + sigma_strong*sqrt(gain*mean) and v > global_threshold.
 This finds the weak edges of spots better than ``dispersion`` and keeps
 strong spots from inflating their own background.
 
-Window sums use summed-area tables (Crow (1984)), held as a ring of 2k+2 rows
-so memory stays O(width). Integer images are summed in int64 (exact); values
-of 2**24 or more never enter the sums, as in DIALS.
+Window sums are running (sliding) box sums, the one-row-at-a-time form of a
+summed-area table (Crow (1984)): column sums over the window's rows, slid
+down the image, then summed across the window's columns; memory stays
+O(width). The second stage of dispersion_extended only visits pixels that
+passed the first, so it costs little more than dispersion. Values of 2**24
+or more never enter the sums, as in DIALS.
 
 Kernels are numba ``njit(cache=True, nogil=True)`` and compile on first call.
 """
@@ -47,154 +50,155 @@ ALGORITHMS = (DISPERSION_EXTENDED, DISPERSION)
 
 
 @numba.njit(cache=True, nogil=True)
-def _sat_row(image, static, tmin, tmax, use, r, ring_m, ring_x, ring_y, slot, prev):
-    """Fill ring slot ``slot`` with summed-area-table row ``r``.
-
-    A pixel enters when static[r, i] and tmin < v < tmax and v < BIG (and,
-    if ``use`` has rows, use[r, i]).
-    """
-    nx = image.shape[1]
-    has_use = use.shape[0] > 0
-    m = 0
-    x = ring_x[slot, 0] * 0
-    y = x
-    for i in range(nx):
-        v = image[r, i]
-        ok = static[r, i] and v > tmin and v < tmax and v < BIG
-        if has_use:
-            ok = ok and use[r, i]
-        if ok:
-            m += 1
-            x += v
-            y += v * v
-        if r == 0:
-            ring_m[slot, i] = m
-            ring_x[slot, i] = x
-            ring_y[slot, i] = y
-        else:
-            ring_m[slot, i] = ring_m[prev, i] + m
-            ring_x[slot, i] = ring_x[prev, i] + x
-            ring_y[slot, i] = ring_y[prev, i] + y
+def _add_row(image, static, lo, sat_hi, r, sign, cm, cx, cy):
+    """Add (sign=1) or remove (sign=-1) image row r from the column sums."""
+    for i in range(image.shape[1]):
+        v = float(image[r, i])
+        f = sign if static[r, i] & (image[r, i] > lo) & (image[r, i] < sat_hi) else 0.0
+        cm[i] += f
+        cx[i] += f * v
+        cy[i] += f * v * v
 
 
 @numba.njit(cache=True, nogil=True)
-def _local_pass(image, static, tmin, tmax, use, core, ky, kx, mode, gain, nsig_b, nsig_s,
-                threshold, min_count, ring_m, ring_x, ring_y, out):
+def _window_row(cm, kx, wm):
+    """wm[i] = sum of cm over columns [i-kx, i+kx] clipped to the row.
+
+    Summed offset by offset: no loop-carried dependency, so it vectorises
+    (a running prefix sum would be bound by the add latency).
+    """
+    nx = len(cm)
+    wm[:] = 0.0
+    for d in range(-kx, kx + 1):
+        lo = max(0, -d)
+        hi = min(nx, nx - d)
+        if hi <= lo:
+            continue
+        dst = wm[lo:hi]
+        src = cm[lo + d:hi + d]
+        for i in range(hi - lo):
+            dst[i] += src[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_s,
+                threshold, min_count, out, found):
     """One sweep over the image with window sums; ``mode`` picks the test.
 
     mode 0: dispersion strong-pixel test (DIALS ``dispersion``).
     mode 1: dispersion-only test, invalid pixels set (extended, first pass).
-    mode 2: extended final test against the mean of background pixels
-            (``use`` = background, ``core`` = eroded non-background).
+    Valid pixels: static and lo < v < hi; they enter the sums if v < sat_hi.
+    Window sums: column sums over the window's rows (updated as the window
+    slides down: add the entering row, subtract the leaving one), then
+    summed across the window's columns; for integer counts every partial sum
+    is an integer below 2**53, so the float64 arithmetic is exact. The flat indices of the valid pixels that
+    pass go to ``found``; returns how many.
     """
     ny, nx = image.shape
-    nring = ring_m.shape[0]
-    for r in range(ny + ky):
-        if r < ny:
-            slot = r % nring
-            prev = (r - 1) % nring
-            _sat_row(image, static, tmin, tmax, use, r, ring_m, ring_x, ring_y, slot, prev)
-        j = r - ky
-        if j < 0:
-            continue
-        s1 = min(j + ky, ny - 1) % nring
-        r0 = j - ky - 1
-        s0 = r0 % nring if r0 >= 0 else 0
+    cm, cx, cy = np.zeros(nx), np.zeros(nx), np.zeros(nx)
+    wm, wx, wy = np.empty(nx), np.empty(nx), np.empty(nx)
+    res = np.empty(nx, np.bool_)
+    n_found = 0
+    for r in range(min(ky, ny)):
+        _add_row(image, static, lo, sat_hi, r, 1.0, cm, cx, cy)
+    for j in range(ny):
+        if j + ky < ny:
+            _add_row(image, static, lo, sat_hi, j + ky, 1.0, cm, cx, cy)
+        if j - ky - 1 >= 0:
+            _add_row(image, static, lo, sat_hi, j - ky - 1, -1.0, cm, cx, cy)
+        _window_row(cm, kx, wm)
+        _window_row(cx, kx, wx)
+        _window_row(cy, kx, wy)
         for i in range(nx):
-            v = image[j, i]
-            valid = static[j, i] and v > tmin and v < tmax
-            if not valid:
-                out[j, i] = mode == 1
-                continue
-            c1 = min(i + kx, nx - 1)
-            c0 = i - kx - 1
-            m = ring_m[s1, c1]
-            x = ring_x[s1, c1]
-            y = ring_y[s1, c1]
-            if c0 >= 0:
-                m -= ring_m[s1, c0]
-                x -= ring_x[s1, c0]
-                y -= ring_y[s1, c0]
-            if r0 >= 0:
-                m -= ring_m[s0, c1]
-                x -= ring_x[s0, c1]
-                y -= ring_y[s0, c1]
-                if c0 >= 0:
-                    m += ring_m[s0, c0]
-                    x += ring_x[s0, c0]
-                    y += ring_y[s0, c0]
-            if mode == 2:
-                mean = x / m if m >= 2 else 0.0
-                out[j, i] = (core[j, i] and v > threshold
-                             and v >= mean + nsig_s * np.sqrt(gain * mean))
-                continue
-            result = False
-            if m >= min_count and x >= 0 and (mode == 1 or v > threshold):
-                a = m * y - x * x  # n^2 (n-1)/n * var * ... exact for integer data
-                fm = float(m)
-                fx = float(x)
-                c = gain * fx * (fm - 1.0 + nsig_b * np.sqrt(2.0 * (fm - 1.0)))
-                result = a > c
-                if mode == 0 and result:
-                    result = m * v - x > nsig_s * np.sqrt(gain * fx * fm)
-            out[j, i] = result
+            v = float(image[j, i])
+            m, x, y = wm[i], wx[i], wy[i]
+            valid = static[j, i] & (image[j, i] > lo) & (image[j, i] < hi)
+            # n Q - S^2 > gain S (n - 1 + nsig_b sqrt(2 (n - 1)))
+            dispersed = m * y - x * x > gain * x * (m - 1.0 + nsig_b * np.sqrt(
+                max(2.0 * (m - 1.0), 0.0)))
+            r_ = valid & (m >= min_count) & (x >= 0) & dispersed
+            if mode == 0:
+                r_ = r_ & (v > threshold) & (m * v - x > nsig_s * np.sqrt(max(gain * x * m, 0.0)))
+            res[i] = r_
+        for i in range(nx):
+            if res[i]:
+                found[n_found] = j * nx + i
+                n_found += 1
+            if mode == 1:
+                valid = static[j, i] & (image[j, i] > lo) & (image[j, i] < hi)
+                out[j, i] = res[i] | ~valid
+            else:
+                out[j, i] = res[i]
+    return n_found
 
 
 @numba.njit(cache=True, nogil=True)
-def _erode(flag, h, out):
-    """out = flag pixels whose (2h+1)^2 window (clipped) holds no unflagged pixel.
+def _extended_final(image, static, lo, hi, signal, candidates, h, ky, kx, gain, nsig_s,
+                    threshold, core, out):
+    """Second stage of dispersion_extended, visiting only candidate pixels.
 
-    Equivalent to Chebyshev distance to the nearest unflagged pixel >= h+1,
-    with the outside of the image counting as flagged.
+    ``signal`` is the first-pass mask (invalid pixels set) and
+    ``candidates`` the flat indices of its valid pixels. A candidate is a
+    core pixel when its (2h+1)^2 window (clipped at the edges) holds no
+    unset pixel, i.e. its Chebyshev distance to the background is at least
+    h+1. Background = valid and not core; a core pixel is strong when
+    v > threshold and v >= mean + nsig_s*sqrt(gain*mean), the mean taken
+    over the background pixels (v < BIG) of its (2ky+1) x (2kx+1) window
+    (0 when fewer than two). ``core`` and ``out`` must come in False.
     """
-    ny, nx = flag.shape
-    nring = 2 * h + 2
-    ring = np.zeros((nring, nx), np.int32)
-    for r in range(ny + h):
-        if r < ny:
-            slot = r % nring
-            prev = (r - 1) % nring
-            run = 0
-            for i in range(nx):
-                if not flag[r, i]:
-                    run += 1
-                ring[slot, i] = run if r == 0 else ring[prev, i] + run
-        j = r - h
-        if j < 0:
+    ny, nx = image.shape
+    cores = np.empty(len(candidates), np.int64)
+    n_core = 0
+    for c in candidates:
+        j, i = c // nx, c % nx
+        ok = True
+        for jj in range(max(j - h, 0), min(j + h + 1, ny)):
+            for ii in range(max(i - h, 0), min(i + h + 1, nx)):
+                if not signal[jj, ii]:
+                    ok = False
+                    break
+            if not ok:
+                break
+        if ok:
+            core[j, i] = True
+            cores[n_core] = c
+            n_core += 1
+    for c in cores[:n_core]:
+        j, i = c // nx, c % nx
+        v = image[j, i]
+        if not v > threshold:
             continue
-        s1 = min(j + h, ny - 1) % nring
-        r0 = j - h - 1
-        s0 = r0 % nring if r0 >= 0 else 0
-        for i in range(nx):
-            if not flag[j, i]:
-                out[j, i] = False
-                continue
-            c1 = min(i + h, nx - 1)
-            c0 = i - h - 1
-            n = ring[s1, c1]
-            if c0 >= 0:
-                n -= ring[s1, c0]
-            if r0 >= 0:
-                n -= ring[s0, c1]
-                if c0 >= 0:
-                    n += ring[s0, c0]
-            out[j, i] = n == 0
+        m = 0
+        x = 0.0
+        for jj in range(max(j - ky, 0), min(j + ky + 1, ny)):
+            for ii in range(max(i - kx, 0), min(i + kx + 1, nx)):
+                u = image[jj, ii]
+                if static[jj, ii] and not core[jj, ii] and u > lo and u < hi and u < BIG:
+                    m += 1
+                    x += u
+        mean = x / m if m >= 2 else 0.0
+        out[j, i] = v >= mean + nsig_s * np.sqrt(gain * mean)
 
 
-def _prepare(image: np.ndarray):
-    """The image as a kernel dtype and the matching accumulator dtype."""
+def _prepare(image: np.ndarray) -> np.ndarray:
+    """The image as one of the kernel dtypes (int32, int64 or float64), C-contiguous."""
     image = np.ascontiguousarray(image)
     if image.dtype.kind in "iu":
         if image.dtype.itemsize > 4 or image.dtype == np.uint32:
-            image = image.astype(np.int64)
-        elif image.dtype != np.int32:
-            image = image.astype(np.int32)
-        return image, np.int64
-    return image.astype(np.float64, copy=False), np.float64
+            return image.astype(np.int64)
+        return image.astype(np.int32, copy=False)
+    return image.astype(np.float64, copy=False)
 
 
-def _rings(nring: int, nx: int, acc):
-    return np.zeros((nring, nx), np.int64), np.zeros((nring, nx), acc), np.zeros((nring, nx), acc)
+def _bounds(image: np.ndarray, trusted_range):
+    """(lo, hi, sat_hi) in the image's type: valid if lo < v < hi, summed if also v < sat_hi."""
+    tmin, tmax = float(trusted_range[0]), float(trusted_range[1])
+    if image.dtype.kind in "iu":
+        info = np.iinfo(image.dtype)
+        lo = int(np.clip(np.floor(tmin), info.min, info.max))
+        hi = int(np.clip(np.ceil(tmax), info.min, info.max))
+        return image.dtype.type(lo), image.dtype.type(hi), image.dtype.type(min(hi, BIG))
+    return tmin, tmax, min(tmax, float(BIG))
 
 
 def threshold_image(image: np.ndarray, static_mask: np.ndarray, trusted_range=(-np.inf, np.inf),
@@ -210,30 +214,25 @@ def threshold_image(image: np.ndarray, static_mask: np.ndarray, trusted_range=(-
     ``kernel_size`` is (kx, ky) half-widths in px: the window is
     (2*ky+1) rows by (2*kx+1) columns.
     """
-    image, acc = _prepare(image)
+    image = _prepare(image)
     static = np.ascontiguousarray(static_mask, dtype=np.bool_)
     kx, ky = int(kernel_size[0]), int(kernel_size[1])
-    tmin, tmax = float(trusted_range[0]), float(trusted_range[1])
+    lo, hi, sat_hi = _bounds(image, trusted_range)
     out = np.empty(image.shape, np.bool_)
-    none = np.zeros((0, 0), np.bool_)
-    ring_m, ring_x, ring_y = _rings(2 * ky + 2, image.shape[1], acc)
     args = (float(gain), float(sigma_background), float(sigma_strong),
             float(global_threshold), int(min_local))
+    found = np.empty(image.size, np.int64)  # pages are only touched as they fill
     if algorithm == DISPERSION:
-        _local_pass(image, static, tmin, tmax, none, none, ky, kx, 0, *args,
-                    ring_m, ring_x, ring_y, out)
+        _local_pass(image, static, lo, hi, sat_hi, ky, kx, 0, *args, out, found)
         return out
     if algorithm != DISPERSION_EXTENDED:
         raise ValueError(f"unknown threshold algorithm {algorithm!r}")
-    # pass 1: not-background (dispersion only; invalid pixels count as not background)
-    _local_pass(image, static, tmin, tmax, none, none, ky, kx, 1, *args,
-                ring_m, ring_x, ring_y, out)
-    core = np.empty(image.shape, np.bool_)
-    _erode(out, min(kx, ky) - 1, core)
-    # background = valid and not core; its mean over a window 2 px wider
-    background = ~core
-    ky2, kx2 = ky + 2, kx + 2
-    ring_m, ring_x, ring_y = _rings(2 * ky2 + 2, image.shape[1], acc)
-    _local_pass(image, static, tmin, tmax, background, core, ky2, kx2, 2, *args,
-                ring_m, ring_x, ring_y, out)
+    # pass 1: not background (dispersion test only; invalid pixels count as not background)
+    signal = np.empty(image.shape, np.bool_)
+    n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, 1, *args, signal, found)
+    # pass 2: erode to spot cores, test them against the mean of the background
+    core = np.zeros(image.shape, np.bool_)
+    out[:] = False
+    _extended_final(image, static, lo, hi, signal, found[:n], min(kx, ky) - 1, ky + 2, kx + 2,
+                    float(gain), float(sigma_strong), float(global_threshold), core, out)
     return out

@@ -8,7 +8,7 @@ from gonio.shell.command import Context, Outcome
 
 
 def run(ctx: Context, parsed) -> Outcome:
-    from gonio.shell.commands import COMMANDS, _BY_NAME
+    from gonio.shell.commands import _BY_NAME, COMMANDS
     from gonio.shell.params import find_everywhere, format_found, format_help
 
     words = list(parsed.positional)

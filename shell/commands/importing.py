@@ -35,8 +35,11 @@ def _overrides(values: dict):
 
 def _expand(words: list[str], cwd: str) -> list[str]:
     """Absolute paths; shell-style globs expanded here (the REPL has no shell)."""
+    import os
+
     out = []
     for w in words:
+        w = os.path.expanduser(os.path.expandvars(w))
         p = w if Path(w).is_absolute() else str(Path(cwd) / w)
         if any(ch in w for ch in "*?[") and "#" not in w:
             found = sorted(glob.glob(p))
@@ -153,9 +156,12 @@ def _import_files(ctx, paths, kinds, overrides, given, notes):
             xin = read_xds_inp(p)
             el = xin.experiments
             experiments = el if experiments is None else ExperimentList([*experiments, *el])
-            if getattr(xin, "unit_cell", None):
-                notes.append(f"XDS.INP gives unit cell {xin.unit_cell} and space group "
-                             f"{xin.space_group}: pass them to index as unit_cell= space_group=.")
+            if getattr(xin, "unit_cell", None) is not None and xin.space_group is not None:
+                c = xin.unit_cell
+                cell = ",".join(f"{x:g}" for x in (c.a, c.b, c.c, c.alpha, c.beta, c.gamma))
+                notes.append(f"XDS.INP gives unit cell {cell} and space group "
+                             f"{xin.space_group.hm}: to use them, index unit_cell={cell} "
+                             f"space_group=\"{xin.space_group.hm}\".")
     if experiments is None:
         experiments = ctx.state.experiments
         if not experiments:

@@ -1,0 +1,131 @@
+"""Spot-finding speed on a Pilatus 6M-sized sweep, as ratios measured in one run.
+
+The sweep is built from the two real thaumatin Pilatus3 6M images in
+../shared/data/images (2463 x 2527 px): frame i is image 1 or 2 (alternating)
+shifted by 13*i px along the fast axis, so spots do not repeat on consecutive
+frames. Frames are written as uncompressed-header miniCBF (byte-offset) files
+in a temporary folder, the layout beamlines write.
+
+Reported:
+- decode: time to read one frame (fabio), per image;
+- find: threshold + labelling + centroids (find_spots on frames already in
+  memory, nproc=1), per image, and its ratio to decode (target <= 1);
+- images/s for the whole step (read + find) with nproc=1 and nproc=2
+  (processes, and threads for comparison), and the nproc=2 speed-up
+  (target >= 1.7).
+
+Usage: python benchmarks/bench_findspots.py [n_frames=100] [algorithm]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import fabio
+import numpy as np
+
+from gonio.core.models.beam import Beam
+from gonio.core.models.detector import Detector, Panel
+from gonio.core.models.experiment import Experiment
+from gonio.core.models.imageset import ImageSetRef
+from gonio.core.models.scan import Scan
+from gonio.core.spotfinding import SpotFinderParams, find_spots
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
+
+
+class CbfReader:
+    """Reads frame i from its file on each call (picklable, opens lazily)."""
+
+    def __init__(self, paths):
+        self.paths = [str(p) for p in paths]
+
+    def __len__(self):
+        return len(self.paths)
+
+    def read(self, i):
+        return (fabio.open(self.paths[i]).data,)
+
+
+class MemoryReader:
+    def __init__(self, frames):
+        self.frames = frames
+
+    def __len__(self):
+        return len(self.frames)
+
+    def read(self, i):
+        return (self.frames[i],)
+
+
+def experiment(n: int) -> Experiment:
+    px = 0.172
+    panel = Panel(origin=[-1261.61 * px, 1306.96 * px, -351.0], image_size=(2463, 2527),
+                  pixel_size=(px, px), trusted_range=(-1, 115897), type="SENSOR_PAD")
+    return Experiment(beam=Beam(wavelength=0.96859), detector=Detector([panel]),
+                      scan=Scan(image_range=(1, n), oscillation=(0.0, 0.1)),
+                      imageset=ImageSetRef(kind="ImageSequence"))
+
+
+def main(n: int = 100, algorithm: str = "dispersion_extended") -> None:
+    src = [fabio.open(str(DATA / f"thau_3_2_000{k}.cbf.bz2")).data for k in (1, 2)]
+    t0 = time.perf_counter()
+    fabio.open(str(DATA / "thau_3_2_0001.cbf.bz2"))
+    t_bz2 = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(n):
+            p = Path(tmp) / f"sweep_{i + 1:04d}.cbf"
+            fabio.cbfimage.CbfImage(data=np.roll(src[i % 2], 13 * i, axis=1)).write(str(p))
+            paths.append(p)
+        expt = experiment(n)
+        params = dict(threshold_algorithm=algorithm)
+
+        # warm up numba (compile or load the cache) outside the timings
+        find_spots([expt.replace(scan=Scan((1, 2), (0, 0.1)))], [CbfReader(paths[:2])],
+                   SpotFinderParams(nproc=1, **params))
+
+        n_mem = min(n, 20)
+        t0 = time.perf_counter()
+        frames = [fabio.open(str(p)).data for p in paths[:n_mem]]
+        t_decode = (time.perf_counter() - t0) / n_mem
+        e_mem = expt.replace(scan=Scan((1, n_mem), (0, 0.1)))
+        t0 = time.perf_counter()
+        strong, res = find_spots([e_mem], [MemoryReader(frames)], SpotFinderParams(nproc=1, **params))
+        t_find = (time.perf_counter() - t0) / n_mem
+        del frames
+        print(f"frames: {n} x 2463 x 2527 px, algorithm={algorithm}")
+        print(f"decode .cbf.bz2 (as stored): {t_bz2 * 1e3:7.1f} ms/image")
+        print(f"decode .cbf (byte offset):   {t_decode * 1e3:7.1f} ms/image")
+        print(f"find (threshold+label+centroid, in memory, nproc=1): {t_find * 1e3:7.1f} ms/image"
+              f"  ({res.timings['threshold'] / n_mem * 1e3:.1f} threshold, "
+              f"{(res.timings['label'] + res.timings['measure']) / n_mem * 1e3:.1f} label+measure)")
+        print(f"ratio find / decode(.cbf) = {t_find / t_decode:.2f}   "
+              f"find / decode(.cbf.bz2) = {t_find / t_bz2:.2f}")
+        print(f"spots on the first {n_mem} frames: {len(strong)}")
+        # the same ratio with decode and find timed image by image, interleaved (less load noise)
+        _, res = find_spots([expt], [CbfReader(paths)], SpotFinderParams(nproc=1, **params))
+        tm = res.timings
+        find = tm["threshold"] + tm["label"] + tm["measure"]
+        print(f"interleaved over {n} frames: decode {tm['read'] / n * 1e3:.1f} ms/image, "
+              f"find {find / n * 1e3:.1f} ms/image, ratio {find / tm['read']:.2f}")
+
+        rates = {}
+        for nproc, executor in ((1, "process"), (2, "process"), (2, "thread")):
+            t0 = time.perf_counter()
+            strong, res = find_spots([expt], [CbfReader(paths)],
+                                     SpotFinderParams(nproc=nproc, **params), executor=executor)
+            dt = time.perf_counter() - t0
+            rates[(nproc, executor)] = n / dt
+            print(f"read+find from files, nproc={nproc} ({executor}): {dt:6.2f} s, "
+                  f"{n / dt:5.2f} images/s, {len(strong)} spots")
+        print(f"speed-up nproc=2/nproc=1: processes {rates[(2, 'process')] / rates[(1, 'process')]:.2f}x,"
+              f" threads {rates[(2, 'thread')] / rates[(1, 'process')]:.2f}x")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100,
+         sys.argv[2] if len(sys.argv) > 2 else "dispersion_extended")

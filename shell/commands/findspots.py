@@ -1,0 +1,66 @@
+"""The ``findspots`` command (dials.find_spots): the strong reflections of every image."""
+
+from __future__ import annotations
+
+from gonio.core.errors import GonioError
+from gonio.shell.command import Context, Outcome
+from gonio.shell.params import Param
+
+#: tables made from the strong spots; a new spot search makes them stale
+DOWNSTREAM = ("indexed", "refined", "integrated")
+
+
+class NoImagesError(GonioError):
+    pass
+
+
+def params() -> list[Param]:
+    from gonio.core.spotfinding.params import SpotFinderParams
+    from gonio.shell.dataclass_params import params_from_dataclass
+
+    return params_from_dataclass(SpotFinderParams)
+
+
+def run(ctx: Context, parsed) -> Outcome:
+    from gonio.core.formats.reader import ImageSequenceReader
+    from gonio.core.spotfinding.finder import find_spots
+    from gonio.core.spotfinding.params import SpotFinderParams
+    from gonio.shell.dataclass_params import dataclass_from_values
+
+    state = ctx.state
+    experiments = state.experiments
+    if not experiments:
+        raise NoImagesError("There are no images to search: run import first, e.g. "
+                            "import /data/th_8_2_####.cbf.")
+    missing = [i for i, e in enumerate(experiments) if e.imageset is None or
+               not (e.imageset.template or e.imageset.paths)]
+    if missing:
+        raise NoImagesError(
+            f"Experiment {missing[0]} has no images to read (it came from a file without image "
+            "paths). Import the images themselves to find spots, or import a strong.refl.")
+    p = dataclass_from_values(SpotFinderParams, parsed.values)
+    readers, by_imageset = [], {}
+    for e in experiments:
+        key = id(e.imageset)
+        if key not in by_imageset:
+            by_imageset[key] = ImageSequenceReader(e)
+        readers.append(by_imageset[key])
+
+    def progress(done, total):
+        ctx.progress("findspots", done, total)
+
+    strong, result = find_spots(experiments, readers, p, progress=progress)
+    lines = []
+    for text in result.histograms:
+        lines.append(text)
+    lines.extend(result.summary_lines())
+    lines.append(f"Found {result.n_spots} strong spots on "
+                 f"{sum(len(n) for n in result.image_numbers)} images.")
+    new_state = state.evolve(reflections={"strong": strong}, drop=DOWNSTREAM)
+    metrics = {"spots": int(result.n_spots), "images": int(sum(len(n) for n in result.image_numbers))}
+    per_image = [list(map(int, s)) for s in result.spots_per_image]
+    if per_image:
+        metrics["spots per image (min, max)"] = [min(min(s) for s in per_image if s),
+                                                 max(max(s) for s in per_image if s)] \
+            if any(per_image) else [0, 0]
+    return Outcome(state=new_state, text="\n".join(lines), metrics=metrics)

@@ -1,0 +1,109 @@
+"""Bad input to spot finding: a clear SpotFinderError (a GonioError) before or instead of results."""
+
+import numpy as np
+import pytest
+
+from gonio.core.errors import GonioError
+from gonio.core.models.beam import Beam
+from gonio.core.models.detector import Detector, Panel
+from gonio.core.models.experiment import Experiment
+from gonio.core.models.imageset import ImageSetRef
+from gonio.core.models.scan import Scan
+from gonio.core.spotfinding import SpotFinderError, SpotFinderParams, find_spots
+
+
+def experiment(shape=(64, 80), n=3):
+    ny, nx = shape
+    panel = Panel(origin=[-4.0, 3.2, -100.0], image_size=(nx, ny), pixel_size=(0.1, 0.1),
+                  trusted_range=(-1, 1e6), type="SENSOR_PAD")
+    return Experiment(beam=Beam(wavelength=1.0), detector=Detector([panel]),
+                      scan=Scan((1, n), (0.0, 0.5)), imageset=ImageSetRef(kind="ImageSequence"))
+
+
+class MemoryReader:
+    def __init__(self, frames):
+        self.frames = frames
+
+    def __len__(self):
+        return len(self.frames)
+
+    def read(self, i):
+        return (self.frames[i],)
+
+
+class FileReader:
+    """Reads .npy frames from disk on each call, like a lazy image reader."""
+
+    def __init__(self, paths):
+        self.paths = [str(p) for p in paths]
+
+    def __len__(self):
+        return len(self.paths)
+
+    def read(self, i):
+        return (np.load(self.paths[i]),)
+
+
+def frames(n=3, shape=(64, 80)):
+    rng = np.random.default_rng(0)
+    return [rng.poisson(2.0, shape).astype(np.int32) for _ in range(n)]
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(d_min=20.0, d_max=5.0), ["d_min=20.0", "d_max=5.0", "did you mean d_min=5.0 d_max=20.0"]),
+    (dict(d_min=5.0, d_max=5.0), ["is not below"]),
+    (dict(nproc=0), ["nproc=0"]),
+    (dict(kernel_size=(0, 3)), ["kernel_size"]),
+    (dict(threshold_algorithm="otsu"), ["otsu", "dispersion_extended"]),
+    (dict(gain=0.0), ["gain"]),
+    (dict(min_local=1), ["min_local"]),
+    (dict(scan_range=((3, 1),)), ["scan_range"]),
+])
+def test_bad_parameters(kw, words):
+    with pytest.raises(SpotFinderError) as e:
+        find_spots([experiment()], [MemoryReader(frames())], SpotFinderParams(**kw))
+    assert isinstance(e.value, GonioError)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_kernel_larger_than_the_image():
+    with pytest.raises(SpotFinderError, match=r"larger than panel 0 \(80 x 64 px\)"):
+        find_spots([experiment()], [MemoryReader(frames())],
+                   SpotFinderParams(kernel_size=(50, 3), nproc=1))
+
+
+def test_scan_range_outside_the_sweep():
+    with pytest.raises(SpotFinderError, match="outside the images of this sweep"):
+        find_spots([experiment()], [MemoryReader(frames())],
+                   SpotFinderParams(scan_range=((2, 9),), nproc=1))
+
+
+@pytest.mark.parametrize("nproc, executor", [(1, "thread"), (2, "thread"), (2, "process")])
+def test_missing_image_file_is_named(tmp_path, nproc, executor):
+    paths = []
+    for i, f in enumerate(frames(4)):
+        paths.append(tmp_path / f"sweep_{i + 1:04d}.npy")
+        np.save(paths[-1], f)
+    paths[2].unlink()  # image 3 deleted after import
+    with pytest.raises(SpotFinderError) as e:
+        find_spots([experiment(n=4)], [FileReader(paths)], SpotFinderParams(nproc=nproc),
+                   executor=executor)
+    msg = str(e.value)
+    assert "Image 3 could not be read" in msg and "sweep_0003.npy" in msg
+    assert "moved or deleted" in msg
+
+
+def test_panel_shape_mismatch():
+    with pytest.raises(SpotFinderError, match="detector model says"):
+        find_spots([experiment()], [MemoryReader(frames(3, (60, 80)))], SpotFinderParams(nproc=1))
+
+
+def test_too_many_strong_pixels():
+    rng = np.random.default_rng(1)
+    # pixel-to-pixel stripes: half the image is far above its neighbours
+    img = [np.where(np.indices((64, 80)).sum(0) % 2 == 0, 1000, 1).astype(np.int32)
+           + rng.poisson(1, (64, 80)).astype(np.int32) for _ in range(3)]
+    with pytest.raises(SpotFinderError, match="max_strong_pixel_fraction"):
+        find_spots([experiment()], [MemoryReader(img)],
+                   SpotFinderParams(threshold_algorithm="dispersion", nproc=1))

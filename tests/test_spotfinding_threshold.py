@@ -1,0 +1,148 @@
+"""Strong-pixel masks on the real thaumatin Pilatus3 6M image vs scipy.ndimage references."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from gonio.core.models.beam import Beam
+from gonio.core.models.detector import Detector, Panel
+from gonio.core.models.experiment import Experiment
+from gonio.core.spotfinding import SpotFinderParams, find_spots
+from gonio.core.spotfinding.threshold import threshold_image
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TRUSTED = (-1.0, 115897.0)  # Pilatus: gaps at -1 are outside; Count_cutoff from the header
+
+
+@pytest.fixture(scope="module")
+def thaumatin():
+    path = DATA / "images" / "thau_3_2_0001.cbf.bz2"
+    if not path.exists():
+        pytest.skip(f"real test data not found at {path}")
+    fabio = pytest.importorskip("fabio")
+    return fabio.open(str(path)).data
+
+
+class MemoryReader:
+    def __init__(self, frames):
+        self.frames = frames
+
+    def __len__(self):
+        return len(self.frames)
+
+    def read(self, i):
+        return (self.frames[i],)
+
+
+def thaumatin_experiment():
+    px = 0.172  # header: Beam_xy (1261.61, 1306.96) px, distance 351 mm, 0.96859 A
+    panel = Panel(origin=[-1261.61 * px, 1306.96 * px, -351.0], image_size=(2463, 2527),
+                  pixel_size=(px, px), trusted_range=TRUSTED, type="SENSOR_PAD")
+    return Experiment(beam=Beam(wavelength=0.96859), detector=Detector([panel]))
+
+
+def window_sums(valid, image, k):
+    """Sums over the clipped (2k+1)^2 window, exact integers."""
+    ones = np.ones((2 * k[1] + 1, 2 * k[0] + 1), np.int64)
+    v = np.where(valid, image, 0).astype(np.int64)
+    corr = lambda a: ndimage.correlate(a, ones, mode="constant", cval=0)  # noqa: E731
+    return corr(valid.astype(np.int64)), corr(v), corr(v * v)
+
+
+def reference_dispersion(image, valid, k=(3, 3), gain=1.0, nsig_b=6.0, nsig_s=3.0,
+                         min_local=2, threshold=0.0):
+    """The dispersion definition written out directly."""
+    n, s, q = window_sums(valid, image, k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = s / n
+        var = (q - s * s / n) / (n - 1)
+        return (valid & (n >= min_local) & (var / mean > gain * (1 + nsig_b * np.sqrt(2 / (n - 1))))
+                & (image > mean + nsig_s * np.sqrt(gain * mean)) & (image > threshold))
+
+
+def reference_dispersion_extended(image, valid, k=(3, 3), nsig_b=6.0, nsig_s=3.0, min_local=2):
+    """dispersion_extended: dispersion-only mask, erosion, mean of background in a wider window."""
+    n, s, q = window_sums(valid, image, k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = s / n
+        var = (q - s * s / n) / (n - 1)
+        signal = (n >= min_local) & (var / mean > 1 + nsig_b * np.sqrt(2 / (n - 1)))
+    signal = signal | ~valid
+    h = min(k) - 1
+    core = ndimage.binary_erosion(signal, np.ones((2 * h + 1, 2 * h + 1), bool), border_value=1)
+    background = valid & ~core
+    nb, sb, _ = window_sums(background, image, (k[0] + 2, k[1] + 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_b = np.where(nb >= 2, sb / np.maximum(nb, 1), 0.0)
+    return valid & core & (image > 0) & (image >= mean_b + nsig_s * np.sqrt(mean_b))
+
+
+def test_dispersion_mask_equals_reference_full_image(thaumatin):
+    valid = (thaumatin > TRUSTED[0]) & (thaumatin < TRUSTED[1])
+    ours = threshold_image(thaumatin, np.ones_like(valid), TRUSTED, "dispersion")
+    ref = reference_dispersion(thaumatin, valid)
+    assert ref.sum() == 2172
+    assert np.array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("kw", [dict(k=(2, 4), gain=1.5, nsig_b=4.0, nsig_s=2.0, min_local=5,
+                                     threshold=2.0)])
+def test_dispersion_mask_other_parameters_crop(thaumatin, kw):
+    crop = thaumatin[1000:1600, 900:1700]
+    valid = (crop > TRUSTED[0]) & (crop < TRUSTED[1])
+    static = np.ones_like(valid)
+    static[100:140, 200:260] = False  # a user-masked block joins the invalid pixels
+    ours = threshold_image(crop, static, TRUSTED, "dispersion", kernel_size=kw["k"],
+                           gain=kw["gain"], sigma_background=kw["nsig_b"],
+                           sigma_strong=kw["nsig_s"], min_local=kw["min_local"],
+                           global_threshold=kw["threshold"])
+    ref = reference_dispersion(crop, valid & static, **kw)
+    assert ref.sum() > 100
+    assert np.array_equal(ours, ref)
+
+
+def test_dispersion_extended_mask_equals_reference_crop(thaumatin):
+    crop = thaumatin[800:1800, 700:1900]  # includes a module gap row and column
+    valid = (crop > TRUSTED[0]) & (crop < TRUSTED[1])
+    ours = threshold_image(crop, np.ones_like(valid), TRUSTED, "dispersion_extended")
+    ref = reference_dispersion_extended(crop, valid)
+    assert ref.sum() > 500
+    assert np.array_equal(ours, ref)
+
+
+def test_spot_count_follows_from_mask(thaumatin):
+    """Spots = 4-connected components of the mask with >= 3 px; then the peak filter."""
+    valid = (thaumatin > TRUSTED[0]) & (thaumatin < TRUSTED[1])
+    ref = reference_dispersion(thaumatin, valid)
+    labels, n = ndimage.label(ref)
+    sizes = np.bincount(labels.ravel())[1:]
+    strong, result = find_spots([thaumatin_experiment()], [MemoryReader([thaumatin])],
+                                SpotFinderParams(threshold_algorithm="dispersion", nproc=1))
+    assert result.n_extracted == n == 519
+    assert result.n_too_small == (sizes < 3).sum() == 229
+    assert result.n_centroids == (sizes >= 3).sum() == 290
+    assert len(strong) == result.n_after_separation == 288
+    assert result.strong_pixels_per_image[0][0] == 2172
+    assert set(strong["n_signal"]) <= set(sizes[sizes >= 3])
+
+
+def test_dispersion_extended_full_image_count(thaumatin):
+    strong, result = find_spots([thaumatin_experiment()], [MemoryReader([thaumatin])],
+                                SpotFinderParams(nproc=1))
+    # the default finds more (weak spot edges) than dispersion, on the same image
+    assert result.strong_pixels_per_image[0][0] == 3727
+    assert len(strong) == 303
+    # a still (no scan): 2D spots on image 1, z in [0, 1)
+    assert np.all(strong["xyzobs.px.value"][:, 2] == 0.5) and np.all(strong["bbox"][:, 5] == 1)
+    assert result.n_centroids == 310
+    assert result.histograms[0] == ("Histogram of per-image spot count for imageset 0:\n"
+                                    "303 spots found on 1 image")
+    # d_max=20 drops the spots nearest the beam
+    strong20, _ = find_spots([thaumatin_experiment()], [MemoryReader([thaumatin])],
+                             SpotFinderParams(nproc=1, d_max=20))
+    assert len(strong20) < len(strong)
+    panel = thaumatin_experiment().detector[0]
+    d = panel.resolution_at_pixel(Beam(wavelength=0.96859).s0, strong20["xyzobs.px.value"][:, :2])
+    assert d.max() < 20
