@@ -10,6 +10,7 @@ from gonio.core.io.dials_expt import read_expt
 from gonio.core.io.dials_refl import read_refl
 from gonio.core.models.crystal import Crystal
 from gonio.core.prediction import (
+    detector_d_min,
     generate_indices,
     predict_observed,
     predict_rotation,
@@ -121,3 +122,93 @@ def test_rotation_angles_solve_ewald_condition():
     # a point too far out (|p| > 2|s0|) never diffracts
     _, ok2 = rotation_angles(s0, axis, np.array([[0.0, 2.5, 0.0]]))
     assert not ok2[0]
+
+
+def test_l_cysteine_predict_rotation_finds_dials_predictions_in_the_scan():
+    expt = read_expt(_need("l_cysteine_wedges", "11_integrated.expt"))[0]
+    refl = read_refl(_need("l_cysteine_wedges", "11_integrated.refl"))
+    refl = refl.select(~refl.get_flags(Flags.centroid_outlier)
+                       & (np.abs(refl["miller_index"]).sum(axis=1) > 0))
+    z = refl["xyzcal.px"][:, 2]
+    refl = refl.select((z >= 0) & (z < expt.scan.num_images))
+    assert len(refl) == 28
+    pred = predict_rotation(expt)  # d_min: the detector corner
+    assert pred["d"].min() >= detector_d_min(expt) - 1e-9
+    kp, kr = _key(pred["miller_index"], pred["entering"]), _key(refl["miller_index"],
+                                                                    refl["entering"])
+    order = np.argsort(kp)
+    pos = np.clip(np.searchsorted(kp[order], kr), 0, len(kp) - 1)
+    assert np.all(kp[order][pos] == kr)
+    assert np.abs(pred["xyzcal.px"][order][pos] - refl["xyzcal.px"]).max() < 1e-6
+
+
+def _scan_varying_copy(expt, drift_deg_per_image):
+    """``expt`` with A at each image boundary turned by a slow drift about (0, 1, 1)."""
+    from gonio.core.models.rotation import axis_angle_matrix
+
+    n = expt.scan.num_images
+    angles = np.deg2rad(drift_deg_per_image) * np.arange(n + 1)
+    A_sp = axis_angle_matrix([0.0, 1.0, 1.0], angles) @ expt.crystal.A
+    return expt.replace(crystal=expt.crystal.replace(A_at_scan_points=A_sp))
+
+
+def test_scan_varying_with_constant_A_equals_static():
+    expt = read_expt(_need("x4_xds", "indexed.expt"))[0]
+    static = predict_rotation(expt, d_min=1.5)
+    sv = predict_rotation(_scan_varying_copy(expt, 0.0), d_min=1.5)
+    assert len(sv) == len(static) == 854
+    ks, kv = _key(static["miller_index"], static["entering"]), _key(sv["miller_index"],
+                                                                     sv["entering"])
+    order = np.argsort(ks)
+    pos = np.searchsorted(ks[order], kv)
+    assert np.array_equal(ks[order][pos], kv)
+    d = sv["xyzcal.px"] - static["xyzcal.px"][order][pos]
+    assert np.abs(d[:, :2]).max() < 0.005 and np.abs(d[:, 2]).max() < 0.002  # chord vs arc
+
+
+def test_scan_varying_follows_a_drifting_crystal():
+    from gonio.core.models.rotation import rotate_vectors
+
+    expt = _scan_varying_copy(read_expt(_need("x4_xds", "indexed.expt"))[0], 0.05)
+    sv = predict_rotation(expt, d_min=1.5)
+    static = predict_rotation(expt, d_min=1.5, scan_varying=False)
+    assert len(sv) > 800
+    # the drift moves spots: scan-varying and static differ by up to ~0.4 deg of crystal turn
+    ks, kv = _key(static["miller_index"], static["entering"]), _key(sv["miller_index"],
+                                                                     sv["entering"])
+    order = np.argsort(ks)
+    pos = np.clip(np.searchsorted(ks[order], kv), 0, len(ks) - 1)
+    same = ks[order][pos] == kv
+    assert np.abs(sv["xyzcal.px"][same] - static["xyzcal.px"][order][pos[same]]).max() > 1.0
+    # exact crossing of the continuous model A(z) linear between scan points, by bisection
+    g, s0, A_sp = expt.goniometer, expt.beam.s0, expt.crystal.A_at_scan_points
+    h = sv["miller_index"].astype(float)
+    img = np.floor(sv["xyzcal.px"][:, 2]).astype(int)
+
+    def f(z):
+        t = (z - img)[:, None, None]
+        A = A_sp[img] + t * (A_sp[img + 1] - A_sp[img])
+        phi = np.deg2rad(expt.scan.angle_from_frame(z))
+        r = rotate_vectors(np.einsum("nij,nj->ni", A, h), g.rotation_axis_datum, phi)
+        return np.linalg.norm(s0 + r, axis=1) - np.linalg.norm(s0)
+
+    lo, hi = img.astype(float), img + 1.0
+    f_lo = f(lo)
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        f_mid = f(mid)
+        left = np.sign(f_mid) == np.sign(f_lo)
+        lo, f_lo = np.where(left, mid, lo), np.where(left, f_mid, f_lo)
+        hi = np.where(left, hi, mid)
+    dz = np.abs(0.5 * (lo + hi) - sv["xyzcal.px"][:, 2])  # images; the path is a chord
+    assert dz.max() < 0.01 and np.median(dz) < 1e-4
+
+
+def test_scan_varying_needs_one_A_per_image_boundary():
+    expt = read_expt(_need("x4_xds", "indexed.expt"))[0]
+    bad = expt.replace(crystal=expt.crystal.replace(A_at_scan_points=np.repeat(
+        expt.crystal.A[None], 3, axis=0)))
+    with pytest.raises(PredictionError, match="needs 10"):
+        predict_rotation(bad, d_min=2.0)
+    with pytest.raises(PredictionError, match="no crystal"):
+        predict_rotation(expt.replace(crystal=None), d_min=2.0)

@@ -10,13 +10,13 @@ from test_indexing_synthetic import make_experiment, strong_spots
 from gonio.core.errors import GonioError
 from gonio.core.geometry.spots import centroid_px_to_mm
 from gonio.core.models.crystal import b_matrix
-from gonio.core.models.detector import Detector, Panel
+from gonio.core.models.detector import Detector
 from gonio.core.models.experiment import ExperimentList
 from gonio.core.models.rotation import axis_angle_matrix
 from gonio.core.refinement import RefinementParams, refine, update_predictions
 from gonio.core.refinement.cell import UnitCellParameterisation, metric_basis
 from gonio.core.refinement.engine import _Setup
-from gonio.core.refinement.outliers import tukey_inliers
+from gonio.core.refinement.outliers import mcd_inliers, tukey_inliers
 from gonio.core.reflection_table import Flags
 
 
@@ -110,10 +110,7 @@ def test_refinement_recovers_beam_centre_orientation_and_cell():
             origin=pan.origin + np.array([0.8, -0.5, 0.0]))]),
         crystal=e.crystal.replace(
             A=axis_angle_matrix([0.3, 0.5, 0.8], np.radians(0.2)) @ e.crystal.A * 1.003))])
-    # with the beam free too, a common rotation of beam, detector and crystal about the
-    # spindle leaves every spot where it is: fix the beam to fix that gauge
-    refined, out, result = refine(start, refl, RefinementParams(detector_fix=["distance"],
-                                                                beam_fix=["all"]))
+    refined, out, result = refine(start, refl, RefinementParams(detector_fix=["distance"]))
     assert result.converged
     assert result.steps[0]["RMSD_X"] > 3.0  # started several pixels off
     x, y, z = result.rmsds
@@ -146,13 +143,14 @@ def test_update_predictions_match_the_prediction_module():
 
 
 @pytest.mark.parametrize("kw, absent, present", [
-    (dict(detector_fix=["all"]), ["Detector1"], ["Crystal1Phi1", "Beam1Mu2"]),
+    (dict(detector_fix=["all"]), ["Detector1"], ["Crystal1Phi1", "Beam1Mu1"]),
     (dict(detector_fix=["orientation"]), ["Tau"], ["Detector1Dist", "Detector1Shift1"]),
     (dict(detector_fix=["position"]), ["Dist", "Shift"], ["Detector1Tau1"]),
     (dict(detector_fix_list=["Dist", "Tau1"]), ["Dist", "Tau1"], ["Detector1Tau2"]),
     (dict(goniometer_fix=[]), [], ["Goniometer1GAMMA1", "Goniometer1GAMMA2"]),
-    (dict(goniometer_fix=["in_beam_plane"]), ["GAMMA1"], ["Goniometer1GAMMA2"]),
-    (dict(), ["Goniometer", "Wavelength", "Mu1"], ["Beam1Mu2"]),
+    (dict(goniometer_fix=["in_beam_plane"]), ["GAMMA2"], ["Goniometer1GAMMA1"]),
+    (dict(goniometer_fix=["out_beam_plane"]), ["GAMMA1"], ["Goniometer1GAMMA2"]),
+    (dict(), ["Goniometer", "Wavelength", "Mu2"], ["Beam1Mu1"]),
     (dict(crystal_fix=["cell"]), ["g_param"], ["Crystal1Phi3"]),
     (dict(crystal_fix=["orientation"]), ["Phi"], ["Crystal1g_param_0"]),
     (dict(beam_fix=["all"]), ["Beam"], ["Crystal1Phi3"]),
@@ -185,11 +183,26 @@ def test_tukey_rejects_gross_outliers_only():
     assert ok[10:].mean() > 0.97
 
 
-def test_outliers_are_flagged_and_excluded():
+def test_mcd_rejects_outliers_of_correlated_residuals():
+    rng = np.random.default_rng(1)
+    # strongly correlated X and phi residuals, in very different units
+    base = rng.normal(size=(2000, 3)) * [0.05, 0.05, 0.0002]
+    base[:, 2] += 0.04 * base[:, 0]
+    bad = base[:20].copy()
+    bad[:, 2] -= 0.0015  # off the correlation line only: Tukey fences cannot see it
+    res = np.vstack([bad, base[20:]])
+    assert tukey_inliers(res)[:20].mean() > 0.8
+    ok = mcd_inliers(res)
+    assert not ok[:20].any()
+    assert ok[20:].mean() > 0.95
+
+
+@pytest.mark.parametrize("algorithm", ["mcd", "tukey"])
+def test_outliers_are_flagged_and_excluded(algorithm):
     truth = make_experiment((52.0, 61.0, 73.0, 90, 90, 90), n_images=100, seed=5)
     refl = _indexed(truth, 3.0)
     refl["xyzobs.mm.value"][:20, 0] += 3.0  # 17 px off
-    _, out, result = refine(truth, refl, RefinementParams())
+    _, out, result = refine(truth, refl, RefinementParams(outlier_algorithm=algorithm))
     assert result.n_outliers >= 20
     assert out.get_flags(Flags.centroid_outlier)[:20].all()
     assert not out.get_flags(Flags.used_in_refinement)[:20].any()

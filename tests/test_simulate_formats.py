@@ -173,3 +173,10 @@ def test_gonio_importer_reads_multi_panel_nexus(tmp_path):
                                          **{**BASE, "image_size": (64, 64)}))
     for k in range(4):
         assert np.array_equal(np.asarray(pixels[k]), expected.images[2, k])
+
+
+def test_smv_overload_is_the_16_bit_limit():
+    res = simulate(SimulationParams(format="smv", mean_intensity=2e6,
+                                    **{**BASE, "n_images": 1}))
+    assert res.experiments[0].detector[0].trusted_range == (-1.0, 65535.0)
+    assert res.images.max() == 65535

@@ -56,10 +56,13 @@ def test_electron_preset_has_the_documented_header_errors():
     ({"osc": 0.0}, "osc"),
     ({"unit_cell": (10, 10, 10)}, "six numbers"),
     ({"intensities": "/nonexistent/file.mtz"}, "does not exist"),
+    ({"sigma_m": 0.0}, "sigma_m > 0"),
+    ({"image_size": (4, 4)}, "image_size"),
+    ({"image_size": (4096, 4096), "n_images": 100}, "output=<folder>"),
 ])
 def test_bad_input_gives_a_clear_error(kw, words, tmp_path):
     with pytest.raises(GonioError, match=words):
-        simulate(SimulationParams(image_size=(32, 32), n_images=1, **kw))
+        simulate(SimulationParams(**{"image_size": (32, 32), "n_images": 1, **kw}))
 
 
 def test_intensities_from_a_list(tmp_path):
@@ -75,7 +78,7 @@ def test_intensities_from_a_list(tmp_path):
     t = res.truth
     h = t["miller_index"]
     expected = np.where(np.abs(h[:, 2]) == 2, 0.0, 1.0 + np.abs(h) @ np.array([1.0, 2.0, 3.0]))
-    assert len(t) > 50 and (h[:, 2] == 2).any()
+    assert len(t) > 30 and (np.abs(h[:, 2]) == 2).any()
     assert np.array_equal(t["F2"], expected)
 
 
@@ -115,3 +118,8 @@ def test_intensities_from_mtz(tmp_path):
     expected = np.array([lookup.get(k, 0.0) for k in orbit_keys(t["miller_index"], sg).tolist()])
     assert len(t) > 20
     assert np.allclose(t["F2"], expected) and (expected > 0).all()
+
+
+def test_replace_keeps_an_applied_preset():
+    p = SimulationParams.from_preset("ed_c2", format="cbf").replace(n_images=2)
+    assert resolve(p).format == "cbf" and resolve(p).n_images == 2

@@ -3,8 +3,8 @@
 * :func:`refine_vectors`: each candidate v is improved by least squares of
   rlp . v = n over the rlps already close to an integer n (the FFT grid
   gives v to about a grid step only).
-* :func:`unique_vectors`: the shortest of every family of (nearly)
-  parallel vectors whose lengths are integer multiples, shortest first.
+* :func:`unique_vectors`: the best of every family of (nearly) parallel
+  vectors whose lengths are integer multiples, shortest first.
 * :func:`select_basis`: every non-coplanar triple of the shortest vectors
   is scored by the number of rlps it indexes; the smallest-volume triple
   indexing at least 90% as many as the best is chosen (a supercell indexes
@@ -37,25 +37,31 @@ def refine_vectors(vectors: np.ndarray, rlp: np.ndarray, tolerance: float = 0.15
     return out
 
 
-def unique_vectors(vectors: np.ndarray, max_angle_deg: float = 5.0) -> np.ndarray:
-    """Shortest first, without longer near-parallel vectors that are near multiples."""
+def unique_vectors(vectors: np.ndarray, rlp: np.ndarray, max_angle_deg: float = 5.0,
+                   tolerance: float = 0.1) -> np.ndarray:
+    """Vectors without near-parallel duplicates or near multiples, shortest first.
+
+    Of near-parallel vectors the one whose rlp projections lie closest to
+    integers most often wins; among equally good ones the shorter.
+    """
     lengths = np.linalg.norm(vectors, axis=1)
-    order = np.argsort(lengths)
-    kept: list[np.ndarray] = []
+    proj = rlp @ vectors.T
+    quality = np.mean(np.abs(proj - np.rint(proj)) < tolerance, axis=0)
+    order = np.lexsort((lengths, -np.round(quality, 2)))
+    kept: list[int] = []
     cos_max = np.cos(np.deg2rad(max_angle_deg))
     for i in order:
-        v, lv = vectors[i], lengths[i]
         dup = False
         for k in kept:
-            lk = np.linalg.norm(k)
-            if abs(v @ k) / (lv * lk) > cos_max:
-                ratio = lv / lk
+            if abs(vectors[i] @ vectors[k]) / (lengths[i] * lengths[k]) > cos_max:
+                ratio = max(lengths[i], lengths[k]) / min(lengths[i], lengths[k])
                 if abs(ratio - round(ratio)) < 0.2:
                     dup = True
                     break
         if not dup:
-            kept.append(v)
-    return np.array(kept).reshape(-1, 3)
+            kept.append(i)
+    kept = np.array(kept, dtype=int)
+    return vectors[kept[np.argsort(lengths[kept])]].reshape(-1, 3)
 
 
 def index_fraction(real: np.ndarray, rlp: np.ndarray, tolerance: float) -> np.ndarray:

@@ -21,6 +21,7 @@ the ``indexed`` / ``used_in_refinement`` flags, and an :class:`IndexResult`.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import gemmi
@@ -47,6 +48,19 @@ class IndexingError(GonioError):
     """Indexing could not proceed or found no lattice."""
 
 
+class _Clock:
+    """Adds the seconds since the previous call to ``timings[name]``."""
+
+    def __init__(self, timings: dict):
+        self.timings = timings
+        self.t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.t
+        self.t = now
+
+
 def _log(log, msg):
     if log is not None:
         log(msg)
@@ -67,7 +81,9 @@ def _check_experiments(experiments: ExperimentList) -> None:
 
 def _known_symmetry(params: IndexParams):
     sg = cell = None
-    if params.space_group not in (None, "", "None"):
+    if isinstance(params.space_group, gemmi.SpaceGroup):
+        sg = params.space_group
+    elif params.space_group not in (None, "", "None"):
         sg = gemmi.find_spacegroup_by_name(str(params.space_group))
         if sg is None:
             raise IndexingError(f"space_group={params.space_group} is not a space group gonio "
@@ -75,6 +91,8 @@ def _known_symmetry(params: IndexParams):
                                 "a number.")
     if params.unit_cell not in (None, "", "None"):
         uc = params.unit_cell
+        if isinstance(uc, gemmi.UnitCell):
+            uc = uc.parameters
         if isinstance(uc, str):
             uc = [float(x) for x in uc.replace(",", " ").split()]
         uc = [float(x) for x in uc]
@@ -96,6 +114,18 @@ def _known_symmetry(params: IndexParams):
                 "angles). Give the cell in the group's conventional setting or drop "
                 "space_group to index in P1 first.")
     return sg, cell
+
+
+def _imagesets(experiments: ExperimentList) -> ExperimentList:
+    """One experiment (without crystal) per imageset: re-indexing an indexed state with
+    several lattices on one sweep starts again from the sweep."""
+    out, seen = ExperimentList(), set()
+    for e in experiments:
+        key = id(e.imageset) if e.imageset is not None else id(e)
+        if key not in seen:
+            seen.add(key)
+            out.append(e.replace(crystal=None))
+    return out
 
 
 def _prepare(experiments, strong):
@@ -132,7 +162,7 @@ def _geometry_to_rlp(imagesets: ExperimentList, refl: ReflectionTable) -> None:
     refl["d"] = 1.0 / np.maximum(np.linalg.norm(refl["rlp"], axis=1), 1e-12)
 
 
-def _candidates(rlp, refl_sub, params, max_cell, target_cell, sg, result, log):
+def _candidates(rlp, params, max_cell, target_cell, sg, result, log):
     method = params.method
     d_all = 1.0 / np.linalg.norm(rlp, axis=1)
     if method == "fft3d":
@@ -155,8 +185,11 @@ def _candidates(rlp, refl_sub, params, max_cell, target_cell, sg, result, log):
                             "real_space_grid_search.")
     lengths = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
     vectors = vectors[(lengths >= params.min_cell) & (lengths <= max_cell)]
-    vectors = refine_vectors(vectors, rlp) if len(vectors) else vectors
-    vectors = unique_vectors(vectors)[: params.max_vectors] if len(vectors) else vectors
+    # vector refinement and de-duplication on at most 5000 rlps (plenty, and fast)
+    sub = rlp if len(rlp) <= 5000 else rlp[np.random.default_rng(0).choice(len(rlp), 5000,
+                                                                            replace=False)]
+    vectors = refine_vectors(vectors, sub) if len(vectors) else vectors
+    vectors = unique_vectors(vectors, sub)[: params.max_vectors] if len(vectors) else vectors
     return vectors
 
 
@@ -171,7 +204,7 @@ def _fail(why: str, params: IndexParams, max_cell: float) -> IndexingError:
         "method=fft1d, or method=real_space_grid_search with unit_cell=.")
 
 
-def _crystal_models(real, sg, target_cell, params, log):
+def _crystal_models(real, sg, target_cell, params):
     if sg is not None and sg.number != 1 or target_cell is not None:
         sg = sg or gemmi.SpaceGroup("P 1")
         conv = find_setting(real, sg, target_cell, params.relative_length_tolerance,
@@ -228,14 +261,16 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
     if params.index_assignment not in ("simple", "local"):
         raise IndexingError(f"index_assignment.method={params.index_assignment} is not simple "
                             "or local.")
-    refl = _prepare(experiments, strong)
+    refl = _prepare(_imagesets(experiments), strong)
     if len(refl) < MIN_SPOTS:
         raise IndexingError(f"Only {len(refl)} strong spots: indexing needs at least "
                             f"{MIN_SPOTS} (in practice a hundred or more). Find more spots "
                             "(lower findspots thresholds, more images).")
-    imagesets = ExperimentList(e.replace(crystal=None) for e in experiments)
-    _geometry_to_rlp(imagesets, refl)
     result = IndexResult(method=params.method)
+    clock = _Clock(result.timings)
+    imagesets = _imagesets(experiments)
+    _geometry_to_rlp(imagesets, refl)
+    clock("rlp")
     if params.max_cell:
         max_cell = float(params.max_cell)
         result.max_cell_estimated = False
@@ -253,6 +288,7 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
         if target_cell is not None:
             max_cell = max(max_cell, 1.5 * max(target_cell.parameters[:3]))
     result.max_cell = max_cell
+    clock("max_cell")
     _log(log, f"Found max_cell: {max_cell:.1f} Angstrom")
 
     n_iset = len(imagesets)
@@ -267,7 +303,8 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
         rlp = refl["rlp"][free]
         if np.count_nonzero(free) < MIN_SPOTS:
             break
-        vectors = _candidates(rlp, refl, params, max_cell, target_cell, sg, result, log)
+        vectors = _candidates(rlp, params, max_cell, target_cell, sg, result, log)
+        clock("search")
         if i_lat == 0:
             result.candidate_vectors = [
                 {"#": k, "length": float(np.linalg.norm(v)), "vector": [float(x) for x in v]}
@@ -280,6 +317,12 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
                                    target_volume=target_volume)
         if i_lat == 0:
             result.candidate_bases = table
+        if real is None and target_volume and i_lat == 0 and len(vectors) >= 3:
+            raise IndexingError(
+                "The lattice found has no setting matching unit_cell="
+                f"{' '.join(f'{x:g}' for x in target_cell.parameters)}: no three of its "
+                f"vectors make a cell of that volume ({target_volume:.0f} A^3 per lattice "
+                "point). Check the known cell, or index without it (P1) and compare.")
         if real is None or table[0]["fraction_indexed"] < 0.1 or table[0]["n_indexed"] < MIN_SPOTS:
             if i_lat == 0:
                 why = ("no three non-coplanar lattice vectors were found" if real is None
@@ -288,7 +331,8 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
                 raise _fail(why, params, max_cell)
             _log(log, f"No further lattice found among {len(rlp)} unindexed spots.")
             break
-        crystal = _crystal_models(real, sg, target_cell, params, log)
+        crystal = _crystal_models(real, sg, target_cell, params)
+        clock("basis")
         _log(log, "Candidate lattice {}: {}".format(
             i_lat + 1, " ".join(f"{x:.2f}" for x in crystal.unit_cell.parameters)))
         crystals.append(crystal)
@@ -303,6 +347,7 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
             A_list = [experiments_all[k * n_iset].crystal.A for k in range(len(crystals))]
             hkl, lattice = _assign(refl["rlp"], A_list, params)
             lattice[refl["d"] < d_min] = -1
+            clock("assignment")
             work = _indexed_table(refl, hkl, lattice, n_iset)
             if np.count_nonzero(lattice >= 0) < MIN_SPOTS:
                 raise _fail(f"only {np.count_nonzero(lattice >= 0)} spots index at "
@@ -311,8 +356,10 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
                 experiments_all, refined, rres = refine(experiments_all, work, params.refinement)
             except GonioError as err:
                 raise _fail(f"refinement failed ({err})", params, max_cell) from err
+            clock("refinement")
             models = ExperimentList(experiments_all[:n_iset])
             _geometry_to_rlp(ExperimentList(e.replace(crystal=None) for e in models), refl)
+            clock("rlp")
             result.macro_cycles.append({
                 "cycle": cyc + 1, "lattices": len(crystals), "d_min": d_min,
                 "n_indexed": int(np.count_nonzero(lattice >= 0)), "steps": rres.steps,
@@ -329,12 +376,15 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
     # final assignment and predictions with the refined models
     cycle_hkl, cycle_lattice = hkl, lattice
     hkl, lattice = _assign(refl["rlp"], [c.A for c in crystals], params)
+    clock("assignment")
     final = update_predictions(out_experiments, _indexed_table(refl, hkl, lattice, n_iset))
+    clock("prediction")
     final.set_flags(lattice >= 0, Flags.indexed)
     same = (lattice == cycle_lattice) & np.all(hkl == cycle_hkl, axis=1)
-    used = refined.get_flags(Flags.used_in_refinement) & same & (lattice >= 0)
+    keep = same & (lattice >= 0)
     final.unset_flags(np.ones(len(final), bool), Flags.used_in_refinement | Flags.centroid_outlier)
-    final.set_flags(used, Flags.used_in_refinement)
+    for flag in (Flags.used_in_refinement, Flags.centroid_outlier):
+        final.set_flags(refined.get_flags(flag) & keep, flag)
     final.experiment_identifiers = {i: e.identifier for i, e in enumerate(out_experiments)}
     _summarise(result, refl, lattice, n_iset, crystals)
     return out_experiments, final, result

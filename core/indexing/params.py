@@ -49,7 +49,7 @@ class IndexParams:
                                    "(None: from max_cell and n_points).",
                                    "indexing.fft3d.reciprocal_space_grid.d_min", units="A")
     rmsd_cutoff: float = _p(15.0, "FFT map peaks must exceed this many times the map's RMS.",
-                            "indexing.fft3d.peak_search.rmsd_cutoff")
+                            "indexing.fft3d.rmsd_cutoff")
     peak_volume_cutoff: float = _p(0.15, "Drop FFT peaks smaller than this fraction of the "
                                    "largest.", "indexing.fft3d.peak_volume_cutoff")
     max_vectors: int = _p(30, "Number of shortest candidate basis vectors combined.",

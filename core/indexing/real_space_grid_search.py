@@ -18,7 +18,7 @@ from .symmetry import primitive_to_conventional
 
 def grid_search_vectors(rlp: np.ndarray, unit_cell: gemmi.UnitCell,
                         characteristic_grid: float | None = None, space_group=None,
-                        n_per_length: int = 8, max_spots: int = 3000) -> np.ndarray:
+                        n_per_length: int = 8, max_spots: int = 1500) -> np.ndarray:
     """Candidate vectors (M, 3) A with the lengths of the known (primitive) cell."""
     step = characteristic_grid or 0.02
     real = np.array(unit_cell.orth.mat.tolist()).T  # rows a, b, c

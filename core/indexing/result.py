@@ -25,9 +25,10 @@ class IndexResult:
     percent_indexed: float = 0.0
     rmsds: tuple = (np.nan, np.nan, np.nan)  # X px, Y px, Z images
     refined_parameters: list = field(default_factory=list)  # DIALS-style names, last cycle
+    timings: dict = field(default_factory=dict)  # seconds: rlp, max_cell, search, basis, ...
     messages: list = field(default_factory=list)
 
-    def key_metrics(self) -> dict:
+    def metrics(self) -> dict:
         """The figures a history step records."""
         out = {"percent_indexed": round(self.percent_indexed, 2),
                "rmsd_x_px": round(self.rmsds[0], 4), "rmsd_y_px": round(self.rmsds[1], 4),

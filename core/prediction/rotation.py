@@ -111,19 +111,23 @@ def predict_rays(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray) -> Re
     xyzcal.px (x, y px, frame z), id = 0 and flags = predicted. Rays that miss every panel
     are dropped; column ``_source_index`` gives the input row of each kept ray.
     """
-    beam, det, gonio, scan = (experiment.beam, experiment.detector, experiment.goniometer,
-                              experiment.scan)
     hkl = np.asarray(hkl, dtype=np.int32).reshape(-1, 3)
     phi = np.asarray(phi, dtype=float).reshape(-1)
-    s0 = beam.s0
-    r = _lab_rlp(experiment, hkl, phi)
-    s1 = s0 + r
-    m2 = gonio.rotation_axis
-    entering = s1 @ np.cross(s0, m2) < 0.0
-    e1 = np.cross(s1, s0)
-    e1 /= np.linalg.norm(e1, axis=1)[:, None]
-    zeta = e1 @ m2
+    s0 = experiment.beam.s0
+    s1 = s0 + _lab_rlp(experiment, hkl, phi)
+    entering = s1 @ np.cross(s0, experiment.goniometer.rotation_axis) < 0.0
     d = 1.0 / np.linalg.norm(hkl @ experiment.crystal.A.T, axis=1)
+    return rays_table(experiment, hkl, phi, s1, entering, d)
+
+
+def rays_table(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray, s1: np.ndarray,
+               entering: np.ndarray, d: np.ndarray) -> ReflectionTable:
+    """The prediction columns (see :func:`predict_rays`) from diffracted beams ``s1`` at
+    angles ``phi`` (rad): panel hit, mm and px coordinates, frame, zeta."""
+    det, scan = experiment.detector, experiment.scan
+    e1 = np.cross(s1, experiment.beam.s0)
+    e1 /= np.linalg.norm(e1, axis=1)[:, None]
+    zeta = e1 @ experiment.goniometer.rotation_axis
     panel, xy_mm = det.ray_intersection(s1)
     keep = panel >= 0
     idx = np.flatnonzero(keep)
@@ -143,9 +147,9 @@ def predict_rays(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray) -> Re
         "s1": s1[keep],
         "xyzcal.mm": np.column_stack([xy_mm, phi_k]),
         "xyzcal.px": np.column_stack([xy_px, z]),
-        "entering": entering[keep],
+        "entering": np.asarray(entering, dtype=bool)[keep],
         "zeta": zeta[keep],
-        "d": d[keep],
+        "d": np.asarray(d, dtype=float)[keep],
         "flags": np.full(n, Flags.predicted, np.uint64),
     })
     t["_source_index"] = idx
@@ -165,15 +169,36 @@ def _check(experiment: Experiment) -> None:
                               "prediction needs a rotation sweep.")
 
 
-def predict_rotation(experiment: Experiment, d_min: float, d_max: float | None = None,
-                     remove_absent: bool = True, margin_deg: float = 0.0) -> ReflectionTable:
+def detector_d_min(experiment: Experiment) -> float:
+    """The highest resolution (A) anywhere on the detector: the d-spacing of the panel
+    corner furthest from the beam."""
+    s0 = experiment.beam.s0
+    return float(min(p.resolution_at_pixel(s0, p.corners_px()).min() for p in experiment.detector))
+
+
+def predict_rotation(experiment: Experiment, d_min: float | None = None,
+                     d_max: float | None = None, remove_absent: bool = True,
+                     margin_deg: float = 0.0, scan_varying: bool | None = None
+                     ) -> ReflectionTable:
     """Predict every reflection of ``experiment`` that crosses the Ewald sphere during its
-    scan (widened by ``margin_deg`` each side) and hits a panel, to ``d_min`` (A).
+    scan (widened by ``margin_deg`` each side) and hits a panel, to ``d_min`` (A; None: the
+    detector corner, :func:`detector_d_min`).
+
+    With a scan-varying crystal (``crystal.A_at_scan_points``) and ``scan_varying`` None or
+    True, the per-image models are used (:mod:`.scan_varying`; no margin there).
 
     Returns a ReflectionTable with DIALS columns (see :func:`predict_rays`), sorted by
     frame z. Each hkl appears once per crossing (normally twice in a 360 deg scan).
     """
     _check(experiment)
+    if d_min is None:
+        d_min = max(detector_d_min(experiment), 0.5 * experiment.beam.wavelength)
+    if scan_varying is None:
+        scan_varying = experiment.crystal.A_at_scan_points is not None
+    if scan_varying:
+        from .scan_varying import predict_scan_varying
+
+        return predict_scan_varying(experiment, d_min, d_max, remove_absent)
     hkl = generate_indices(experiment.crystal, d_min, d_max, remove_absent)
     g = experiment.goniometer
     s0_datum = g.setting_rotation.T @ experiment.beam.s0

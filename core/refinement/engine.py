@@ -26,7 +26,7 @@ from .models import (
     DetectorParameterisation,
     GoniometerParameterisation,
 )
-from .outliers import tukey_inliers
+from .outliers import mcd_inliers, tukey_inliers
 from .params import RefinementParams
 from .prediction import Perturbation, predict
 
@@ -218,13 +218,25 @@ def refine(experiments: ExperimentList, reflections: ReflectionTable,
 
     # outlier rejection with the starting model, per experiment
     rows = np.flatnonzero(indexed)
-    xyz0, _, _, _ = evaluate(rows, want_jac=False)
+    xyz0, s1_0, _, _ = evaluate(rows, want_jac=False)
     ok = np.all(np.isfinite(xyz0), axis=1)
+    # zeta = m2 . unit(s1 x s0): near the spindle phi is ill-determined (DIALS cutoff 0.02)
+    zeta = np.zeros(len(rows))
+    for i, expt in enumerate(experiments):
+        sel = ids[rows] == i
+        e1 = np.cross(s1_0[sel], expt.beam.s0)
+        norm = np.linalg.norm(e1, axis=1)
+        zeta[sel] = (e1 @ expt.goniometer.rotation_axis) / np.where(norm > 0, norm, 1.0)
+    near_spindle = np.abs(zeta) < params.close_to_spindle_cutoff
+    rows, ok, xyz0 = rows[~near_spindle], ok[~near_spindle], xyz0[~near_spindle]
     resid0 = xyz0 - refl["xyzobs.mm.value"][rows]
-    if params.outlier_algorithm == "tukey":
+    if params.outlier_algorithm in ("tukey", "mcd"):
         for i in range(len(experiments)):
             sel = ok & (ids[rows] == i)
-            ok[sel] = tukey_inliers(resid0[sel], params.tukey_iqr_multiplier)
+            if params.outlier_algorithm == "tukey":
+                ok[sel] = tukey_inliers(resid0[sel], params.tukey_iqr_multiplier)
+            else:
+                ok[sel] = mcd_inliers(resid0[sel], params.mcd_threshold_probability)
     result.n_outliers = int(np.count_nonzero(~ok))
     outlier_rows = rows[~ok]
     rows = rows[ok]

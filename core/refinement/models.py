@@ -38,7 +38,7 @@ class BeamParameterisation:
     """s0 = R(q2, Mu2) R(q1, Mu1) s0_unit / wavelength.
 
     q1 = unit(s0 x spindle) turns the beam within the plane containing the
-    spindle ("in_spindle_plane"), q2 = unit(s0 x q1) out of it.
+    spindle (Mu1), q2 = unit(s0 x q1) out of it (Mu2).
     """
 
     def __init__(self, beam: Beam, spindle):
@@ -54,8 +54,11 @@ class BeamParameterisation:
         m = np.zeros(3, bool)
         if "all" in fix:
             m[:] = True
-        m[0] |= "in_spindle_plane" in fix
-        m[1] |= "out_spindle_plane" in fix
+        # as DIALS: "in_spindle_plane" keeps the beam in its initial plane with the spindle
+        # (fixes the rotation out of it, Mu2: with the detector and crystal free that one
+        # is a gauge freedom about the spindle); "out_spindle_plane" fixes Mu1
+        m[0] |= "out_spindle_plane" in fix
+        m[1] |= "in_spindle_plane" in fix
         m[2] |= "wavelength" in fix
         return m
 
@@ -73,8 +76,8 @@ class BeamParameterisation:
 class GoniometerParameterisation:
     """Lab-frame spindle e = R(m, GAMMA2) R(n, GAMMA1) e0.
 
-    n = unit(e0 x s0) is normal to the beam-spindle plane (GAMMA1 keeps the
-    axis "in_beam_plane"), m = unit(n x e0) turns it out of that plane.
+    n = unit(e0 x s0) is normal to the beam-spindle plane (GAMMA1 turns the
+    axis within that plane), m = unit(n x e0) turns it out of it (GAMMA2).
     """
 
     def __init__(self, gonio: Goniometer, s0):
@@ -90,8 +93,10 @@ class GoniometerParameterisation:
         m = np.zeros(2, bool)
         if "all" in fix:
             m[:] = True
-        m[0] |= "in_beam_plane" in fix
-        m[1] |= "out_beam_plane" in fix
+        # as DIALS: "in_beam_plane" keeps the axis in its initial plane with the beam
+        # (fixes GAMMA2); "out_beam_plane" fixes GAMMA1
+        m[0] |= "out_beam_plane" in fix
+        m[1] |= "in_beam_plane" in fix
         return m
 
     def compose(self, p):

@@ -24,7 +24,8 @@ class RefinementParams:
 
     beam_fix: list = _p(
         ["in_spindle_plane", "wavelength"],
-        "Beam parameters to hold fixed: all, in_spindle_plane, out_spindle_plane, wavelength.",
+        "Beam parameters to hold fixed: all, in_spindle_plane (keep the beam in its plane "
+        "with the spindle), out_spindle_plane, wavelength.",
         "refinement.parameterisation.beam.fix",
         choices=["all", "in_spindle_plane", "out_spindle_plane", "wavelength"])
     crystal_fix: list = _p(
@@ -38,16 +39,24 @@ class RefinementParams:
         [], "Detector parameters to hold fixed by name (Dist, Shift1, Shift2, Tau1, Tau2, Tau3).",
         "refinement.parameterisation.detector.fix_list")
     goniometer_fix: list = _p(
-        ["all"], "Goniometer rotation-axis parameters to hold fixed: all, in_beam_plane, "
-        "out_beam_plane; an empty list (None) refines both.",
+        ["all"], "Goniometer rotation-axis parameters to hold fixed: all, in_beam_plane (keep "
+        "the axis in its plane with the beam), out_beam_plane; an empty list (None) refines "
+        "both.",
         "refinement.parameterisation.goniometer.fix",
         choices=["all", "in_beam_plane", "out_beam_plane"])
     outlier_algorithm: str = _p(
-        "tukey", "Outlier rejection on the positional residuals: null or tukey.",
-        "refinement.reflections.outlier.algorithm", choices=["null", "tukey"])
+        "mcd", "Outlier rejection on the (X, Y, phi) residuals: null, mcd (minimum covariance "
+        "determinant, as DIALS's auto for scans) or tukey (fences on each residual).",
+        "refinement.reflections.outlier.algorithm", choices=["null", "mcd", "tukey"])
+    mcd_threshold_probability: float = _p(
+        0.975, "MCD: residuals beyond this chi-squared quantile of the robust distance are "
+        "outliers.", "refinement.reflections.outlier.mcd.threshold_probability")
     tukey_iqr_multiplier: float = _p(
         1.5, "Tukey fences: residuals beyond this many inter-quartile ranges are outliers.",
         "refinement.reflections.outlier.tukey.iqr_multiplier")
+    close_to_spindle_cutoff: float = _p(
+        0.02, "Leave out reflections with |zeta| below this (close to the rotation axis, "
+        "where phi is ill-determined).", "refinement.reflections.close_to_spindle_cutoff")
     reflections_per_degree: float | None = _p(
         50.0, "Random subset of this many reflections per degree of rotation (None: all).",
         "refinement.reflections.reflections_per_degree", units="1/deg")
@@ -62,4 +71,4 @@ class RefinementParams:
     bin_size_fraction: float = _p(
         0.0, "Stop when RMSDs are below this fraction of a pixel / an image (0: never).",
         "refinement.target.bin_size_fraction")
-    random_seed: int = _p(42, "Seed for the random reflection subset.", "random_seed")
+    random_seed: int = _p(42, "Seed for the random reflection subset.", "refinement.reflections.random_seed")

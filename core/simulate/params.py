@@ -3,12 +3,15 @@
 Every field carries ``metadata``: ``help`` (one line), ``units``, ``kind``
 (how to parse a value typed on a command line: "int", "float", "bool", "str",
 "path", "choice", "space_group", "floats:N" / "ints:N" for N comma-separated
-numbers),
-``choices`` where there are some, and ``name``, the parameter's name on the
-command line (``header.distance`` for the field ``header_distance``). A
-command layer can list, parse and document them from ``fields(SimulationParams)``
-or :meth:`SimulationParams.describe` without a separate table. ``None`` is
-allowed wherever the default is ``None``.
+numbers), ``choices`` where there are some, and ``name``, the parameter's
+name on the command line (``header.distance`` for the field
+``header_distance``). A command layer can list, parse and document them from
+``fields(SimulationParams)`` or :meth:`SimulationParams.describe` without a
+separate table. ``None`` is allowed wherever the default is ``None``.
+
+Presets: :meth:`SimulationParams.from_preset` applies a preset under exactly
+the values given; a plain ``SimulationParams(preset=...)`` gets the preset
+under every field that differs from its default (:func:`resolve`).
 """
 
 from __future__ import annotations
@@ -138,7 +141,11 @@ class SimulationParams:
     nproc: int = _f(2, "threads used to make images")
 
     def replace(self, **kw) -> SimulationParams:
-        return replace(self, **kw)
+        """A copy with ``kw`` changed (an applied preset stays applied)."""
+        new = replace(self, **kw)
+        if getattr(self, "_applied_preset", None) == new.preset and new.preset is not None:
+            _mark(new)
+        return new
 
     @classmethod
     def describe(cls) -> list[dict]:
@@ -155,8 +162,6 @@ class SimulationParams:
             return cls(**explicit)
         _check_preset(preset)
         return _mark(replace(cls(), **{**PRESETS[preset], **explicit, "preset": preset}))
-
-
 
 
 def _check_preset(name: str) -> None:

@@ -10,7 +10,8 @@
 * SMV as written by ADSC: a 512-byte ``{ KEY=value; }`` header, unsigned
   16-bit little-endian pixels. BEAM_CENTER_X / _Y are in mm with X along
   the slow and Y along the fast direction (the ADSC/Mosflm convention dxtbx
-  reads); a negative OSC_RANGE means a reversed (-x) rotation axis.
+  reads); a negative OSC_RANGE means a reversed (-x) rotation axis. SMV has
+  no way to mark a pixel as bad: gap pixels are written as 0.
 * NeXus/NXmx: a master file with the geometry (McStas frame: x_nx = -x_lab,
   y_nx = y_lab, z_nx = -z_lab relative to the dxtbx frame) and external links
   to data files of up to ``frames_per_file`` images, compressed with

@@ -1,4 +1,9 @@
-"""The ``simulate`` command: write a simulated sweep with known truth (gonio.core.simulate)."""
+"""The ``simulate`` command: write a simulated sweep with known truth (gonio.core.simulate).
+
+Parameters come from the fields of :class:`SimulationParams` (their metadata
+gives the command-line name, kind, help and units); a preset supplies values
+underneath the ones given on the line.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +12,30 @@ import dataclasses
 from gonio.shell.command import Context, Outcome
 from gonio.shell.params import Param
 
+_KIND = {"int": "int", "float": "float", "bool": "bool", "str": "str", "path": "path",
+         "choice": "choice", "space_group": "space_group"}
 
-def _type_of(default, f) -> tuple[str, dict]:
+
+def _param(f) -> Param:
     meta = f.metadata
-    ann = str(f.type)
-    if meta.get("choices"):
-        return "choice", {"choices": meta["choices"]}
-    if ann.startswith("bool"):
-        return "bool", {}
-    if ann.startswith("int"):
-        return "int", {}
-    if ann.startswith("float"):
-        return "float", {}
-    if ann.startswith("tuple"):
-        n = {"unit_cell": None}.get(f.name, len(default) if isinstance(default, tuple) else None)
-        if f.name == "unit_cell":
-            return "unit_cell", {}
-        return "floats", ({"length": n} if n else {})
-    return "str", {}
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    kind = meta.get("kind", "str")
+    kw = {}
+    if ":" in kind:  # e.g. floats:6, ints:2
+        kind, n = kind.split(":")
+        kw["length"] = int(n)
+    if kind == "choice":
+        kw["choices"] = tuple(meta["choices"])
+    ptype = _KIND.get(kind, kind)
+    return Param(meta.get("name", f.name), ptype, default, meta.get("help", ""),
+                 units=meta.get("units", ""), allow_none=default is None or "None" in str(f.type),
+                 **kw)
 
 
 def params() -> list[Param]:
-    from gonio.core.simulate.params import PRESETS, SimulationParams
+    from gonio.core.simulate.params import SimulationParams
 
-    out = []
-    for f in dataclasses.fields(SimulationParams):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        ptype, kw = _type_of(default, f)
-        if f.name == "preset":
-            ptype, kw = "choice", {"choices": tuple(sorted(PRESETS))}
-        if f.name == "space_group":
-            ptype = "space_group"
-        allow_none = default is None or "None" in str(f.type)
-        out.append(Param(f.name, ptype, default, f.metadata.get("help", ""),
-                         units=f.metadata.get("units", ""), allow_none=allow_none, **kw))
-    return out
+    return [_param(f) for f in dataclasses.fields(SimulationParams)]
 
 
 def run(ctx: Context, parsed) -> Outcome:
@@ -50,13 +44,16 @@ def run(ctx: Context, parsed) -> Outcome:
     from gonio.core.simulate import simulate
     from gonio.core.simulate.params import SimulationParams
 
-    explicit = {name: parsed.values[name] for name in parsed.explicit}
-    explicit = {k: (tuple(v) if isinstance(v, list) else v) for k, v in explicit.items()}
-    if not explicit.get("output"):
-        explicit["output"] = "sim"
-    out = Path(explicit["output"])
-    if not out.is_absolute():
-        explicit["output"] = str(Path(ctx.cwd) / out)
-    result = simulate(SimulationParams(**explicit), progress=ctx.progress)
-    text = result.summary() if hasattr(result, "summary") else f"Wrote {explicit['output']}"
-    return Outcome(text=text)
+    by_name = {f.metadata.get("name", f.name): f.name for f in dataclasses.fields(SimulationParams)}
+    explicit = {}
+    for name in parsed.explicit:
+        v = parsed.values[name]
+        explicit[by_name[name]] = tuple(v) if isinstance(v, list) else v
+    out = Path(explicit.get("output") or "sim")
+    explicit["output"] = str(out if out.is_absolute() else Path(ctx.cwd) / out)
+    preset = explicit.pop("preset", None)
+    params = SimulationParams.from_preset(preset, **explicit)
+
+    result = simulate(params, progress=ctx.progress)
+    # recorded as a step (the state is unchanged) so that scripts and replay make the data too
+    return Outcome(state=ctx.state, text=result.summary(), metrics={"images written": params.n_images})
