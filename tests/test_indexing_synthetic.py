@@ -317,3 +317,24 @@ def test_fft1d_and_real_space_grid_search(name, method):
         assert found[0].crystal.space_group.hm == truth.space_group.hm
         assert abs(np.linalg.det(M)) == pytest.approx(1)
     assert np.all(refl["miller_index"][idx] == np.rint(true_hkl[idx] @ M.T))
+
+
+def test_two_sweeps_of_one_crystal_are_indexed_jointly():
+    from gonio.core.models.imageset import ImageSetRef
+
+    first = make_experiment((52.0, 61.0, 73.0, 90, 90, 90), n_images=100, seed=3)[0]
+    first = first.replace(imageset=ImageSetRef(template="a_####.cbf"))
+    second = first.replace(scan=Scan(image_range=(1, 100), oscillation=(90.0, 0.2)),
+                           imageset=ImageSetRef(template="b_####.cbf"), identifier="sweep-2")
+    s_a, _, _ = strong_spots(ExperimentList([first]), 3.0)
+    s_b, _, _ = strong_spots(ExperimentList([second]), 3.0)
+    s_b["id"] = np.ones(len(s_b), np.int32)
+    strong = ReflectionTable.concatenate([s_a, s_b])
+    imported = ExperimentList([first.replace(crystal=None), second.replace(crystal=None)])
+    found, refl, result = index(imported, strong, IndexParams())
+    assert len(found) == 2 and found[0].crystal is found[1].crystal
+    assert [e.identifier for e in found] == [first.identifier, "sweep-2"]
+    assert [r["% indexed"] for r in result.indexed_table] == [100.0, 100.0]
+    assert np.all(refl["id"][: len(s_a)] == 0) and np.all(refl["id"][len(s_a):] == 1)
+    _, angle, cell_err = compare(found[0].crystal, first.crystal)
+    assert angle < 0.02 and cell_err < 5e-4

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import GonioError
 from ..geometry.spots import centroid_px_to_mm
+from ..models.crystal import cell_from_real_vectors
 from ..models.experiment import ExperimentList
 from ..reflection_table import Flags, ReflectionTable
 from .models import (
@@ -181,8 +183,6 @@ def refine(experiments: ExperimentList, reflections: ReflectionTable,
     ``xyzcal.mm``, ``xyzcal.px``, ``s1``, ``entering`` filled for indexed rows
     and the ``used_in_refinement`` / ``centroid_outlier`` flags set.
     """
-    from ..errors import GonioError
-
     params = params or RefinementParams()
     refl = reflections.copy()
     if "xyzobs.mm.value" not in refl:
@@ -399,8 +399,6 @@ def _cell_esds(setup: _Setup, cov: np.ndarray) -> list[list[float]]:
 
 
 def _cell_params(real_abc: np.ndarray):
-    from ..models.crystal import cell_from_real_vectors
-
     return cell_from_real_vectors(real_abc).parameters
 
 

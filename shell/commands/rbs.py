@@ -29,7 +29,17 @@ def rbs_params() -> list[Param]:
               "for each candidate (None: the refinement's own sampling)", min=100,
               expert_level=1),
         Param("random_seed", "int", 0, "seed of the random subset", expert_level=1),
+        *_refinement_params(),
     ]
+
+
+def _refinement_params() -> list[Param]:
+    """The refinement parameters each candidate is refined with (as for index)."""
+    from gonio.core.refinement.params import RefinementParams
+    from gonio.shell.commands.index import OVERRIDES
+    from gonio.shell.dataclass_params import params_from_dataclass
+
+    return params_from_dataclass(RefinementParams, overrides=OVERRIDES)
 
 
 def reindex_params() -> list[Param]:
@@ -58,13 +68,16 @@ def run_rbs(ctx: Context, parsed) -> Outcome:
 
     from gonio.core.io.dials_expt import experiments_to_dict
     from gonio.core.lattice.rbs import RbsParams, refine_bravais_settings
+    from gonio.core.refinement.params import RefinementParams
+    from gonio.shell.dataclass_params import dataclass_from_values
 
     state = ctx.state
     indexed = _indexed(state)
     v = parsed.values
     p = RbsParams(max_delta=v["lepage_max_delta"], best_monoclinic_beta=v["best_monoclinic_beta"],
                   experiment_id=v["experiment_id"], max_refine_reflections=v["max_refine_reflections"],
-                  random_seed=v["random_seed"])
+                  random_seed=v["random_seed"],
+                  refinement=dataclass_from_values(RefinementParams, v))
     result = refine_bravais_settings(state.experiments, indexed, p)
     table = tabulate(result.table(), headers=result.headers, disable_numparse=True)
     lines = [table, "", "* = recommended solution (as DIALS judges: metric fit and rmsd)."]
