@@ -107,3 +107,30 @@ def test_too_many_strong_pixels():
     with pytest.raises(SpotFinderError, match="max_strong_pixel_fraction"):
         find_spots([experiment()], [MemoryReader(img)],
                    SpotFinderParams(threshold_algorithm="dispersion", nproc=1))
+
+
+def test_mask_of_the_wrong_shape():
+    with pytest.raises(SpotFinderError, match="one mask per panel"):
+        find_spots([experiment()], [MemoryReader(frames())],
+                   SpotFinderParams(nproc=1, mask=(np.ones((10, 10), bool),)))
+
+
+def test_reader_shorter_than_the_sweep():
+    with pytest.raises(SpotFinderError, match="re-import"):
+        find_spots([experiment(n=5)], [MemoryReader(frames(3))], SpotFinderParams(nproc=1))
+
+
+def test_user_mask_removes_spots():
+    rng = np.random.default_rng(4)
+    img = [rng.poisson(1.0, (64, 80)).astype(np.int32) for _ in range(3)]
+    for f in img:
+        f[30:33, 40:43] += 200  # one bright 3x3 spot on every frame, joined in 3D
+    strong, _ = find_spots([experiment()], [MemoryReader(img)], SpotFinderParams(nproc=1))
+    assert len(strong) == 1
+    assert np.allclose(strong["xyzobs.px.value"][0], [41.5, 31.5, 1.5], atol=0.05)
+    assert tuple(strong["bbox"][0]) == (40, 43, 30, 33, 0, 3)
+    mask = np.ones((64, 80), bool)
+    mask[25:40, 35:50] = False
+    strong, _ = find_spots([experiment()], [MemoryReader(img)],
+                           SpotFinderParams(nproc=1, mask=(mask,)))
+    assert len(strong) == 0

@@ -182,7 +182,8 @@ def test_parallel_runs_equal_serial():
                               progress=lambda d, t: done.append((d, t)), executor="thread")
     assert threads == serial
     assert done[-1] == (8, 8) and len(done) == 8
-    procs, _ = find_spots([expt], [MemoryReader(frames)], SpotFinderParams(nproc=2))
+    procs, _ = find_spots([expt], [MemoryReader(frames)], SpotFinderParams(nproc=2),
+                          executor="process")
     assert procs == serial
 
 

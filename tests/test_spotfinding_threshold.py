@@ -146,3 +146,40 @@ def test_dispersion_extended_full_image_count(thaumatin):
     panel = thaumatin_experiment().detector[0]
     d = panel.resolution_at_pixel(Beam(wavelength=0.96859).s0, strong20["xyzobs.px.value"][:, :2])
     assert d.max() < 20
+
+
+def test_panel_mask_rectangles_cover_the_pilatus_gaps(thaumatin):
+    """DIALS's Pilatus 6M panel mask (f0, s0, f1, s1; ends excluded) is exactly the -1 gap pixels."""
+    import json
+
+    from gonio.core.spotfinding.masks import static_mask
+
+    path = DATA / "x4_xds" / "imported_experiments.json"
+    if not path.exists():
+        pytest.skip(f"real test data not found at {path}")
+    detector = Detector.from_dict(json.loads(path.read_text())["detector"][0])
+    assert len(detector[0].mask) == 15
+    mask = static_mask(detector[0], None, SpotFinderParams())
+    assert (~mask).sum() == (thaumatin == -1).sum() == 526101
+    assert np.array_equal(~mask, thaumatin == -1)
+
+
+def test_resolution_and_ice_ring_masks():
+    from gonio.core.spotfinding.masks import ice_ring_ranges, resolution_map, static_mask
+
+    rings = ice_ring_ranges(2.0)
+    # hexagonal ice Ih: (100) 3.895 A, (002) 3.669 A, (101) 3.441 A ...; width 0.002 A^-2
+    centres = [1 / np.sqrt(0.5 * (1 / lo**2 + 1 / hi**2)) for lo, hi in rings]
+    assert np.allclose(centres[:3], [3.8954, 3.669, 3.4406], atol=1e-3)
+    assert np.allclose([1 / lo**2 - 1 / hi**2 for lo, hi in rings], 0.002)
+    expt = thaumatin_experiment()
+    panel = expt.detector[0]
+    d = resolution_map(panel, expt.beam)
+    mask = static_mask(panel, expt.beam, SpotFinderParams(d_min=2.5, d_max=20.0,
+                                                          ice_rings_filter=True))
+    on_ring = np.zeros_like(mask)
+    for lo, hi in ice_ring_ranges(float(d.min())):
+        on_ring |= (d >= lo) & (d <= hi)
+    assert np.array_equal(mask, (d > 2.5) & (d < 20.0) & ~on_ring)
+    assert on_ring[(d > 2.5) & (d < 20)].mean() > 0.01
+    assert not (mask & on_ring).any()

@@ -34,7 +34,7 @@ from .labelling import label_pixels
 from .masks import static_mask
 from .params import SpotFinderError, SpotFinderParams
 from .spots import SpotPixels, make_shoeboxes, measure_spots
-from .threshold import threshold_image
+from .threshold import strong_pixel_indices
 
 
 @dataclass
@@ -116,8 +116,7 @@ class _BlockWorker:
                     raise SpotFinderError(
                         f"Image {self.image_numbers[i]} has a panel of shape {im.shape} "
                         f"(slow, fast) but the detector model says {static.shape}.")
-                strong = threshold_image(im, static, tr, **self.kwargs)
-                flat = np.flatnonzero(strong).astype(np.int32)
+                flat = strong_pixel_indices(im, static, tr, **self.kwargs)
                 panels.append((flat, im.reshape(-1)[flat]))
                 n_strong += len(flat)
                 n_pixels += im.size
@@ -217,8 +216,9 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
     ("thread" or "process") is how ``nproc > 1`` workers run. Threads are the
     default: the numba kernels release the GIL and so does image decoding
     for the most part, and they measured faster than spawned processes
-    (1.66x vs 0.55x of nproc=1 on 100 Pilatus 6M frames, two cores,
-    benchmarks/bench_findspots.py), which pay start-up and transfer costs.
+    (nproc=2 ran 1.62x and 1.10x faster than nproc=1 on 100 Pilatus 6M
+    frames, two shared cores, benchmarks/bench_findspots.py), which pay
+    interpreter start-up and pickling costs.
     """
     params = params or SpotFinderParams()
     params.validate()
@@ -247,6 +247,18 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
         scan = expt.scan
         twod = scan is None or scan.is_still or (
             expt.imageset is not None and expt.imageset.kind != "ImageSequence")
+        if scan is not None and not twod and len(rd) != scan.num_images:
+            raise SpotFinderError(
+                f"The sweep has {scan.num_images} images (image_range {scan.image_range}) but "
+                f"its image reader has {len(rd)}: re-import the images.")
+        if params.mask is not None:
+            shapes = [(p.image_size[1], p.image_size[0]) for p in expt.detector]
+            if len(params.mask) != len(shapes) or any(
+                    np.shape(m) != sh for m, sh in zip(params.mask, shapes)):
+                raise SpotFinderError(
+                    f"The mask has {len(params.mask)} panel(s) of shape(s) "
+                    f"{[np.shape(m) for m in params.mask]} (slow, fast) but the detector has "
+                    f"{shapes}: give one mask per panel, of the panel's size.")
         blocks, first = _image_indices(scan, len(rd), params.scan_range)
         plans.append((rd, members, expt, twod, blocks, first))
 
@@ -285,9 +297,9 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
             for block in blocks:
                 flat = [res[i][1][k][0] for i in block]
                 counts = np.array([len(f) for f in flat])
-                flat = np.concatenate(flat) if flat else np.zeros(0, np.int32)
+                flat = np.concatenate(flat) if flat else np.zeros(0, np.int64)
                 z = np.repeat(np.array(block, np.int64) + z0, counts)
-                y, x = np.divmod(flat.astype(np.int64), nx)
+                y, x = np.divmod(flat, nx)
                 value = np.concatenate([res[i][1][k][1] for i in block])
                 lab = label_pixels(z, y, x, (ny, nx), twod=twod) + label_offset
                 label_offset = int(lab.max()) + 1 if len(lab) else label_offset

@@ -40,9 +40,12 @@ def label_pixels(z: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int, 
     r = np.concatenate(rows)
     c = np.concatenate(cols)
     graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n)).tocsr()
-    _, labels = connected_components(graph, directed=False)
-    # renumber by first appearance (connected_components already does, but be explicit)
-    _, first = np.unique(labels, return_index=True)
-    order = np.empty(len(first), np.int64)
-    order[np.argsort(first, kind="stable")] = np.arange(len(first))
+    n_labels, labels = connected_components(graph, directed=False)
+    # number spots by their first pixel (scipy's search from pixel 0 upwards already does)
+    first = np.full(n_labels, n, np.int64)
+    np.minimum.at(first, labels, np.arange(n))
+    if np.all(first[1:] > first[:-1]):
+        return labels.astype(np.int64)
+    order = np.empty(n_labels, np.int64)
+    order[np.argsort(first)] = np.arange(n_labels)
     return order[labels]

@@ -71,7 +71,7 @@ def measure_spots(p: SpotPixels) -> SpotTable:
     """Centroids, variances, bounding boxes, intensities and peaks of all spots."""
     n = p.n_spots
     lab = p.label
-    order = np.lexsort((np.arange(len(lab)), lab))  # by label, raster order within
+    order = np.argsort(lab, kind="stable")  # by label, raster order within
     lab = lab[order]
     z, y, x = p.z[order], p.y[order], p.x[order]
     w = p.value[order].astype(np.float64)

@@ -50,14 +50,29 @@ ALGORITHMS = (DISPERSION_EXTENDED, DISPERSION)
 
 
 @numba.njit(cache=True, nogil=True)
-def _add_row(image, static, lo, sat_hi, r, sign, cm, cx, cy):
-    """Add (sign=1) or remove (sign=-1) image row r from the column sums."""
-    for i in range(image.shape[1]):
-        v = float(image[r, i])
-        f = sign if static[r, i] & (image[r, i] > lo) & (image[r, i] < sat_hi) else 0.0
-        cm[i] += f
-        cx[i] += f * v
-        cy[i] += f * v * v
+def _slide_rows(image, static, lo, sat_hi, r, slot, ring_m, ring_x, ring_y, cm, cx, cy):
+    """Move the column sums down one row: row r enters (r < 0: none) and the
+    row held in ring slot ``slot`` (the one 2ky+1 rows above) leaves."""
+    nx = image.shape[1]
+    if r >= 0:
+        for i in range(nx):
+            u = image[r, i]
+            f = 1.0 if static[r, i] & (u > lo) & (u < sat_hi) else 0.0
+            v = f * float(u)
+            cm[i] += f - ring_m[slot, i]
+            cx[i] += v - ring_x[slot, i]
+            cy[i] += v * v - ring_y[slot, i]
+            ring_m[slot, i] = f
+            ring_x[slot, i] = v
+            ring_y[slot, i] = v * v
+    else:
+        for i in range(nx):
+            cm[i] -= ring_m[slot, i]
+            cx[i] -= ring_x[slot, i]
+            cy[i] -= ring_y[slot, i]
+            ring_m[slot, i] = 0.0
+            ring_x[slot, i] = 0.0
+            ring_y[slot, i] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -89,23 +104,26 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
     mode 1: dispersion-only test, invalid pixels set (extended, first pass).
     Valid pixels: static and lo < v < hi; they enter the sums if v < sat_hi.
     Window sums: column sums over the window's rows (updated as the window
-    slides down: add the entering row, subtract the leaving one), then
-    summed across the window's columns; for integer counts every partial sum
-    is an integer below 2**53, so the float64 arithmetic is exact. The flat indices of the valid pixels that
-    pass go to ``found``; returns how many.
+    slides down: add the entering row, subtract the leaving one, whose
+    contributions a ring of 2ky+1 rows keeps), then summed across the
+    window's columns; for integer counts every partial sum is an integer
+    below 2**53, so the float64 arithmetic is exact. The flat indices of the
+    valid pixels that pass go to ``found``; returns how many.
     """
     ny, nx = image.shape
     cm, cx, cy = np.zeros(nx), np.zeros(nx), np.zeros(nx)
+    nring = 2 * ky + 1  # row contributions of the window's rows, to subtract when they leave
+    ring_m, ring_x, ring_y = np.zeros((nring, nx)), np.zeros((nring, nx)), np.zeros((nring, nx))
     wm, wx, wy = np.empty(nx), np.empty(nx), np.empty(nx)
     res = np.empty(nx, np.bool_)
     n_found = 0
     for r in range(min(ky, ny)):
-        _add_row(image, static, lo, sat_hi, r, 1.0, cm, cx, cy)
+        _slide_rows(image, static, lo, sat_hi, r, r % nring, ring_m, ring_x, ring_y, cm, cx, cy)
     for j in range(ny):
-        if j + ky < ny:
-            _add_row(image, static, lo, sat_hi, j + ky, 1.0, cm, cx, cy)
-        if j - ky - 1 >= 0:
-            _add_row(image, static, lo, sat_hi, j - ky - 1, -1.0, cm, cx, cy)
+        # row j+ky enters, row j-ky-1 (same ring slot) leaves
+        r = j + ky
+        _slide_rows(image, static, lo, sat_hi, r if r < ny else -1, r % nring,
+                    ring_m, ring_x, ring_y, cm, cx, cy)
         _window_row(cm, kx, wm)
         _window_row(cx, kx, wx)
         _window_row(cy, kx, wy)
@@ -134,7 +152,7 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
 
 @numba.njit(cache=True, nogil=True)
 def _extended_final(image, static, lo, hi, signal, candidates, h, ky, kx, gain, nsig_s,
-                    threshold, core, out):
+                    threshold, core, strong):
     """Second stage of dispersion_extended, visiting only candidate pixels.
 
     ``signal`` is the first-pass mask (invalid pixels set) and
@@ -144,7 +162,8 @@ def _extended_final(image, static, lo, hi, signal, candidates, h, ky, kx, gain, 
     h+1. Background = valid and not core; a core pixel is strong when
     v > threshold and v >= mean + nsig_s*sqrt(gain*mean), the mean taken
     over the background pixels (v < BIG) of its (2ky+1) x (2kx+1) window
-    (0 when fewer than two). ``core`` and ``out`` must come in False.
+    (0 when fewer than two). ``core`` must come in False. The flat indices
+    of the strong pixels go to ``strong`` (raster order); returns how many.
     """
     ny, nx = image.shape
     cores = np.empty(len(candidates), np.int64)
@@ -163,6 +182,7 @@ def _extended_final(image, static, lo, hi, signal, candidates, h, ky, kx, gain, 
             core[j, i] = True
             cores[n_core] = c
             n_core += 1
+    n_strong = 0
     for c in cores[:n_core]:
         j, i = c // nx, c % nx
         v = image[j, i]
@@ -177,7 +197,10 @@ def _extended_final(image, static, lo, hi, signal, candidates, h, ky, kx, gain, 
                     m += 1
                     x += u
         mean = x / m if m >= 2 else 0.0
-        out[j, i] = v >= mean + nsig_s * np.sqrt(gain * mean)
+        if v >= mean + nsig_s * np.sqrt(gain * mean):
+            strong[n_strong] = c
+            n_strong += 1
+    return n_strong
 
 
 def _prepare(image: np.ndarray) -> np.ndarray:
@@ -201,11 +224,12 @@ def _bounds(image: np.ndarray, trusted_range):
     return tmin, tmax, min(tmax, float(BIG))
 
 
-def threshold_image(image: np.ndarray, static_mask: np.ndarray, trusted_range=(-np.inf, np.inf),
-                    algorithm: str = DISPERSION_EXTENDED, kernel_size=(3, 3), gain: float = 1.0,
-                    sigma_background: float = 6.0, sigma_strong: float = 3.0, min_local: int = 2,
-                    global_threshold: float = 0.0) -> np.ndarray:
-    """Strong-pixel mask (bool, shape of ``image``) of one panel image.
+def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
+                         trusted_range=(-np.inf, np.inf), algorithm: str = DISPERSION_EXTENDED,
+                         kernel_size=(3, 3), gain: float = 1.0, sigma_background: float = 6.0,
+                         sigma_strong: float = 3.0, min_local: int = 2,
+                         global_threshold: float = 0.0) -> np.ndarray:
+    """Flat indices (raster order, int64) of the strong pixels of one panel image.
 
     ``image`` (slow, fast) counts; ``static_mask`` True where a pixel may be
     used (panel mask, user mask, resolution limits...); pixels are also
@@ -214,25 +238,32 @@ def threshold_image(image: np.ndarray, static_mask: np.ndarray, trusted_range=(-
     ``kernel_size`` is (kx, ky) half-widths in px: the window is
     (2*ky+1) rows by (2*kx+1) columns.
     """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown threshold algorithm {algorithm!r}")
     image = _prepare(image)
     static = np.ascontiguousarray(static_mask, dtype=np.bool_)
     kx, ky = int(kernel_size[0]), int(kernel_size[1])
     lo, hi, sat_hi = _bounds(image, trusted_range)
-    out = np.empty(image.shape, np.bool_)
     args = (float(gain), float(sigma_background), float(sigma_strong),
             float(global_threshold), int(min_local))
     found = np.empty(image.size, np.int64)  # pages are only touched as they fill
+    mask = np.empty(image.shape, np.bool_)
+    mode = 0 if algorithm == DISPERSION else 1
+    n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, *args, mask, found)
     if algorithm == DISPERSION:
-        _local_pass(image, static, lo, hi, sat_hi, ky, kx, 0, *args, out, found)
-        return out
-    if algorithm != DISPERSION_EXTENDED:
-        raise ValueError(f"unknown threshold algorithm {algorithm!r}")
-    # pass 1: not background (dispersion test only; invalid pixels count as not background)
-    signal = np.empty(image.shape, np.bool_)
-    n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, 1, *args, signal, found)
-    # pass 2: erode to spot cores, test them against the mean of the background
+        return found[:n].copy()
+    # extended: ``mask`` holds the not-background pixels; erode to spot cores and test
+    # them against the mean of the background
     core = np.zeros(image.shape, np.bool_)
-    out[:] = False
-    _extended_final(image, static, lo, hi, signal, found[:n], min(kx, ky) - 1, ky + 2, kx + 2,
-                    float(gain), float(sigma_strong), float(global_threshold), core, out)
+    strong = np.empty(n, np.int64)
+    n = _extended_final(image, static, lo, hi, mask, found[:n], min(kx, ky) - 1, ky + 2, kx + 2,
+                        float(gain), float(sigma_strong), float(global_threshold), core, strong)
+    return np.sort(strong[:n])
+
+
+def threshold_image(image: np.ndarray, static_mask: np.ndarray, trusted_range=(-np.inf, np.inf),
+                    **kwargs) -> np.ndarray:
+    """Strong-pixel mask (bool, shape of ``image``); arguments as :func:`strong_pixel_indices`."""
+    out = np.zeros(np.shape(image), np.bool_)
+    out.reshape(-1)[strong_pixel_indices(image, static_mask, trusted_range, **kwargs)] = True
     return out
