@@ -29,6 +29,7 @@ from pathlib import Path
 import fabio
 import numpy as np
 
+from gonio.core.formats.reader import InMemoryReader
 from gonio.core.models.beam import Beam
 from gonio.core.models.detector import Detector, Panel
 from gonio.core.models.experiment import Experiment
@@ -52,15 +53,6 @@ class CbfReader:
         return (fabio.open(self.paths[i]).data,)
 
 
-class MemoryReader:
-    def __init__(self, frames):
-        self.frames = frames
-
-    def __len__(self):
-        return len(self.frames)
-
-    def read(self, i):
-        return (self.frames[i],)
 
 
 def experiment(n: int) -> Experiment:
@@ -95,7 +87,7 @@ def main(n: int = 100, algorithm: str = "dispersion_extended", repeats: int = 3)
         frames = [fabio.open(str(p)).data for p in paths[:n_mem]]
         e_mem = expt.replace(scan=Scan((1, n_mem), (0, 0.1)))
         t0 = time.perf_counter()
-        strong, res = find_spots([e_mem], [MemoryReader(frames)], SpotFinderParams(nproc=1, **params))
+        strong, res = find_spots([e_mem], [InMemoryReader(frames)], SpotFinderParams(nproc=1, **params))
         t_find = (time.perf_counter() - t0) / n_mem
         del frames
         print(f"frames: {n} x 2463 x 2527 px, algorithm={algorithm}")

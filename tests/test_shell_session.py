@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,41 @@ def test_start_is_fast_and_compiles_nothing(tmp_path):
     loaded, seconds = r.stdout.split()[-2:]
     assert loaded == "False"
     assert float(seconds) < 2.0  # measured ~0.5 s; benchmarks/bench_startup.py reports it
+
+
+def test_help_short_name_shows_every_place(session):
+    text = run_ok(session, "help d_min").text
+    assert "spotfinder.filter.d_min" in text and "findspots" in text
+    assert "index" in text
+
+
+def test_phil_file_on_the_command_line(myd88, tmp_path):
+    (tmp_path / "axis.phil").write_text(
+        "# refine the rotation axis\nrefinement {\n  parameterisation {\n"
+        "    goniometer { fix = None }\n    detector.fix = distance\n  }\n}\n")
+    run_ok(myd88, "import goniometer.axis=-107,-122,0")
+    run_ok(myd88, "index axis.phil")
+    step = myd88.history.step(myd88.head)
+    assert step.params["refinement.parameterisation.goniometer.fix"] is None
+    assert step.params["refinement.parameterisation.detector.fix"] == ["distance"]
+    # MyD88 with the right axis sense: most spots index with sub-pixel RMSDs
+    assert step.metrics["percent_indexed"] > 85
+    assert step.metrics["rmsd_x_px"] < 1 and step.metrics["rmsd_y_px"] < 1
+    assert step.metrics["rmsd_z_images"] < 0.35
+    bad = tmp_path / "bad.phil"
+    bad.write_text("refinement { parameterisation { goniometer { fixx = None } } }\n")
+    msg = run_fail(myd88, "index bad.phil")
+    assert "bad.phil" in msg and "fixx" in msg
+
+
+def test_session_example_runs(tmp_path):
+    import os
+
+    data = data_path()
+    script = Path(__file__).resolve().parents[1] / "session_examples" / "real_data.gonio"
+    env = dict(os.environ, GONIO_DATA=str(data))
+    r = subprocess.run([sys.executable, "-m", "gonio.shell.main", "run", str(script)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "strong: 646 reflections" in r.stdout and "strong: 742 reflections" in r.stdout
+    assert "(-0.6594, -0.7518, 0.0000)" in r.stdout  # the axis set in step 2, seen by diff

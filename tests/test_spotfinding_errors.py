@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from gonio.core.errors import GonioError
+from gonio.core.formats.reader import InMemoryReader
 from gonio.core.models.beam import Beam
 from gonio.core.models.detector import Detector, Panel
 from gonio.core.models.experiment import Experiment
@@ -20,15 +21,6 @@ def experiment(shape=(64, 80), n=3):
                       scan=Scan((1, n), (0.0, 0.5)), imageset=ImageSetRef(kind="ImageSequence"))
 
 
-class MemoryReader:
-    def __init__(self, frames):
-        self.frames = frames
-
-    def __len__(self):
-        return len(self.frames)
-
-    def read(self, i):
-        return (self.frames[i],)
 
 
 class FileReader:
@@ -61,7 +53,7 @@ def frames(n=3, shape=(64, 80)):
 ])
 def test_bad_parameters(kw, words):
     with pytest.raises(SpotFinderError) as e:
-        find_spots([experiment()], [MemoryReader(frames())], SpotFinderParams(**kw))
+        find_spots([experiment()], [InMemoryReader(frames())], SpotFinderParams(**kw))
     assert isinstance(e.value, GonioError)
     for w in words:
         assert w in str(e.value)
@@ -69,13 +61,13 @@ def test_bad_parameters(kw, words):
 
 def test_kernel_larger_than_the_image():
     with pytest.raises(SpotFinderError, match=r"larger than panel 0 \(80 x 64 px\)"):
-        find_spots([experiment()], [MemoryReader(frames())],
+        find_spots([experiment()], [InMemoryReader(frames())],
                    SpotFinderParams(kernel_size=(50, 3), nproc=1))
 
 
 def test_scan_range_outside_the_sweep():
     with pytest.raises(SpotFinderError, match="outside the images of this sweep"):
-        find_spots([experiment()], [MemoryReader(frames())],
+        find_spots([experiment()], [InMemoryReader(frames())],
                    SpotFinderParams(scan_range=((2, 9),), nproc=1))
 
 
@@ -96,7 +88,7 @@ def test_missing_image_file_is_named(tmp_path, nproc, executor):
 
 def test_panel_shape_mismatch():
     with pytest.raises(SpotFinderError, match="detector model says"):
-        find_spots([experiment()], [MemoryReader(frames(3, (60, 80)))], SpotFinderParams(nproc=1))
+        find_spots([experiment()], [InMemoryReader(frames(3, (60, 80)))], SpotFinderParams(nproc=1))
 
 
 def test_too_many_strong_pixels():
@@ -105,19 +97,19 @@ def test_too_many_strong_pixels():
     img = [np.where(np.indices((64, 80)).sum(0) % 2 == 0, 1000, 1).astype(np.int32)
            + rng.poisson(1, (64, 80)).astype(np.int32) for _ in range(3)]
     with pytest.raises(SpotFinderError, match="max_strong_pixel_fraction"):
-        find_spots([experiment()], [MemoryReader(img)],
+        find_spots([experiment()], [InMemoryReader(img)],
                    SpotFinderParams(threshold_algorithm="dispersion", nproc=1))
 
 
 def test_mask_of_the_wrong_shape():
     with pytest.raises(SpotFinderError, match="one mask per panel"):
-        find_spots([experiment()], [MemoryReader(frames())],
+        find_spots([experiment()], [InMemoryReader(frames())],
                    SpotFinderParams(nproc=1, mask=(np.ones((10, 10), bool),)))
 
 
 def test_reader_shorter_than_the_sweep():
     with pytest.raises(SpotFinderError, match="re-import"):
-        find_spots([experiment(n=5)], [MemoryReader(frames(3))], SpotFinderParams(nproc=1))
+        find_spots([experiment(n=5)], [InMemoryReader(frames(3))], SpotFinderParams(nproc=1))
 
 
 def test_user_mask_removes_spots():
@@ -125,12 +117,12 @@ def test_user_mask_removes_spots():
     img = [rng.poisson(1.0, (64, 80)).astype(np.int32) for _ in range(3)]
     for f in img:
         f[30:33, 40:43] += 200  # one bright 3x3 spot on every frame, joined in 3D
-    strong, _ = find_spots([experiment()], [MemoryReader(img)], SpotFinderParams(nproc=1))
+    strong, _ = find_spots([experiment()], [InMemoryReader(img)], SpotFinderParams(nproc=1))
     assert len(strong) == 1
     assert np.allclose(strong["xyzobs.px.value"][0], [41.5, 31.5, 1.5], atol=0.05)
     assert tuple(strong["bbox"][0]) == (40, 43, 30, 33, 0, 3)
     mask = np.ones((64, 80), bool)
     mask[25:40, 35:50] = False
-    strong, _ = find_spots([experiment()], [MemoryReader(img)],
+    strong, _ = find_spots([experiment()], [InMemoryReader(img)],
                            SpotFinderParams(nproc=1, mask=(mask,)))
     assert len(strong) == 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
+from gonio.core.formats.reader import InMemoryReader
 from gonio.core.models.beam import Beam
 from gonio.core.models.detector import Detector, Panel
 from gonio.core.models.experiment import Experiment
@@ -18,15 +19,6 @@ from gonio.core.spotfinding.spots import SpotPixels, make_shoeboxes, measure_spo
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-class MemoryReader:
-    def __init__(self, frames):
-        self.frames = frames
-
-    def __len__(self):
-        return len(self.frames)
-
-    def read(self, i):
-        return (self.frames[i],)
 
 
 def sweep_experiment(shape, n_frames, first=1):
@@ -75,7 +67,7 @@ def test_simulated_sweep_spots_and_centroids(algorithm, low, median):
     rng = np.random.default_rng(7)
     frames, truth, intensity = simulate_sweep(rng)
     expt = sweep_experiment(frames[0].shape, len(frames))
-    strong, result = find_spots([expt], [MemoryReader(frames)],
+    strong, result = find_spots([expt], [InMemoryReader(frames)],
                                 SpotFinderParams(threshold_algorithm=algorithm, nproc=1))
     xyz = strong["xyzobs.px.value"]
     nearest, ok = match(xyz, truth)
@@ -114,13 +106,13 @@ def test_sweep_frame_numbering_follows_scan():
     rng = np.random.default_rng(3)
     frames, truth, _ = simulate_sweep(rng, n_frames=5, n_spots=10)
     expt = sweep_experiment(frames[0].shape, len(frames), first=11)
-    strong, result = find_spots([expt], [MemoryReader(frames)], SpotFinderParams(nproc=1))
+    strong, result = find_spots([expt], [InMemoryReader(frames)], SpotFinderParams(nproc=1))
     # image 11 is frame z in [10, 11)
     nearest, ok = match(strong["xyzobs.px.value"] - [0, 0, 10], truth)
     assert ok.all() and len(strong) == 10
     assert list(result.image_numbers[0]) == [11, 12, 13, 14, 15]
     # scan_range restricts the search; spots cut by the range end are measured on it
-    part, res2 = find_spots([expt], [MemoryReader(frames)],
+    part, res2 = find_spots([expt], [InMemoryReader(frames)],
                             SpotFinderParams(nproc=1, scan_range=((11, 12),)))
     assert list(res2.image_numbers[0]) == [11, 12]
     assert np.all(part["bbox"][:, 5] <= 12) and np.all(part["bbox"][:, 4] >= 10)
@@ -133,7 +125,7 @@ def test_no_false_spots_on_pure_poisson_background():
     for background in (0.5, 10.0):
         frames = [rng.poisson(background, shape).astype(np.int32) for _ in range(2)]
         expt = sweep_experiment(shape, 2)
-        strong, result = find_spots([expt], [MemoryReader(frames)], SpotFinderParams(nproc=1))
+        strong, result = find_spots([expt], [InMemoryReader(frames)], SpotFinderParams(nproc=1))
         # ~6.2M pixels per frame: the strong pixels are rare single-pixel flukes
         assert result.strong_pixels_per_image[0].max() < 200, result.strong_pixels_per_image
         assert len(strong) <= 1, (background, len(strong))
@@ -144,12 +136,12 @@ def test_untrusted_rectangle_and_circle_remove_spots():
     frames, truth, _ = simulate_sweep(rng)
     expt = sweep_experiment(frames[0].shape, len(frames))
     rect = UntrustedRegion(rectangle=(0, 160, 0, 256))
-    strong, _ = find_spots([expt], [MemoryReader(frames)],
+    strong, _ = find_spots([expt], [InMemoryReader(frames)],
                            SpotFinderParams(nproc=1, untrusted=(rect,)))
     assert np.all(strong["xyzobs.px.value"][:, 0] > 160)
     assert abs(len(strong) - (truth[:, 0] > 163).sum()) <= 2
     circle = UntrustedRegion(circle=(160.0, 128.0, 60.0))
-    strong, _ = find_spots([expt], [MemoryReader(frames)],
+    strong, _ = find_spots([expt], [InMemoryReader(frames)],
                            SpotFinderParams(nproc=1, untrusted=(circle,)))
     r = np.hypot(strong["xyzobs.px.value"][:, 0] - 160, strong["xyzobs.px.value"][:, 1] - 128)
     assert np.all(r > 60) and len(strong) < 40
@@ -159,13 +151,13 @@ def test_min_spot_size_auto_and_max_separation():
     rng = np.random.default_rng(7)
     frames, truth, _ = simulate_sweep(rng)
     expt = sweep_experiment(frames[0].shape, len(frames))
-    _, r_pad = find_spots([expt], [MemoryReader(frames)], SpotFinderParams(nproc=1))
+    _, r_pad = find_spots([expt], [InMemoryReader(frames)], SpotFinderParams(nproc=1))
     assert r_pad.min_spot_size == 3
     expt.detector.panels[0].type = "SENSOR_CCD"
-    _, r_ccd = find_spots([expt], [MemoryReader(frames)], SpotFinderParams(nproc=1))
+    _, r_ccd = find_spots([expt], [InMemoryReader(frames)], SpotFinderParams(nproc=1))
     assert r_ccd.min_spot_size == 6
     assert r_ccd.n_too_small >= r_pad.n_too_small
-    strong, r0 = find_spots([expt], [MemoryReader(frames)],
+    strong, r0 = find_spots([expt], [InMemoryReader(frames)],
                             SpotFinderParams(nproc=1, max_separation=0.3))
     assert len(strong) < r0.n_centroids
     lines = r0.summary_lines()
@@ -176,13 +168,13 @@ def test_parallel_runs_equal_serial():
     rng = np.random.default_rng(5)
     frames, _, _ = simulate_sweep(rng, n_frames=8)
     expt = sweep_experiment(frames[0].shape, len(frames))
-    serial, _ = find_spots([expt], [MemoryReader(frames)], SpotFinderParams(nproc=1))
+    serial, _ = find_spots([expt], [InMemoryReader(frames)], SpotFinderParams(nproc=1))
     done = []
-    threads, res = find_spots([expt], [MemoryReader(frames)], SpotFinderParams(nproc=2),
+    threads, res = find_spots([expt], [InMemoryReader(frames)], SpotFinderParams(nproc=2),
                               progress=lambda d, t: done.append((d, t)), executor="thread")
     assert threads == serial
     assert done[-1] == (8, 8) and len(done) == 8
-    procs, _ = find_spots([expt], [MemoryReader(frames)], SpotFinderParams(nproc=2),
+    procs, _ = find_spots([expt], [InMemoryReader(frames)], SpotFinderParams(nproc=2),
                           executor="process")
     assert procs == serial
 

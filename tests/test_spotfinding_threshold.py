@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from gonio.core.formats.reader import InMemoryReader
 from gonio.core.models.beam import Beam
 from gonio.core.models.detector import Detector, Panel
 from gonio.core.models.experiment import Experiment
@@ -25,15 +26,6 @@ def thaumatin():
     return fabio.open(str(path)).data
 
 
-class MemoryReader:
-    def __init__(self, frames):
-        self.frames = frames
-
-    def __len__(self):
-        return len(self.frames)
-
-    def read(self, i):
-        return (self.frames[i],)
 
 
 def thaumatin_experiment():
@@ -118,7 +110,7 @@ def test_spot_count_follows_from_mask(thaumatin):
     ref = reference_dispersion(thaumatin, valid)
     labels, n = ndimage.label(ref)
     sizes = np.bincount(labels.ravel())[1:]
-    strong, result = find_spots([thaumatin_experiment()], [MemoryReader([thaumatin])],
+    strong, result = find_spots([thaumatin_experiment()], [InMemoryReader([thaumatin])],
                                 SpotFinderParams(threshold_algorithm="dispersion", nproc=1))
     assert result.n_extracted == n == 519
     assert result.n_too_small == (sizes < 3).sum() == 229
@@ -129,7 +121,7 @@ def test_spot_count_follows_from_mask(thaumatin):
 
 
 def test_dispersion_extended_full_image_count(thaumatin):
-    strong, result = find_spots([thaumatin_experiment()], [MemoryReader([thaumatin])],
+    strong, result = find_spots([thaumatin_experiment()], [InMemoryReader([thaumatin])],
                                 SpotFinderParams(nproc=1))
     # the default finds more (weak spot edges) than dispersion, on the same image
     assert result.strong_pixels_per_image[0][0] == 3727
@@ -140,7 +132,7 @@ def test_dispersion_extended_full_image_count(thaumatin):
     assert result.histograms[0] == ("Histogram of per-image spot count for imageset 0:\n"
                                     "303 spots found on 1 image")
     # d_max=20 drops the spots nearest the beam
-    strong20, _ = find_spots([thaumatin_experiment()], [MemoryReader([thaumatin])],
+    strong20, _ = find_spots([thaumatin_experiment()], [InMemoryReader([thaumatin])],
                              SpotFinderParams(nproc=1, d_max=20))
     assert len(strong20) < len(strong)
     panel = thaumatin_experiment().detector[0]

@@ -124,3 +124,21 @@ class ImageSequenceReader:
 
     def __iter__(self):
         return (self.read(i) for i in range(len(self)))
+
+
+class InMemoryReader:
+    """Images already in memory, read like an :class:`ImageSequenceReader`.
+
+    ``frames[i]`` is image i: one (slow, fast) array, or a tuple of them for
+    several panels (e.g. a simulated sweep kept in memory, or test data).
+    """
+
+    def __init__(self, frames):
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read(self, i: int) -> tuple[np.ndarray, ...]:
+        f = self.frames[i]
+        return tuple(f) if isinstance(f, (tuple, list)) else (f,)

@@ -51,7 +51,7 @@ class Panel:
     name: str = "Panel"
     type: str = "SENSOR_UNKNOWN"
     identifier: str = ""
-    mask: list = field(default_factory=list)  # [(f0, f1, s0, s1), ...] untrusted rectangles, px
+    mask: list = field(default_factory=list)  # [(f0, s0, f1, s1), ...] untrusted rectangles, px, end exclusive (DIALS order)
     gain: float = 1.0
     pedestal: float = 0.0
     raw_image_offset: tuple[int, int] = (0, 0)

@@ -262,8 +262,12 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
 
 
 def threshold_image(image: np.ndarray, static_mask: np.ndarray, trusted_range=(-np.inf, np.inf),
-                    **kwargs) -> np.ndarray:
+                    algorithm: str = DISPERSION_EXTENDED, kernel_size=(3, 3), gain: float = 1.0,
+                    sigma_background: float = 6.0, sigma_strong: float = 3.0, min_local: int = 2,
+                    global_threshold: float = 0.0) -> np.ndarray:
     """Strong-pixel mask (bool, shape of ``image``); arguments as :func:`strong_pixel_indices`."""
     out = np.zeros(np.shape(image), np.bool_)
-    out.reshape(-1)[strong_pixel_indices(image, static_mask, trusted_range, **kwargs)] = True
+    out.reshape(-1)[strong_pixel_indices(
+        image, static_mask, trusted_range, algorithm, kernel_size, gain, sigma_background,
+        sigma_strong, min_local, global_threshold)] = True
     return out
