@@ -221,3 +221,19 @@ def test_session_example_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "strong: 646 reflections" in r.stdout and "strong: 742 reflections" in r.stdout
     assert "(-0.6594, -0.7518, 0.0000)" in r.stdout  # the axis set in step 2, seen by diff
+
+
+def test_xds_files_with_swapped_origin_index_after_beam_search(session):
+    """x4's XDS.INP has ORGX/ORGY swapped (the beam 43 px off each way): search_beam_position
+    puts it back, then index gives the tetragonal cell with XDS's own indices."""
+    run_ok(session, f"import {data_path('x4_xds', 'XDS.INP')} {data_path('x4_xds', 'SPOT.XDS')}")
+    run_ok(session, "search_beam_position")
+    e = session.state.experiments[0]
+    p = e.detector[0]
+    bc = p.millimeter_to_pixel(p.beam_centre_mm(e.beam.s0)[None, :])[0]
+    assert np.hypot(*(bc - [1236.1, 1278.3])) < 1.5  # DIALS's refined beam centre
+    run_ok(session, "index")
+    m = session.history.step(session.head).metrics
+    assert m["percent_indexed"] > 90
+    c = sorted(session.state.experiments[0].crystal.unit_cell.parameters[:3])
+    assert np.allclose(c, [39.80, 42.45, 42.45], rtol=5e-3)

@@ -91,6 +91,12 @@ def _reindex_params() -> list[Param]:
     return reindex_params()
 
 
+def _beam_search_params() -> list[Param]:
+    from gonio.shell.commands.beam_search import params
+
+    return params()
+
+
 def _simulate_params() -> list[Param]:
     from gonio.shell.commands.simulate import params
 
@@ -105,6 +111,8 @@ COMMANDS: list[Command] = [
             "gonio.shell.commands.show:run", _show_params, step=False),
     Command("findspots", "find strong spots on every image (dials.find_spots)",
             "gonio.shell.commands.findspots:run", _findspots_params, aliases=("find_spots",)),
+    Command("search_beam_position", "find the beam centre from the strong spots when the header's is "
+            "off (Sauter et al. 2004)", "gonio.shell.commands.beam_search:run", _beam_search_params),
     Command("index", "find the lattice, assign indices and refine a static model (dials.index)",
             "gonio.shell.commands.index:run", _index_params),
     Command("refine_bravais_settings", "Bravais lattices compatible with the P1 solution, each refined",
