@@ -21,11 +21,49 @@ from gonio.core.models.experiment import ExperimentList
 from gonio.core.reflection_table import ReflectionTable
 
 
+class _Pending:
+    """A stored table not decoded yet (decoded on first access)."""
+
+    __slots__ = ("load",)
+
+    def __init__(self, load):
+        self.load = load
+
+
+class Tables(dict):
+    """Named reflection tables; stored ones are decoded on first access, so moving
+    through the history (undo, goto) costs nothing until a table is used."""
+
+    def __getitem__(self, name):
+        value = super().__getitem__(name)
+        if isinstance(value, _Pending):
+            value = value.load()
+            super().__setitem__(name, value)
+        return value
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def items(self):
+        return [(k, self[k]) for k in self]
+
+    def values(self):
+        return [self[k] for k in self]
+
+    def raw(self, name):
+        """The table or its pending loader, without decoding (for identity checks)."""
+        return super().__getitem__(name)
+
+
 @dataclass
 class State:
     experiments: ExperimentList = field(default_factory=ExperimentList)
     reflections: dict[str, ReflectionTable] = field(default_factory=dict)
     data: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.reflections, Tables):
+            self.reflections = Tables(self.reflections)
 
     @property
     def is_empty(self) -> bool:
@@ -41,7 +79,10 @@ class State:
 
         A table given in ``reflections`` moves to the end (it becomes the newest).
         """
-        refl = {k: v for k, v in self.reflections.items() if k not in drop and k not in (reflections or {})}
+        refl = Tables()
+        for k in self.reflections:
+            if k not in drop and k not in (reflections or {}):
+                dict.__setitem__(refl, k, self.reflections.raw(k))
         refl.update(reflections or {})
         dat = {k: v for k, v in self.data.items() if k not in drop}
         dat.update(data or {})
@@ -54,9 +95,9 @@ def encode_changes(old: State, new: State) -> dict[str, bytes | None]:
     if new.experiments is not old.experiments:
         out["experiments"] = expt_to_bytes(new.experiments)
     old_names = list(old.reflections)
-    for name, table in new.reflections.items():
-        if old.reflections.get(name) is not table:
-            out[f"reflections/{name}"] = refl_to_bytes(table)
+    for name in new.reflections:
+        if name not in old.reflections or old.reflections.raw(name) is not new.reflections.raw(name):
+            out[f"reflections/{name}"] = refl_to_bytes(new.reflections[name])
     for name in old_names:
         if name not in new.reflections:
             out[f"reflections/{name}"] = None
@@ -80,6 +121,9 @@ def decode_state(manifest: dict[str, str], load) -> State:
     order = json.loads(load(manifest["order"])) if "order" in manifest else []
     names = [n.split("/", 1)[1] for n in manifest if n.startswith("reflections/")]
     names = [n for n in order if n in names] + [n for n in names if n not in order]
-    reflections = {n: refl_from_bytes(load(manifest[f"reflections/{n}"])) for n in names}
+    reflections = Tables()
+    for n in names:
+        blob = manifest[f"reflections/{n}"]
+        dict.__setitem__(reflections, n, _Pending(lambda blob=blob: refl_from_bytes(load(blob))))
     data = {n.split("/", 1)[1]: json.loads(load(h)) for n, h in manifest.items() if n.startswith("data/")}
     return State(experiments, reflections, data)

@@ -42,6 +42,12 @@ def run(ctx: Context, parsed) -> Outcome:
     experiments, indexed, result = index(state.experiments, strong, p)
     text = result.format_text() if hasattr(result, "format_text") else str(result)
     metrics = result.metrics() if hasattr(result, "metrics") else {}
+    pct = metrics.get("percent_indexed")
+    if pct is not None and pct < 80:
+        text += (f"\nOnly {pct:.1f}% of the strong spots indexed. Common causes: a beam centre "
+                 "off by more than a few pixels (try search_beam_position, then index again), a "
+                 "wrong distance or rotation axis (diff the steps after import distance=... or "
+                 "goniometer.axis=...), or a second lattice (max_lattices=2).")
     new_state = state.evolve(experiments=experiments, reflections={"indexed": indexed},
                              drop=("refined", "integrated", "rbs"))
     return Outcome(state=new_state, text=text, metrics=metrics)
