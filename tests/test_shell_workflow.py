@@ -126,3 +126,21 @@ def test_findspots_names_an_image_gone_missing(tmp_path):
     assert not r.ok and "image_00003.cbf" in r.text, r.text
     assert s.head == 2
     s.close()
+
+
+def test_reindex_operator_and_back_onto_a_reference(processed, tmp_path):
+    s, folder = processed
+    s.history.goto(4)
+    ok(s, f"save prefix={tmp_path / 'ref'}")
+    h_ref = s.state.reflections["indexed"]["miller_index"].copy()
+    ok(s, "reindex change_of_basis_op=b,c,a")
+    h_cb = s.state.reflections["indexed"]["miller_index"]
+    assert np.array_equal(h_cb, h_ref[:, [1, 2, 0]])
+    ok(s, f"reindex reference={tmp_path / 'ref.expt'}")
+    assert np.array_equal(s.state.reflections["indexed"]["miller_index"], h_ref)
+    r = s.run_line("reindex change_of_basis_op=a,a,c")
+    assert not r.ok and "a,a,c" in r.text
+    r = s.run_line("reindex reference=missing.expt")
+    assert not r.ok and "missing.expt" in r.text
+    r = s.run_line("reindex solution=99")
+    assert not r.ok

@@ -48,10 +48,10 @@ def reindex_params() -> list[Param]:
         Param("change_of_basis_op", "cb_op", None, "operator for the crystals and Miller "
               "indices, e.g. a-2*b,a,c"),
         Param("space_group", "space_group", None, "space group to set (after the change of basis)"),
-        Param("reference.experiments", "path", None, "bring the data onto the indexing of this "
-              "reference .expt"),
-        Param("reference.reflections", "path", None, "reference reflections (resolves indexing "
-              "ambiguities by intensity correlation)"),
+        Param("reference", "path", None, "bring the data onto the indexing of this reference "
+              ".expt (DIALS: reference.experiments)"),
+        Param("reference_reflections", "path", None, "reference reflections, to resolve indexing "
+              "ambiguities by intensity correlation (DIALS: reference.reflections)"),
     ]
 
 
@@ -134,13 +134,17 @@ def run_reindex(ctx: Context, parsed) -> Outcome:
         if v["space_group"] is not None:
             experiments, table = reindex(experiments, table, None, v["space_group"])
         text = f"Reindexed with solution {v['solution']} ({sol['lattice']}, cb_op {sol['cb_op']})"
-    elif v["reference.experiments"] is not None:
+    elif v["reference"] is not None:
         from pathlib import Path
 
         from gonio.core.io.dials_refl import read_refl
 
-        ref = Path(ctx.cwd) / v["reference.experiments"]
-        ref_refl = v["reference.reflections"]
+        ref = Path(ctx.cwd) / v["reference"]
+        ref_refl = v["reference_reflections"]
+        for p in [ref] + ([Path(ctx.cwd) / ref_refl] if ref_refl else []):
+            if not p.is_file():
+                raise RbsInputError(f"{p}: no such file; give the reference .expt (and .refl) "
+                                    "written by save or by DIALS.")
         experiments, table, match = reindex_to_reference(
             state.experiments, indexed, read_expt(ref),
             read_refl(Path(ctx.cwd) / ref_refl) if ref_refl else None)
@@ -148,7 +152,7 @@ def run_reindex(ctx: Context, parsed) -> Outcome:
     else:
         if v["change_of_basis_op"] is None and v["space_group"] is None:
             raise RbsInputError("reindex needs solution=N, change_of_basis_op=..., space_group=... "
-                                "or reference.experiments=...")
+                                "or reference=other.expt.")
         experiments, table = reindex(state.experiments, indexed, v["change_of_basis_op"],
                                      v["space_group"])
         text = f"Reindexed with change_of_basis_op={v['change_of_basis_op'] or 'a,b,c'}" + (
