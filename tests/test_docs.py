@@ -20,10 +20,19 @@ def test_every_parameter_has_help():
     assert not missing, missing
 
 
-def test_d_min_never_ambiguous():
-    """The DIALS trap: a short name shared by several parameters resolves for each command."""
+def test_obvious_short_names_never_ambiguous():
+    """The DIALS trap: d_min and friends, shared by several parameters of one command,
+    resolve to the one that command is about."""
+    expected = {("findspots", "d_min"): "spotfinder.filter.d_min",
+                ("findspots", "d_max"): "spotfinder.filter.d_max",
+                ("index", "method"): "indexing.method",
+                ("index", "d_min"): "indexing.fft3d.reciprocal_space_grid.d_min",
+                ("simulate", "distance"): "distance"}
+    for (command, short), full in expected.items():
+        ps = next(c for c in COMMANDS if c.name == command).paramset
+        assert ps.resolve(short).name == full
     for c in COMMANDS:
-        names = c.paramset.completion_names()
-        if any(n.endswith("d_min") for n in [p.name for p in c.paramset]):
-            if "d_min" in names:
-                c.paramset.resolve("d_min")
+        for p in c.paramset:
+            last = p.name.split(".")[-1]
+            if last in ("d_min", "d_max", "method", "nproc", "space_group", "unit_cell"):
+                c.paramset.resolve(last)  # raises if ambiguous

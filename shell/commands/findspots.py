@@ -18,7 +18,9 @@ def params() -> list[Param]:
     from gonio.core.spotfinding.params import SpotFinderParams
     from gonio.shell.dataclass_params import params_from_dataclass
 
-    return params_from_dataclass(SpotFinderParams)
+    # d_min / d_max mean the spot-finding resolution limits, not the ice-ring ones
+    return params_from_dataclass(SpotFinderParams, overrides={
+        "spotfinder.filter.d_min": {"primary": True}, "spotfinder.filter.d_max": {"primary": True}})
 
 
 def run(ctx: Context, parsed) -> Outcome:

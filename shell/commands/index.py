@@ -7,6 +7,7 @@ from gonio.shell.command import Context, Outcome
 from gonio.shell.params import Param
 
 OVERRIDES = {
+    "indexing.method": {"primary": True},  # method=fft1d is the lattice search, not assignment
     "indexing.known_symmetry.space_group": {"type": "space_group"},
     "indexing.known_symmetry.unit_cell": {"type": "unit_cell"},
     "refinement.parameterisation.detector.fix_list": {
