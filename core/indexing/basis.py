@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from itertools import combinations
 
-import gemmi
 import numpy as np
 
+from ..lattice.bravais import niggli_reduce as niggli_reduce_cell
 from ..models.crystal import cell_from_real_vectors
 
 
@@ -75,11 +75,8 @@ def niggli_reduce(real: np.ndarray) -> np.ndarray:
     real = np.asarray(real, dtype=float)
     if np.linalg.det(real) < 0:
         real = -real
-    gv = gemmi.GruberVector(cell_from_real_vectors(real), "P", True)
-    gv.niggli_reduce()
-    target = np.array(gv.get_cell().parameters)
-    op = gv.change_of_basis
-    R = np.array(op.rot, dtype=float) / op.DEN
+    reduced, R = niggli_reduce_cell(cell_from_real_vectors(real))
+    target = np.array(reduced.parameters)
     for M in (R, R.T, np.linalg.inv(R), np.linalg.inv(R).T):
         Mi = np.rint(M)
         if np.abs(M - Mi).max() > 1e-6 or abs(abs(np.linalg.det(Mi)) - 1) > 1e-6:

@@ -31,6 +31,7 @@ from ..errors import GonioError
 from ..geometry.spots import centroid_px_to_mm, map_to_reciprocal_space
 from ..models.crystal import Crystal
 from ..models.experiment import ExperimentList
+from ..prediction.rotation import entering_flags
 from ..refinement import refine, update_predictions
 from ..reflection_table import Flags, ReflectionTable
 from .assign import assign_local, assign_simple
@@ -277,7 +278,7 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
     else:
         s0 = np.array([e.beam.s0 for e in imagesets])[refl["imageset_id"]]
         axis = np.array([e.goniometer.rotation_axis for e in imagesets])[refl["imageset_id"]]
-        entering = np.einsum("ij,ij->i", refl["s1"], np.cross(s0, axis)) < 0
+        entering = entering_flags(refl["s1"], s0, axis)
         max_cell = params.max_cell_multiplier * nearest_neighbour_max_cell(
             refl["rlp"], np.rad2deg(refl["xyzobs.mm.value"][:, 2]), refl["imageset_id"],
             entering, params.step_size, params.max_height_fraction,

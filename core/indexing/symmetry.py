@@ -18,6 +18,7 @@ import gemmi
 import numpy as np
 
 from ..errors import GonioError
+from ..lattice.change_of_basis import cell_parameters_from_metric
 from .basis import niggli_reduce
 
 _UNIMODULAR = None
@@ -48,20 +49,11 @@ def primitive_to_conventional(space_group: gemmi.SpaceGroup) -> np.ndarray:
     raise GonioError(f"gonio cannot find the primitive cell of {space_group.hm}.")  # pragma: no cover
 
 
-def _cell_params(G: np.ndarray) -> np.ndarray:
-    """(…, 6) a b c alpha beta gamma from real metric tensors (…, 3, 3)."""
-    a, b, c = (np.sqrt(G[..., i, i]) for i in range(3))
-    al = np.degrees(np.arccos(np.clip(G[..., 1, 2] / (b * c), -1, 1)))
-    be = np.degrees(np.arccos(np.clip(G[..., 0, 2] / (a * c), -1, 1)))
-    ga = np.degrees(np.arccos(np.clip(G[..., 0, 1] / (a * b), -1, 1)))
-    return np.stack([a, b, c, al, be, ga], axis=-1)
-
-
 def symmetry_deviation(G: np.ndarray, space_group: gemmi.SpaceGroup) -> np.ndarray:
     """Largest change of a cell length (relative) or angle (deg/100) under the group's ops."""
     W = np.array([np.array(op.rot) // op.DEN for op in space_group.operations().sym_ops], float)
     Gs = np.mean(np.einsum("wji,njk,wkl->nwil", W, G, W), axis=1)
-    p, ps = _cell_params(G), _cell_params(Gs)
+    p, ps = cell_parameters_from_metric(G), cell_parameters_from_metric(Gs)
     rel = np.abs(p[..., :3] - ps[..., :3]) / p[..., :3]
     ang = np.abs(p[..., 3:] - ps[..., 3:])
     return np.maximum(rel.max(axis=-1), ang.max(axis=-1) / 100.0)
@@ -76,7 +68,7 @@ def find_setting(real: np.ndarray, space_group: gemmi.SpaceGroup,
     M = np.einsum("ij,njk->nik", T, _unimodular())  # (n, 3, 3)
     conv = M @ reduced
     G = conv @ np.transpose(conv, (0, 2, 1))
-    par = _cell_params(G)
+    par = cell_parameters_from_metric(G)
     if unit_cell is not None:
         tgt = np.array(unit_cell.parameters)
         rel = np.abs(par[:, :3] - tgt[:3]) / tgt[:3]

@@ -144,16 +144,22 @@ def metric_tensor(cell: gemmi.UnitCell) -> np.ndarray:
     return np.array([[m.u11, m.u12, m.u13], [m.u12, m.u22, m.u23], [m.u13, m.u23, m.u33]])
 
 
-def cell_from_metric(G: np.ndarray) -> gemmi.UnitCell:
-    """Unit cell (A, deg) from a real-space metric tensor."""
+def cell_parameters_from_metric(G: np.ndarray) -> np.ndarray:
+    """(..., 6) a, b, c (A), alpha, beta, gamma (deg) from real-space metric tensors
+    (..., 3, 3)."""
     G = np.asarray(G, dtype=float)
-    a, b, c = np.sqrt(np.diag(G))
+    a, b, c = (np.sqrt(G[..., i, i]) for i in range(3))
 
     def ang(x):
-        return float(np.degrees(np.arccos(np.clip(x, -1.0, 1.0))))
+        return np.degrees(np.arccos(np.clip(x, -1.0, 1.0)))
 
-    return gemmi.UnitCell(a, b, c, ang(G[1, 2] / (b * c)), ang(G[0, 2] / (a * c)),
-                          ang(G[0, 1] / (a * b)))
+    return np.stack([a, b, c, ang(G[..., 1, 2] / (b * c)), ang(G[..., 0, 2] / (a * c)),
+                     ang(G[..., 0, 1] / (a * b))], axis=-1)
+
+
+def cell_from_metric(G: np.ndarray) -> gemmi.UnitCell:
+    """Unit cell (A, deg) from a real-space metric tensor."""
+    return gemmi.UnitCell(*(float(x) for x in cell_parameters_from_metric(G)))
 
 
 def transform_cell(cell: gemmi.UnitCell, P: np.ndarray) -> gemmi.UnitCell:

@@ -75,7 +75,8 @@ def generate_indices(crystal, d_min: float, d_max: float | None = None,
 
 def rotation_angles(s0_datum: np.ndarray, axis_datum: np.ndarray, p: np.ndarray):
     """Both angles (rad) at which points ``p`` (N, 3), rotated about ``axis_datum``, meet the
-    Ewald sphere of ``s0_datum`` (all in the goniometer datum frame).
+    Ewald sphere of ``s0_datum`` (all three in one frame: the goniometer datum frame for
+    :func:`predict_rotation`, the lab frame for refinement).
 
     Returns (phi (N, 2), ok (N,)); phi in (-pi, pi] + [-pi, pi], undefined where not ok.
     """
@@ -97,11 +98,48 @@ def rotation_angles(s0_datum: np.ndarray, axis_datum: np.ndarray, p: np.ndarray)
     return np.stack([base - half, base + half], axis=1), ok
 
 
-def _lab_rlp(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """r(phi) = S R(e, phi) F A h in the lab frame (N, 3), 1/A."""
-    g = experiment.goniometer
-    p = (np.asarray(hkl, dtype=float) @ experiment.crystal.A.T) @ g.fixed_rotation.T
-    return rotate_vectors(p, g.rotation_axis_datum, phi) @ g.setting_rotation.T
+def nearest_rotation_angle(phi2: np.ndarray, ok: np.ndarray, phi_near) -> np.ndarray:
+    """Of the two solutions ``phi2`` (N, 2) of :func:`rotation_angles`, the one nearest
+    ``phi_near`` (N,) rad, on the turn of ``phi_near``; NaN where not ``ok``."""
+    phi_near = np.broadcast_to(np.asarray(phi_near, dtype=float), (len(phi2),))
+    phi2 = phi2 + 2 * np.pi * np.round((phi_near[:, None] - phi2) / (2 * np.pi))
+    pick = np.argmin(np.abs(phi2 - phi_near[:, None]), axis=1)
+    return np.where(ok, phi2[np.arange(len(phi2)), pick], np.nan)
+
+
+def lab_rlp(goniometer, q: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """r(phi) = S R(e, phi) F q in the lab frame (N, 3), 1/A, for crystal-frame
+    reciprocal-lattice points q = A h (N, 3) at scan angles ``phi`` (N,) rad."""
+    g = goniometer
+    return rotate_vectors(q @ g.fixed_rotation.T, g.rotation_axis_datum, phi) @ g.setting_rotation.T
+
+
+def entering_flags(s1: np.ndarray, s0, axis) -> np.ndarray:
+    """True where the reflection enters the Ewald sphere: s1 . (s0 x m2) < 0 (DIALS).
+
+    ``s0`` and the lab rotation axis ``axis`` (m2) are (3,) or one row per s1 (N, 3)."""
+    return np.einsum("...j,...j->...", s1, np.cross(s0, axis)) < 0.0
+
+
+def zeta_factor(s1: np.ndarray, s0, axis) -> np.ndarray:
+    """zeta = m2 . unit(s1 x s0) (DIALS; 1/|zeta| is the rotation-method Lorentz factor);
+    0 where s1 is parallel to s0."""
+    e1 = np.cross(s1, s0)
+    norm = np.linalg.norm(e1, axis=1)
+    return (e1 @ axis) / np.where(norm > 0, norm, 1.0)
+
+
+def xyz_mm_to_px(experiment: Experiment, panel: np.ndarray, xyz_mm: np.ndarray) -> np.ndarray:
+    """(x mm, y mm, phi rad) on panels ``panel`` (N,) -> (x px, y px, frame z) (N, 3):
+    the panel's mm-to-pixel conversion (parallax included) and the scan's frame."""
+    xyz_mm = np.asarray(xyz_mm, dtype=float).reshape(-1, 3)
+    xyz_px = np.zeros_like(xyz_mm)
+    for ip, p in enumerate(experiment.detector):
+        sel = panel == ip
+        if sel.any():
+            xyz_px[sel, :2] = p.millimeter_to_pixel(xyz_mm[sel, :2])
+    xyz_px[:, 2] = experiment.scan.frame_from_angle(np.rad2deg(xyz_mm[:, 2]))
+    return xyz_px
 
 
 def predict_rays(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray) -> ReflectionTable:
@@ -114,46 +152,44 @@ def predict_rays(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray) -> Re
     hkl = np.asarray(hkl, dtype=np.int32).reshape(-1, 3)
     phi = np.asarray(phi, dtype=float).reshape(-1)
     s0 = experiment.beam.s0
-    s1 = s0 + _lab_rlp(experiment, hkl, phi)
-    entering = s1 @ np.cross(s0, experiment.goniometer.rotation_axis) < 0.0
-    d = 1.0 / np.linalg.norm(hkl @ experiment.crystal.A.T, axis=1)
-    return rays_table(experiment, hkl, phi, s1, entering, d)
+    q = hkl @ experiment.crystal.A.T
+    s1 = s0 + lab_rlp(experiment.goniometer, q, phi)
+    entering = entering_flags(s1, s0, experiment.goniometer.rotation_axis)
+    return rays_table(experiment, hkl, phi, s1, entering, 1.0 / np.linalg.norm(q, axis=1))
 
 
 def rays_table(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray, s1: np.ndarray,
                entering: np.ndarray, d: np.ndarray) -> ReflectionTable:
     """The prediction columns (see :func:`predict_rays`) from diffracted beams ``s1`` at
     angles ``phi`` (rad): panel hit, mm and px coordinates, frame, zeta."""
-    det, scan = experiment.detector, experiment.scan
-    e1 = np.cross(s1, experiment.beam.s0)
-    e1 /= np.linalg.norm(e1, axis=1)[:, None]
-    zeta = e1 @ experiment.goniometer.rotation_axis
-    panel, xy_mm = det.ray_intersection(s1)
+    panel, xy_mm = experiment.detector.ray_intersection(s1)
     keep = panel >= 0
     idx = np.flatnonzero(keep)
-    xy_mm, panel = xy_mm[keep], panel[keep]
-    xy_px = np.zeros_like(xy_mm)
-    for ip, p in enumerate(det):
-        sel = panel == ip
-        if sel.any():
-            xy_px[sel] = p.millimeter_to_pixel(xy_mm[sel])
-    phi_k = phi[keep]
-    z = scan.frame_from_angle(np.rad2deg(phi_k))
+    panel, s1 = panel[keep], s1[keep]
+    xyz_mm = np.column_stack([xy_mm[keep], phi[keep]])
     n = len(idx)
     t = ReflectionTable({
         "miller_index": hkl[keep],
         "id": np.zeros(n, np.int32),
         "panel": panel.astype(np.uint64),
-        "s1": s1[keep],
-        "xyzcal.mm": np.column_stack([xy_mm, phi_k]),
-        "xyzcal.px": np.column_stack([xy_px, z]),
+        "s1": s1,
+        "xyzcal.mm": xyz_mm,
+        "xyzcal.px": xyz_mm_to_px(experiment, panel, xyz_mm),
         "entering": np.asarray(entering, dtype=bool)[keep],
-        "zeta": zeta[keep],
+        "zeta": zeta_factor(s1, experiment.beam.s0, experiment.goniometer.rotation_axis),
         "d": np.asarray(d, dtype=float)[keep],
         "flags": np.full(n, Flags.predicted, np.uint64),
     })
     t["_source_index"] = idx
     return t
+
+
+def _crossing_angles(experiment: Experiment, hkl: np.ndarray):
+    """:func:`rotation_angles` of reflections ``hkl`` (N, 3) of ``experiment``'s crystal."""
+    g = experiment.goniometer
+    s0_datum = g.setting_rotation.T @ experiment.beam.s0
+    p = (hkl @ experiment.crystal.A.T) @ g.fixed_rotation.T
+    return rotation_angles(s0_datum, g.rotation_axis_datum, p)
 
 
 def _check(experiment: Experiment) -> None:
@@ -200,10 +236,7 @@ def predict_rotation(experiment: Experiment, d_min: float | None = None,
 
         return predict_scan_varying(experiment, d_min, d_max, remove_absent)
     hkl = generate_indices(experiment.crystal, d_min, d_max, remove_absent)
-    g = experiment.goniometer
-    s0_datum = g.setting_rotation.T @ experiment.beam.s0
-    p = (hkl @ experiment.crystal.A.T) @ g.fixed_rotation.T
-    phi2, ok = rotation_angles(s0_datum, g.rotation_axis_datum, p)
+    phi2, ok = _crossing_angles(experiment, hkl)
     lo, hi = np.deg2rad(experiment.scan.oscillation_range)
     if hi < lo:
         lo, hi = hi, lo
@@ -237,15 +270,8 @@ def predict_observed(experiment: Experiment, miller_index, phi_near) -> Reflecti
     """
     _check(experiment)
     hkl = np.asarray(miller_index, dtype=np.int32).reshape(-1, 3)
-    phi_near = np.broadcast_to(np.asarray(phi_near, dtype=float), (len(hkl),))
-    g = experiment.goniometer
-    s0_datum = g.setting_rotation.T @ experiment.beam.s0
-    p = (hkl @ experiment.crystal.A.T) @ g.fixed_rotation.T
-    phi2, ok = rotation_angles(s0_datum, g.rotation_axis_datum, p)
-    # bring each solution to the turn nearest phi_near, then choose the closer one
-    phi2 = phi2 + 2 * np.pi * np.round((phi_near[:, None] - phi2) / (2 * np.pi))
-    pick = np.argmin(np.abs(phi2 - phi_near[:, None]), axis=1)
-    phi = phi2[np.arange(len(hkl)), pick]
+    phi2, ok = _crossing_angles(experiment, hkl)
+    phi = nearest_rotation_angle(phi2, ok, phi_near)
     idx = np.flatnonzero(ok)
     t = predict_rays(experiment, hkl[idx], phi[idx])
     t["_source_index"] = idx[t["_source_index"]]

@@ -23,9 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..models.experiment import Experiment
-from ..models.rotation import rotate_vectors
 from ..reflection_table import ReflectionTable
-from .rotation import PredictionError, predict_rotation, rays_table
+from .rotation import PredictionError, lab_rlp, predict_rotation, rays_table
 
 
 def predict_scan_varying(experiment: Experiment, d_min: float, d_max: float | None = None,
@@ -56,8 +55,7 @@ def predict_scan_varying(experiment: Experiment, d_min: float, d_max: float | No
     phi_b = np.deg2rad(scan.angle_from_frame(z0 + np.arange(n + 1)))
 
     def lab(j):
-        p = np.einsum("nij,nj->ni", A_sp[j], hkl.astype(float)) @ gonio.fixed_rotation.T
-        return rotate_vectors(p, gonio.rotation_axis_datum, phi_b[j]) @ gonio.setting_rotation.T
+        return lab_rlp(gonio, np.einsum("nij,nj->ni", A_sp[j], hkl.astype(float)), phi_b[j])
 
     r1, r2 = lab(img), lab(img + 1)
     k = np.linalg.norm(s0)

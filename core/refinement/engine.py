@@ -21,6 +21,7 @@ from ..errors import GonioError
 from ..geometry.spots import centroid_px_to_mm
 from ..models.crystal import cell_from_real_vectors
 from ..models.experiment import ExperimentList
+from ..prediction.rotation import entering_flags, xyz_mm_to_px, zeta_factor
 from ..reflection_table import Flags, ReflectionTable
 from .models import (
     BeamParameterisation,
@@ -211,7 +212,7 @@ def refine(experiments: ExperimentList, reflections: ReflectionTable,
             x, s, j, e, s0 = setup.predict_experiment(i, hkl[r], refl["xyzobs.mm.value"][r, 2],
                                                       panel[r], want_jac)
             xyz[sel], s1[sel] = x, s
-            entering[sel] = s @ np.cross(s0, e) < 0
+            entering[sel] = entering_flags(s, s0, e)
             if want_jac:
                 jac[sel] = j
         return xyz, s1, jac, entering
@@ -220,13 +221,11 @@ def refine(experiments: ExperimentList, reflections: ReflectionTable,
     rows = np.flatnonzero(indexed)
     xyz0, s1_0, _, _ = evaluate(rows, want_jac=False)
     ok = np.all(np.isfinite(xyz0), axis=1)
-    # zeta = m2 . unit(s1 x s0): near the spindle phi is ill-determined (DIALS cutoff 0.02)
+    # near the spindle (small |zeta|) phi is ill-determined (DIALS cutoff 0.02)
     zeta = np.zeros(len(rows))
     for i, expt in enumerate(experiments):
         sel = ids[rows] == i
-        e1 = np.cross(s1_0[sel], expt.beam.s0)
-        norm = np.linalg.norm(e1, axis=1)
-        zeta[sel] = (e1 @ expt.goniometer.rotation_axis) / np.where(norm > 0, norm, 1.0)
+        zeta[sel] = zeta_factor(s1_0[sel], expt.beam.s0, expt.goniometer.rotation_axis)
     near_spindle = np.abs(zeta) < params.close_to_spindle_cutoff
     rows, ok, xyz0 = rows[~near_spindle], ok[~near_spindle], xyz0[~near_spindle]
     resid0 = xyz0 - refl["xyzobs.mm.value"][rows]
@@ -426,12 +425,8 @@ def update_predictions(experiments: ExperimentList, reflections: ReflectionTable
         xyz, s1, _, e, s0 = setup.predict_experiment(
             i, hkl[rows], refl["xyzobs.mm.value"][rows, 2], panel[rows], want_jac=False)
         xyzcal_mm[rows], s1_all[rows] = xyz, s1
-        ent_all[rows] = s1 @ np.cross(s0, e) < 0
-        for ip, pan in enumerate(expt.detector):
-            sel = rows[panel[rows] == ip]
-            if len(sel):
-                xyzcal_px[sel, :2] = pan.millimeter_to_pixel(xyzcal_mm[sel, :2])
-        xyzcal_px[rows, 2] = expt.scan.frame_from_angle(np.rad2deg(xyzcal_mm[rows, 2]))
+        ent_all[rows] = entering_flags(s1, s0, e)
+        xyzcal_px[rows] = xyz_mm_to_px(expt, panel[rows], xyz)
     refl["xyzcal.mm"], refl["xyzcal.px"] = xyzcal_mm, xyzcal_px
     refl["s1"], refl["entering"] = s1_all, ent_all
     return refl

@@ -5,10 +5,14 @@ rotation axis e (lab frame), M = S F (setting times fixed rotation), beam
 s0 and detector panel matrix D = [fast | slow | origin]:
 
 * r0 = M A h is the lab-frame rlp at phi = 0 and r(phi) = R(e, phi) r0;
-* the Ewald condition |s0 + r|^2 = |s0|^2 has two solutions for phi;
-  the one nearest the observed phi is kept (as DIALS does for matched
-  observations);
-* s1 = s0 + r, v = D^-1 s1 and (X, Y) = (v0 / v2, v1 / v2) in mm.
+* the Ewald condition |s0 + r|^2 = |s0|^2 has two solutions for phi
+  (:func:`gonio.core.prediction.rotation_angles`, solved here in the lab
+  frame with the refined axis e); the one nearest the observed phi is kept
+  (:func:`gonio.core.prediction.nearest_rotation_angle`, as DIALS does for
+  matched observations);
+* s1 = s0 + r, v = D^-1 s1 and (X, Y) = (v0 / v2, v1 / v2) in mm on the
+  observed panel, with the trial D matrices (``Panel.ray_intersection``
+  with D being refined; v is kept for the derivatives).
 
 Derivatives with respect to any parameter p follow Waterman et al. (2016),
 Acta Cryst. D72, 558, eqs. for the scan-static rotation case:
@@ -23,6 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..models.rotation import rotate_vectors
+from ..prediction.rotation import nearest_rotation_angle, rotation_angles
+
 
 @dataclass
 class Perturbation:
@@ -34,40 +41,6 @@ class Perturbation:
     dD: np.ndarray | None = None  # (n_panels, 3, 3)
 
 
-def _rotate(v, e, phi):
-    c, s = np.cos(phi)[:, None], np.sin(phi)[:, None]
-    return v * c + np.cross(e, v) * s + np.outer(v @ e, e) * (1.0 - c)
-
-
-def solve_phi(r0: np.ndarray, e: np.ndarray, s0: np.ndarray, phi_obs: np.ndarray):
-    """phi (rad) on the Ewald sphere nearest ``phi_obs``; NaN where r0 never diffracts.
-
-    With r(phi) = a cos(phi) + b sin(phi) + c, a = r0 - (r0.e)e, b = e x r0,
-    c = (r0.e)e, the condition 2 r.s0 + |r0|^2 = 0 reads
-    A cos(phi) + B sin(phi) = C.
-    """
-    c = np.outer(r0 @ e, e)
-    a = r0 - c
-    b = np.cross(e, r0)
-    A = a @ s0
-    B = b @ s0
-    C = -0.5 * np.einsum("ij,ij->i", r0, r0) - c @ s0
-    rho = np.hypot(A, B)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = C / rho
-    ok = np.abs(ratio) <= 1.0
-    base = np.arctan2(B, A)
-    delta = np.arccos(np.clip(ratio, -1.0, 1.0))
-    best = np.full(len(r0), np.nan)
-    err = np.full(len(r0), np.inf)
-    for sol in (base + delta, base - delta):
-        d = np.angle(np.exp(1j * (sol - phi_obs)))
-        better = ok & (np.abs(d) < err)
-        best[better] = phi_obs[better] + d[better]
-        err[better] = np.abs(d[better])
-    return best
-
-
 def predict(h, phi_obs, panel, s0, e, MA, Ds, perturbations=()):
     """Predicted (X mm, Y mm, phi rad), s1, and derivatives (N, 3, n_params).
 
@@ -76,9 +49,9 @@ def predict(h, phi_obs, panel, s0, e, MA, Ds, perturbations=()):
     """
     h = np.asarray(h, dtype=float)
     r0 = h @ MA.T
-    phi = solve_phi(r0, e, s0, phi_obs)
+    phi = nearest_rotation_angle(*rotation_angles(s0, e, r0), phi_obs)
     phi_f = np.where(np.isfinite(phi), phi, phi_obs)
-    r = _rotate(r0, e, phi_f)
+    r = rotate_vectors(r0, e, phi_f)
     s1 = s0 + r
     Dinv = np.linalg.inv(Ds)[panel]  # (N, 3, 3)
     v = np.einsum("nij,nj->ni", Dinv, s1)
@@ -96,7 +69,7 @@ def predict(h, phi_obs, panel, s0, e, MA, Ds, perturbations=()):
         dr = np.zeros_like(r)
         ds0 = np.zeros(3)
         if pt.dA is not None:
-            dr += _rotate(h @ pt.dA.T, e, phi_f)
+            dr += rotate_vectors(h @ pt.dA.T, e, phi_f)
         if pt.de is not None:
             de = pt.de
             dr += np.cross(de, r0) * s + (1.0 - c) * (

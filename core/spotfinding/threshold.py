@@ -50,103 +50,162 @@ ALGORITHMS = (DISPERSION_EXTENDED, DISPERSION)
 
 
 @numba.njit(cache=True, nogil=True)
-def _slide_rows(image, static, lo, sat_hi, r, slot, ring_m, ring_x, ring_y, cm, cx, cy):
-    """Move the column sums down one row: row r enters (r < 0: none) and the
-    row held in ring slot ``slot`` (the one 2ky+1 rows above) leaves."""
-    nx = image.shape[1]
-    if r >= 0:
-        for i in range(nx):
-            u = image[r, i]
-            f = 1.0 if static[r, i] & (u > lo) & (u < sat_hi) else 0.0
-            v = f * float(u)
-            cm[i] += f - ring_m[slot, i]
-            cx[i] += v - ring_x[slot, i]
-            cy[i] += v * v - ring_y[slot, i]
-            ring_m[slot, i] = f
-            ring_x[slot, i] = v
-            ring_y[slot, i] = v * v
-    else:
-        for i in range(nx):
-            cm[i] -= ring_m[slot, i]
-            cx[i] -= ring_x[slot, i]
-            cy[i] -= ring_y[slot, i]
-            ring_m[slot, i] = 0.0
-            ring_x[slot, i] = 0.0
-            ring_y[slot, i] = 0.0
+def _contributions(row, static_row, lo, sat_hi, f, w, q):
+    """What one image row adds to the column sums: f = 1 where the pixel is
+    summed (static, lo < v < sat_hi), w = its value there (else 0), q = w^2."""
+    for i in range(len(row)):
+        u = row[i]
+        ok = static_row[i] & (u > lo) & (u < sat_hi)
+        f[i] = ok
+        w[i] = u if ok else 0
+    for i in range(len(row)):
+        q[i] = w[i]
+        q[i] *= q[i]
 
 
 @numba.njit(cache=True, nogil=True)
-def _window_row(cm, kx, wm):
-    """wm[i] = sum of cm over columns [i-kx, i+kx] clipped to the row.
+def _slide(col, entering, leaving):
+    """col += entering - leaving, element-wise (the window moves down a row)."""
+    for i in range(len(col)):
+        col[i] += entering[i] - leaving[i]
 
-    Summed offset by offset: no loop-carried dependency, so it vectorises
-    (a running prefix sum would be bound by the add latency).
+
+@numba.njit(cache=True, nogil=True)
+def _window_row(padded, out):
+    """out[i] = sum of padded[i : i + width], width = len(padded) - len(out) + 1.
+
+    ``padded`` is a row of column sums with kx zeros at each end, so the
+    clipped windows of the edge pixels need no special case. Taps are added
+    four at a time from slices (no wraparound index checks), which numba
+    vectorises; a running sum would be bound by its add latency.
     """
-    nx = len(cm)
-    wm[:] = 0.0
-    for d in range(-kx, kx + 1):
-        lo = max(0, -d)
-        hi = min(nx, nx - d)
-        if hi <= lo:
+    nx = len(out)
+    width = len(padded) - nx + 1
+    for t in range(0, width, 4):
+        k = min(width - t, 4)
+        a = padded[t:t + nx]
+        if k == 1:
+            for i in range(nx):
+                out[i] = (out[i] if t else 0) + a[i]
             continue
-        dst = wm[lo:hi]
-        src = cm[lo + d:hi + d]
-        for i in range(hi - lo):
-            dst[i] += src[i]
+        b = padded[t + 1:t + 1 + nx]
+        if k == 2:
+            for i in range(nx):
+                out[i] = (out[i] if t else 0) + (a[i] + b[i])
+            continue
+        c = padded[t + 2:t + 2 + nx]
+        if k == 3:
+            for i in range(nx):
+                out[i] = (out[i] if t else 0) + (a[i] + b[i]) + c[i]
+            continue
+        d = padded[t + 3:t + 3 + nx]
+        for i in range(nx):
+            out[i] = (out[i] if t else 0) + (a[i] + b[i]) + (c[i] + d[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def _dispersed(m, x, y, gain, nsig_b):
+    """The dispersion test on window sums n = m, S = x, Q = y (floats):
+    n Q - S^2 > gain S (n - 1 + nsig_b sqrt(2 (n - 1)))."""
+    return m * y - x * x > gain * x * (m - 1.0 + nsig_b * np.sqrt(max(2.0 * (m - 1.0), 0.0)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _prefilter_row(row, static_row, lo, hi, gain, nsig_b, min_count, c0, c1, use_bound,
+                   wm, wx, wy, mark_invalid, out, maybe):
+    """Cheap first look at one row: ``maybe`` is set where the pixel is valid
+    and may pass the dispersion test, ``out`` to maybe | (invalid and
+    mark_invalid). Returns how many are maybe.
+
+    With ``use_bound`` (gain >= 0 and nsig_b >= 0) the sqrt of the test is
+    replaced by its chord over n in [2, nwin], c0 + c1 n <= n - 1 + nsig_b
+    sqrt(2 (n - 1)) (sqrt is concave), lowered by a relative 1e-9 so that
+    rounding cannot reject a pixel the exact test accepts; n < 2 never
+    passes (n Q - S^2 = 0 there). Only the few pixels that pass are tested
+    exactly, by the caller. Without the bound every valid pixel is maybe.
+    """
+    n = 0
+    for i in range(len(row)):
+        u = row[i]
+        valid = static_row[i] & (u > lo) & (u < hi)
+        m, x, y = float(wm[i]), float(wx[i]), float(wy[i])
+        bound = (m >= 2.0) & (m * y - x * x > gain * x * (c0 + c1 * m))
+        r_ = valid & (m >= min_count) & (x >= 0) & (bound | ~use_bound)
+        maybe[i] = r_
+        out[i] = r_ | (mark_invalid & ~valid)
+        n += r_
+    return n
 
 
 @numba.njit(cache=True, nogil=True)
 def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_s,
-                threshold, min_count, out, found):
+                threshold, min_count, out, found, ring_m, ring_x, ring_y, col_m, col_x, col_y,
+                wm, wx, wy):
     """One sweep over the image with window sums; ``mode`` picks the test.
 
     mode 0: dispersion strong-pixel test (DIALS ``dispersion``).
     mode 1: dispersion-only test, invalid pixels set (extended, first pass).
     Valid pixels: static and lo < v < hi; they enter the sums if v < sat_hi.
-    Window sums: column sums over the window's rows (updated as the window
-    slides down: add the entering row, subtract the leaving one, whose
-    contributions a ring of 2ky+1 rows keeps), then summed across the
-    window's columns; for integer counts every partial sum is an integer
-    below 2**53, so the float64 arithmetic is exact. The flat indices of the
-    valid pixels that pass go to ``found``; returns how many.
+    Window sums: column sums over the window's rows (``col_*``, padded with
+    kx zeros each side; updated as the window slides down by adding the
+    entering row's contributions and subtracting those of the leaving one,
+    which a ring of 2ky+2 rows keeps), then summed across the window's
+    columns. The caller picks exact accumulator types (integers for integer
+    counts; float64 only while every sum stays below 2**53), so the sums are
+    exact and the test sees the same numbers as a direct summation. The flat
+    indices of the valid pixels that pass go to ``found``; returns how many.
     """
     ny, nx = image.shape
-    cm, cx, cy = np.zeros(nx), np.zeros(nx), np.zeros(nx)
-    nring = 2 * ky + 1  # row contributions of the window's rows, to subtract when they leave
-    ring_m, ring_x, ring_y = np.zeros((nring, nx)), np.zeros((nring, nx)), np.zeros((nring, nx))
-    wm, wx, wy = np.empty(nx), np.empty(nx), np.empty(nx)
-    res = np.empty(nx, np.bool_)
+    nring = 2 * ky + 2
+    ring_m[:] = 0
+    ring_x[:] = 0
+    ring_y[:] = 0
+    col_m[:] = 0
+    col_x[:] = 0
+    col_y[:] = 0
+    cm, cx, cy = col_m[kx:kx + nx], col_x[kx:kx + nx], col_y[kx:kx + nx]
+    nwin = (2 * kx + 1) * (2 * ky + 1)
+    use_bound = gain >= 0 and nsig_b >= 0
+    c1 = 1.0 + nsig_b * (np.sqrt(2.0 * (nwin - 1)) - np.sqrt(2.0)) / (nwin - 2) if nwin > 2 \
+        else 1.0
+    c0 = -1.0 + nsig_b * np.sqrt(2.0) - (c1 - 1.0) * 2.0
+    c0, c1 = c0 - 1e-9 * abs(c0), c1 - 1e-9 * abs(c1)
+    maybe = np.empty(nx, np.bool_)
     n_found = 0
-    for r in range(min(ky, ny)):
-        _slide_rows(image, static, lo, sat_hi, r, r % nring, ring_m, ring_x, ring_y, cm, cx, cy)
-    for j in range(ny):
-        # row j+ky enters, row j-ky-1 (same ring slot) leaves
-        r = j + ky
-        _slide_rows(image, static, lo, sat_hi, r if r < ny else -1, r % nring,
-                    ring_m, ring_x, ring_y, cm, cx, cy)
-        _window_row(cm, kx, wm)
-        _window_row(cx, kx, wx)
-        _window_row(cy, kx, wy)
+    for r in range(-ky, ny):
+        # row r + ky enters the window of row r, row r - ky - 1 leaves it
+        r_in, s_in, s_out = r + ky, (r + ky) % nring, (r - ky - 1) % nring
+        if r_in < ny:
+            _contributions(image[r_in], static[r_in], lo, sat_hi, ring_m[s_in], ring_x[s_in],
+                           ring_y[s_in])
+        else:
+            ring_m[s_in] = 0
+            ring_x[s_in] = 0
+            ring_y[s_in] = 0
+        _slide(cm, ring_m[s_in], ring_m[s_out])
+        _slide(cx, ring_x[s_in], ring_x[s_out])
+        _slide(cy, ring_y[s_in], ring_y[s_out])
+        if r < 0:
+            continue
+        _window_row(col_m, wm)
+        _window_row(col_x, wx)
+        _window_row(col_y, wy)
+        if _prefilter_row(image[r], static[r], lo, hi, gain, nsig_b, min_count, c0, c1,
+                          use_bound, wm, wx, wy, mode == 1, out[r], maybe) == 0:
+            continue
         for i in range(nx):
-            v = float(image[j, i])
-            m, x, y = wm[i], wx[i], wy[i]
-            valid = static[j, i] & (image[j, i] > lo) & (image[j, i] < hi)
-            # n Q - S^2 > gain S (n - 1 + nsig_b sqrt(2 (n - 1)))
-            dispersed = m * y - x * x > gain * x * (m - 1.0 + nsig_b * np.sqrt(
-                max(2.0 * (m - 1.0), 0.0)))
-            r_ = valid & (m >= min_count) & (x >= 0) & dispersed
-            if mode == 0:
-                r_ = r_ & (v > threshold) & (m * v - x > nsig_s * np.sqrt(max(gain * x * m, 0.0)))
-            res[i] = r_
-        for i in range(nx):
-            if res[i]:
-                found[n_found] = j * nx + i
+            if not maybe[i]:
+                continue
+            m, x = float(wm[i]), float(wx[i])
+            ok = _dispersed(m, x, float(wy[i]), gain, nsig_b)
+            if ok and mode == 0:
+                v = float(image[r, i])
+                ok = v > threshold and m * v - x > nsig_s * np.sqrt(max(gain * x * m, 0.0))
+            if ok:
+                found[n_found] = r * nx + i
                 n_found += 1
-            if mode == 1:
-                valid = static[j, i] & (image[j, i] > lo) & (image[j, i] < hi)
-                out[j, i] = res[i] | ~valid
             else:
-                out[j, i] = res[i]
+                out[r, i] = False
     return n_found
 
 
@@ -224,6 +283,21 @@ def _bounds(image: np.ndarray, trusted_range):
     return tmin, tmax, min(tmax, float(BIG))
 
 
+def _sum_types(image: np.ndarray, lo, sat_hi, n_window: int) -> tuple:
+    """Accumulator dtypes (count, sum, sum of squares) that keep every window sum exact.
+
+    Counts: int32; integer images: int32 or int64 sums and float64 sums of
+    squares while they stay below 2**53 (int64 beyond); float images (and
+    integer ranges too wide for int64 squares): float64.
+    """
+    if image.dtype.kind == "f":
+        return np.int32, np.float64, np.float64
+    big = max(abs(int(lo) + 1), abs(int(sat_hi) - 1))  # largest |v| that enters the sums
+    sq = n_window * big * big
+    return (np.int32, np.int32 if n_window * big < 2**31 else np.int64,
+            np.float64 if sq < 2**53 or sq >= 2**63 else np.int64)
+
+
 def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
                          trusted_range=(-np.inf, np.inf), algorithm: str = DISPERSION_EXTENDED,
                          kernel_size=(3, 3), gain: float = 1.0, sigma_background: float = 6.0,
@@ -249,7 +323,12 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     found = np.empty(image.size, np.int64)  # pages are only touched as they fill
     mask = np.empty(image.shape, np.bool_)
     mode = 0 if algorithm == DISPERSION else 1
-    n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, *args, mask, found)
+    ny, nx = image.shape
+    types = _sum_types(image, lo, sat_hi, (2 * kx + 1) * (2 * ky + 1))
+    buffers = ([np.empty((2 * ky + 2, nx), t) for t in types]  # ring of row contributions
+               + [np.empty(nx + 2 * kx, t) for t in types]  # padded column sums
+               + [np.empty(nx, t) for t in types])  # window sums of one row
+    n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, *args, mask, found, *buffers)
     if algorithm == DISPERSION:
         return found[:n].copy()
     # extended: ``mask`` holds the not-background pixels; erode to spot cores and test
