@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from gonio.core.io.atomic import write_atomic
 from gonio.store.errors import CorruptHistoryError, MissingBlobError
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
@@ -60,16 +60,7 @@ class BlobStore:
         target = self.path(blob_hash)
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(target, bytes(data), tmp_prefix=_TMP_PREFIX)
             _fsync_directory(target.parent)
         self._remember(blob_hash, data)
         return blob_hash

@@ -10,8 +10,6 @@ share models. Models shared in memory (the same object) are written once.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import GonioError
@@ -22,6 +20,7 @@ from ..models.experiment import Experiment, ExperimentList
 from ..models.goniometer import Goniometer
 from ..models.imageset import ImageSetRef
 from ..models.scan import Scan
+from .atomic import write_atomic
 
 _MODELS = {
     "beam": Beam,
@@ -113,12 +112,4 @@ def expt_from_bytes(data: bytes) -> ExperimentList:
 
 def write_expt(experiments: ExperimentList, path) -> None:
     """Write atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(expt_to_bytes(experiments))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, expt_to_bytes(experiments))

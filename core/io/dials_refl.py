@@ -37,13 +37,13 @@ True
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import msgpack
 import numpy as np
 
 from gonio.core.errors import GonioError
+from gonio.core.io.atomic import write_atomic
 from gonio.core.reflection_table import ReflectionTable, Shoeboxes
 
 __all__ = [
@@ -284,18 +284,7 @@ def _decode_shoeboxes(name: str, payload: bytes, nrows: int, source: str) -> Sho
 # ---------------------------------------------------------------------------
 def write_refl(t: ReflectionTable, path: str | os.PathLike) -> None:
     """Write ``t`` as a DIALS ``.refl`` file, atomically (temp file, then rename)."""
-    path = Path(path)
-    content = refl_to_bytes(t)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, refl_to_bytes(t))
 
 
 def refl_to_bytes(t: ReflectionTable) -> bytes:
