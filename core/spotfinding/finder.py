@@ -216,7 +216,7 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
     ("thread" or "process") is how ``nproc > 1`` workers run. Threads are the
     default: the numba kernels release the GIL and so does image decoding
     for the most part, and they measured faster than spawned processes
-    (nproc=2 ran 1.71x and 1.05x faster than nproc=1 on 100 Pilatus 6M
+    (nproc=2 ran 1.64-1.82x and 0.87x as fast as nproc=1 on 100 Pilatus 6M
     frames, two shared cores, benchmarks/bench_findspots.py), which pay
     interpreter start-up and pickling costs.
     """

@@ -30,14 +30,25 @@ strong spots from inflating their own background.
 Window sums are running (sliding) box sums, the one-row-at-a-time form of a
 summed-area table (Crow (1984)): column sums over the window's rows, slid
 down the image, then summed across the window's columns; memory stays
-O(width). The second stage of dispersion_extended only visits pixels that
-passed the first, so it costs little more than dispersion. Values of 2**24
-or more never enter the sums, as in DIALS.
+O(width). The sums are exact (integer accumulators for integer counts), so
+the masks are those of a direct evaluation of the definitions. The sqrt of
+the dispersion test is first replaced by a lower bound (its chord), and
+only the few pixels that pass that cheap test get the exact one. The
+second stage of dispersion_extended only visits pixels that passed the
+first, sliding its window along runs of them. Values of 2**24 or more
+never enter the sums, as in DIALS.
+
+Speed notes (measured; see docs/findspots.md): the kernels work on uint8
+0/1 masks and row slices (numba vectorises neither bool arithmetic nor
+indexing with possible negative wraparound), and the image-sized work
+arrays are kept per thread between images (fresh ones cost page faults).
 
 Kernels are numba ``njit(cache=True, nogil=True)`` and compile on first call.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numba
 import numpy as np
@@ -50,24 +61,31 @@ ALGORITHMS = (DISPERSION_EXTENDED, DISPERSION)
 
 
 @numba.njit(cache=True, nogil=True)
-def _contributions(row, static_row, lo, sat_hi, f, w, q):
-    """What one image row adds to the column sums: f = 1 where the pixel is
-    summed (static, lo < v < sat_hi), w = its value there (else 0), q = w^2."""
+def _enter_row(row, static_row, lo, sat_hi, f, w, f_out, w_out, cm, cx, cy):
+    """The window moves down a row: the row's contributions (f = 1 where the
+    pixel is summed: static, lo < v < sat_hi; w = its value there, else 0)
+    go to the ring and into the column sums, those of the row that leaves
+    (f_out, w_out) come out; squares in cy's type (exact)."""
     for i in range(len(row)):
         u = row[i]
-        ok = static_row[i] & (u > lo) & (u < sat_hi)
+        ok = static_row[i] & np.uint8(u > lo) & np.uint8(u < sat_hi)
+        a = u if ok else 0
+        b = w_out[i]
+        cm[i] += ok - f_out[i]
+        cx[i] += a - b
+        qa = cy.dtype.type(a)
+        qb = cy.dtype.type(b)
+        cy[i] += qa * qa - qb * qb
         f[i] = ok
-        w[i] = u if ok else 0
-    for i in range(len(row)):
-        q[i] = w[i]
-        q[i] *= q[i]
+        w[i] = a
 
 
 @numba.njit(cache=True, nogil=True)
-def _slide(col, entering, leaving):
-    """col += entering - leaving, element-wise (the window moves down a row)."""
-    for i in range(len(col)):
-        col[i] += entering[i] - leaving[i]
+def _valid_row(row, static_row, lo, hi, valid):
+    """valid = static and lo < v < hi (0/1)."""
+    for i in range(len(row)):
+        u = row[i]
+        valid[i] = static_row[i] & np.uint8(u > lo) & np.uint8(u < hi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -111,11 +129,11 @@ def _dispersed(m, x, y, gain, nsig_b):
 
 
 @numba.njit(cache=True, nogil=True)
-def _prefilter_row(row, static_row, lo, hi, gain, nsig_b, min_count, c0, c1, use_bound,
-                   wm, wx, wy, mark_invalid, out, maybe):
+def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, wm, wx, wy, mark_invalid, out,
+                   maybe):
     """Cheap first look at one row: ``maybe`` is set where the pixel is valid
     and may pass the dispersion test, ``out`` to maybe | (invalid and
-    mark_invalid). Returns how many are maybe.
+    mark_invalid) (both uint8 0/1). Returns whether any is maybe.
 
     With ``use_bound`` (gain >= 0 and nsig_b >= 0) the sqrt of the test is
     replaced by its chord over n in [2, nwin], c0 + c1 n <= n - 1 + nsig_b
@@ -124,22 +142,22 @@ def _prefilter_row(row, static_row, lo, hi, gain, nsig_b, min_count, c0, c1, use
     passes (n Q - S^2 = 0 there). Only the few pixels that pass are tested
     exactly, by the caller. Without the bound every valid pixel is maybe.
     """
-    n = 0
-    for i in range(len(row)):
-        u = row[i]
-        valid = static_row[i] & (u > lo) & (u < hi)
+    no_bound = np.uint8(not use_bound)
+    any_ = np.uint8(0)
+    for i in range(len(valid)):
         m, x, y = float(wm[i]), float(wx[i]), float(wy[i])
-        bound = (m >= 2.0) & (m * y - x * x > gain * x * (c0 + c1 * m))
-        r_ = valid & (m >= min_count) & (x >= 0) & (bound | ~use_bound)
+        v = np.uint8(valid[i])
+        r_ = v & np.uint8(m >= min_count) & np.uint8(x >= 0) & (no_bound | (
+            np.uint8(m >= 2.0) & np.uint8(m * y - x * x > gain * x * (c0 + c1 * m))))
         maybe[i] = r_
-        out[i] = r_ | (mark_invalid & ~valid)
-        n += r_
-    return n
+        out[i] = r_ | (mark_invalid & (v ^ np.uint8(1)))
+        any_ |= r_
+    return any_
 
 
 @numba.njit(cache=True, nogil=True)
 def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_s,
-                threshold, min_count, out, found, ring_m, ring_x, ring_y, col_m, col_x, col_y,
+                threshold, min_count, out, found, ring_m, ring_x, col_m, col_x, col_y,
                 wm, wx, wy):
     """One sweep over the image with window sums; ``mode`` picks the test.
 
@@ -159,7 +177,6 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
     nring = 2 * ky + 2
     ring_m[:] = 0
     ring_x[:] = 0
-    ring_y[:] = 0
     col_m[:] = 0
     col_x[:] = 0
     col_y[:] = 0
@@ -170,48 +187,60 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
         else 1.0
     c0 = -1.0 + nsig_b * np.sqrt(2.0) - (c1 - 1.0) * 2.0
     c0, c1 = c0 - 1e-9 * abs(c0), c1 - 1e-9 * abs(c1)
-    maybe = np.empty(nx, np.bool_)
+    maybe = np.zeros(8 * ((nx + 7) // 8), np.uint8)
+    no_pixels = np.zeros(nx, np.uint8)
+    maybe_words = maybe.view(np.uint64)
+    valid_buf = np.empty(nx, ring_m.dtype)
     n_found = 0
     for r in range(-ky, ny):
         # row r + ky enters the window of row r, row r - ky - 1 leaves it
         r_in, s_in, s_out = r + ky, (r + ky) % nring, (r - ky - 1) % nring
-        if r_in < ny:
-            _contributions(image[r_in], static[r_in], lo, sat_hi, ring_m[s_in], ring_x[s_in],
-                           ring_y[s_in])
-        else:
-            ring_m[s_in] = 0
-            ring_x[s_in] = 0
-            ring_y[s_in] = 0
-        _slide(cm, ring_m[s_in], ring_m[s_out])
-        _slide(cx, ring_x[s_in], ring_x[s_out])
-        _slide(cy, ring_y[s_in], ring_y[s_out])
+        # below the last row, an all-masked row enters
+        _enter_row(image[min(r_in, ny - 1)], static[r_in] if r_in < ny else no_pixels, lo,
+                   sat_hi, ring_m[s_in], ring_x[s_in], ring_m[s_out], ring_x[s_out], cm, cx, cy)
         if r < 0:
             continue
         _window_row(col_m, wm)
         _window_row(col_x, wx)
         _window_row(col_y, wy)
-        if _prefilter_row(image[r], static[r], lo, hi, gain, nsig_b, min_count, c0, c1,
-                          use_bound, wm, wx, wy, mode == 1, out[r], maybe) == 0:
+        if sat_hi == hi:  # valid = summed: the row's count contributions
+            valid = ring_m[r % nring]
+        else:
+            valid = valid_buf
+            _valid_row(image[r], static[r], lo, hi, valid)
+        if not _prefilter_row(valid, gain, min_count, c0, c1, use_bound, wm, wx, wy,
+                              np.uint8(mode == 1), out[r], maybe):
             continue
-        for i in range(nx):
-            if not maybe[i]:
+        for word in range(len(maybe_words)):  # skip eight pixels at a time
+            if maybe_words[word] == 0:
                 continue
-            m, x = float(wm[i]), float(wx[i])
-            ok = _dispersed(m, x, float(wy[i]), gain, nsig_b)
-            if ok and mode == 0:
-                v = float(image[r, i])
-                ok = v > threshold and m * v - x > nsig_s * np.sqrt(max(gain * x * m, 0.0))
-            if ok:
-                found[n_found] = r * nx + i
-                n_found += 1
-            else:
-                out[r, i] = False
+            for i in range(8 * word, min(8 * word + 8, nx)):
+                if maybe[i]:
+                    n_found = _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold,
+                                          wm[i], wx[i], wy[i], out, found, n_found)
     return n_found
 
 
 @numba.njit(cache=True, nogil=True)
-def _extended_final(image, static, lo, hi, signal, candidates, h, ky, kx, gain, nsig_s,
-                    threshold, core, strong):
+def _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold, wm, wx, wy, out, found,
+                n_found):
+    """The full test on pixel (r, i), which passed the prefilter: append it to
+    ``found`` or clear it in ``out``; returns the new count."""
+    m, x = float(wm), float(wx)
+    ok = _dispersed(m, x, float(wy), gain, nsig_b)
+    if ok and mode == 0:
+        v = float(image[r, i])
+        ok = v > threshold and m * v - x > nsig_s * np.sqrt(max(gain * x * m, 0.0))
+    if ok:
+        found[n_found] = r * image.shape[1] + i
+        return n_found + 1
+    out[r, i] = 0
+    return n_found
+
+
+@numba.njit(cache=True, nogil=True)
+def _extended_final(image, static, lo, sat_hi, signal, candidates, h, ky, kx, gain, nsig_s,
+                    threshold, zero, core, strong):
     """Second stage of dispersion_extended, visiting only candidate pixels.
 
     ``signal`` is the first-pass mask (invalid pixels set) and
@@ -221,45 +250,105 @@ def _extended_final(image, static, lo, hi, signal, candidates, h, ky, kx, gain, 
     h+1. Background = valid and not core; a core pixel is strong when
     v > threshold and v >= mean + nsig_s*sqrt(gain*mean), the mean taken
     over the background pixels (v < BIG) of its (2ky+1) x (2kx+1) window
-    (0 when fewer than two). ``core`` must come in False. The flat indices
-    of the strong pixels go to ``strong`` (raster order); returns how many.
+    (0 when fewer than two), counted and summed in the type of ``zero`` (0
+    for integer counts: exact, and the window then slides along runs of
+    cores; 0.0 for float counts: summed afresh for each core). ``core``
+    (uint8) must come in all 0 and is left so. The flat indices of the
+    strong pixels go to ``strong`` (raster order); returns how many.
     """
     ny, nx = image.shape
     cores = np.empty(len(candidates), np.int64)
     n_core = 0
-    for c in candidates:
-        j, i = c // nx, c % nx
-        ok = True
-        for jj in range(max(j - h, 0), min(j + h + 1, ny)):
-            for ii in range(max(i - h, 0), min(i + h + 1, nx)):
+    pj, pi, last_unset = -1, -1, -1  # previous candidate; last column of its window with a gap
+    j = 0
+    for c in candidates:  # raster order: the row follows without a (slow) division
+        while c >= (j + 1) * nx:
+            j += 1
+        i = c - j * nx
+        j0, j1 = max(j - h, 0), min(j + h + 1, ny)
+        if j == pj and i == pi + 1:
+            first = i + h  # the window moved one pixel along the row: one new column
+        else:
+            first, last_unset = i - h, i - h - 1
+        for ii in range(max(first, 0), min(i + h + 1, nx)):
+            for jj in range(j0, j1):
                 if not signal[jj, ii]:
-                    ok = False
+                    last_unset = ii
                     break
-            if not ok:
-                break
-        if ok:
-            core[j, i] = True
+        pj, pi = j, i
+        if last_unset < i - h:
+            core[j, i] = 1
             cores[n_core] = c
             n_core += 1
     n_strong = 0
+    wj, wi, m, x = -1, -1, 0, zero  # the last window summed: centre and background sums
+    j = 0
     for c in cores[:n_core]:
-        j, i = c // nx, c % nx
+        while c >= (j + 1) * nx:
+            j += 1
+        i = c - j * nx
         v = image[j, i]
         if not v > threshold:
             continue
-        m = 0
-        x = 0.0
-        for jj in range(max(j - ky, 0), min(j + ky + 1, ny)):
+        j0, j1 = max(j - ky, 0), min(j + ky + 1, ny)
+        if wj == j and wi == i - 1 and not isinstance(zero, float):
+            # the window moved one pixel along the row: a column leaves, one enters
+            # (integer counts only: float sums would depend on the order)
+            if i - kx - 1 >= 0:
+                dm, dx = _background_column(image, static, core, lo, sat_hi, zero, j0, j1,
+                                            i - kx - 1)
+                m -= dm
+                x -= dx
+            if i + kx < nx:
+                dm, dx = _background_column(image, static, core, lo, sat_hi, zero, j0, j1,
+                                            i + kx)
+                m += dm
+                x += dx
+        else:
+            m, x = 0, zero
             for ii in range(max(i - kx, 0), min(i + kx + 1, nx)):
-                u = image[jj, ii]
-                if static[jj, ii] and not core[jj, ii] and u > lo and u < hi and u < BIG:
-                    m += 1
-                    x += u
+                dm, dx = _background_column(image, static, core, lo, sat_hi, zero, j0, j1, ii)
+                m += dm
+                x += dx
+        wj, wi = j, i
         mean = x / m if m >= 2 else 0.0
         if v >= mean + nsig_s * np.sqrt(gain * mean):
             strong[n_strong] = c
             n_strong += 1
+    core_flat = core.reshape(-1)
+    for c in cores[:n_core]:
+        core_flat[c] = 0
     return n_strong
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _background_column(image, static, core, lo, sat_hi, zero, j0, j1, i):
+    """Count and sum of the background pixels (static, not core, lo < v <
+    sat_hi) of column i, rows j0..j1-1."""
+    m, x = 0, zero
+    for jj in range(j0, j1):
+        u = image[jj, i]
+        ok = static[jj, i] & (core[jj, i] ^ np.uint8(1)) & np.uint8(u > lo) & np.uint8(u < sat_hi)
+        m += ok
+        x += u if ok else 0
+    return m, x
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
+    """A work array of this thread, kept between images (zeroed when made if ``zero``).
+
+    A fresh multi-megabyte array costs a page fault per 4 kB page on first
+    touch (about 1 ms for a Pilatus 6M image), as much as a whole pass of a
+    kernel, so the image-sized arrays are allocated once per thread.
+    """
+    arrays = _SCRATCH.__dict__.setdefault("arrays", {})
+    a = arrays.get(name)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[name] = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+    return a
 
 
 def _prepare(image: np.ndarray) -> np.ndarray:
@@ -315,17 +404,17 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown threshold algorithm {algorithm!r}")
     image = _prepare(image)
-    static = np.ascontiguousarray(static_mask, dtype=np.bool_)
+    static = np.ascontiguousarray(static_mask, dtype=np.bool_).view(np.uint8)
     kx, ky = int(kernel_size[0]), int(kernel_size[1])
     lo, hi, sat_hi = _bounds(image, trusted_range)
     args = (float(gain), float(sigma_background), float(sigma_strong),
             float(global_threshold), int(min_local))
-    found = np.empty(image.size, np.int64)  # pages are only touched as they fill
-    mask = np.empty(image.shape, np.bool_)
+    found = _scratch("found", (image.size,), np.int64)  # pages are only touched as they fill
+    mask = _scratch("mask", image.shape, np.uint8)  # 0/1: numba vectorises integer masks, not bool
     mode = 0 if algorithm == DISPERSION else 1
     ny, nx = image.shape
     types = _sum_types(image, lo, sat_hi, (2 * kx + 1) * (2 * ky + 1))
-    buffers = ([np.empty((2 * ky + 2, nx), t) for t in types]  # ring of row contributions
+    buffers = ([np.empty((2 * ky + 2, nx), t) for t in types[:2]]  # ring of row contributions
                + [np.empty(nx + 2 * kx, t) for t in types]  # padded column sums
                + [np.empty(nx, t) for t in types])  # window sums of one row
     n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, *args, mask, found, *buffers)
@@ -333,10 +422,11 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
         return found[:n].copy()
     # extended: ``mask`` holds the not-background pixels; erode to spot cores and test
     # them against the mean of the background
-    core = np.zeros(image.shape, np.bool_)
+    core = _scratch("core", image.shape, np.uint8, zero=True)  # the kernel leaves it all 0
     strong = np.empty(n, np.int64)
-    n = _extended_final(image, static, lo, hi, mask, found[:n], min(kx, ky) - 1, ky + 2, kx + 2,
-                        float(gain), float(sigma_strong), float(global_threshold), core, strong)
+    n = _extended_final(image, static, lo, sat_hi, mask, found[:n], min(kx, ky) - 1, ky + 2,
+                        kx + 2, float(gain), float(sigma_strong), float(global_threshold),
+                        0.0 if image.dtype.kind == "f" else 0, core, strong)
     return np.sort(strong[:n])
 
 
