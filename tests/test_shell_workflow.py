@@ -153,3 +153,20 @@ def test_reindex_operator_and_back_onto_a_reference(processed, tmp_path):
     assert not r.ok and "missing.expt" in r.text
     r = s.run_line("reindex solution=99")
     assert not r.ok
+
+
+def test_refine_after_reindex_keeps_the_symmetry(processed):
+    s, folder = processed
+    s.history.goto(5)
+    best = max(int(n) for n, v in s.state.data["rbs"]["summary"].items() if v["recommended"])
+    ok(s, f"reindex solution={best}")
+    text = ok(s, "refine")
+    assert "RMSDs by experiment" in text
+    m = s.history.step(s.head).metrics
+    assert m["rmsd_x_px"] < 0.3 and m["rmsd_y_px"] < 0.3 and m["rmsd_z_images"] < 0.3
+    c = s.state.experiments[0].crystal
+    assert c.space_group.hm == "P 4"
+    a, b, cc, al, be, ga = c.unit_cell.parameters
+    assert a == pytest.approx(b, abs=1e-9) and al == pytest.approx(90) and ga == pytest.approx(90)
+    r = s.run_line("refine crystal.fix=all detector.fix=all beam.fix=all goniometer.fix=all")
+    assert not r.ok and "nothing to refine" in r.text

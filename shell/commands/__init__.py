@@ -97,6 +97,12 @@ def _beam_search_params() -> list[Param]:
     return params()
 
 
+def _refine_params() -> list[Param]:
+    from gonio.shell.commands.refine import params
+
+    return params()
+
+
 def _simulate_params() -> list[Param]:
     from gonio.shell.commands.simulate import params
 
@@ -119,6 +125,8 @@ COMMANDS: list[Command] = [
             "gonio.shell.commands.rbs:run_rbs", _rbs_params, aliases=("rbs",)),
     Command("reindex", "change of basis of crystals and Miller indices (an rbs solution, an operator, "
             "or a reference)", "gonio.shell.commands.rbs:run_reindex", _reindex_params),
+    Command("refine", "static refinement of the indexed models (dials.refine, scan-static)",
+            "gonio.shell.commands.refine:run", _refine_params),
     Command("simulate", "write a simulated rotation sweep with known truth",
             "gonio.shell.commands.simulate:run", _simulate_params),
     Command("save", "write DIALS files of the current state (PREFIX.expt, PREFIX.refl)",
