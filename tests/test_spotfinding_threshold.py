@@ -104,6 +104,32 @@ def test_dispersion_extended_mask_equals_reference_crop(thaumatin):
     assert np.array_equal(ours, ref)
 
 
+@pytest.mark.parametrize("n_spots", [6, 400])
+def test_masks_with_bright_peaks_equal_reference(n_spots):
+    """Peaks above the int32 accumulator bound (6620 counts for a 7x7 window):
+    a few take the exact re-summation of their windows, many (over 1024
+    pixels) the fallback to wide sums; both must give the reference masks."""
+    rng = np.random.default_rng(7)
+    ny, nx = 300, 420
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    flux = np.full((ny, nx), 8.0)
+    for cy, cx in zip(rng.uniform(5, ny - 5, n_spots), rng.uniform(5, nx - 5, n_spots)):
+        flux += 40000.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 0.8 ** 2))
+    image = rng.poisson(flux).astype(np.int32)
+    image[:, 200:203] = -1  # a module gap
+    n_bright = int((image >= 6620).sum())
+    assert (0 < n_bright < 1024) if n_spots == 6 else (n_bright > 1024)
+    valid = (image > TRUSTED[0]) & (image < TRUSTED[1])
+    ours = threshold_image(image, np.ones_like(valid), TRUSTED, "dispersion")
+    ref = reference_dispersion(image, valid)
+    assert ref[image >= 6620].mean() > 0.99  # bright pixels are strong (bar overlaps)
+    assert np.array_equal(ours, ref)
+    ours = threshold_image(image, np.ones_like(valid), TRUSTED, "dispersion_extended")
+    ref = reference_dispersion_extended(image, valid)
+    assert ref.sum() > n_bright
+    assert np.array_equal(ours, ref)
+
+
 def test_spot_count_follows_from_mask(thaumatin):
     """Spots = 4-connected components of the mask with >= 3 px; then the peak filter."""
     valid = (thaumatin > TRUSTED[0]) & (thaumatin < TRUSTED[1])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ..reflection_table import Shoeboxes
@@ -49,10 +50,28 @@ class SpotPixels:
 
     def select_spots(self, keep: np.ndarray) -> SpotPixels:
         """Only pixels of spots with keep[label]; labels renumbered 0..k-1 in order."""
-        new = np.cumsum(keep) - 1
-        sel = keep[self.label]
-        return SpotPixels(self.z[sel], self.y[sel], self.x[sel], self.value[sel],
-                          new[self.label[sel]])
+        if keep.all():
+            return self
+        return SpotPixels(*_select(np.asarray(keep, np.bool_), self.label, self.z, self.y,
+                                   self.x, self.value))
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(keep, label, z, y, x, value):
+    """(z, y, x, value, label) of the pixels of kept spots, labels renumbered (one pass)."""
+    new = np.cumsum(keep) - 1
+    n = 0
+    for a in range(len(label)):
+        n += keep[label[a]]
+    out = (np.empty(n, z.dtype), np.empty(n, y.dtype), np.empty(n, x.dtype),
+           np.empty(n, value.dtype), np.empty(n, label.dtype))
+    k = 0
+    for a in range(len(label)):
+        if keep[label[a]]:
+            out[0][k], out[1][k], out[2][k], out[3][k] = z[a], y[a], x[a], value[a]
+            out[4][k] = new[label[a]]
+            k += 1
+    return out
 
 
 @dataclass
@@ -67,51 +86,77 @@ class SpotTable:
     peak: np.ndarray  # (N, 3) px, px, frame
 
 
-def measure_spots(p: SpotPixels) -> SpotTable:
-    """Centroids, variances, bounding boxes, intensities and peaks of all spots."""
-    n = p.n_spots
-    lab = p.label
-    order = np.argsort(lab, kind="stable")  # by label, raster order within
-    lab = lab[order]
-    z, y, x = p.z[order], p.y[order], p.x[order]
-    w = p.value[order].astype(np.float64)
-    coords = np.stack([x + 0.5, y + 0.5, z + 0.5], axis=1)
+@numba.njit(cache=True, nogil=True)
+def _moments(label, z, y, x, value, n):
+    """Per-spot sums over the pixels, each spot's pixels taken in the given order.
 
-    count = np.bincount(lab, minlength=n)
-    W = np.bincount(lab, weights=w, minlength=n)
-    W2 = np.bincount(lab, weights=w * w, minlength=n)
+    Returns count, W = sum w, W2 = sum w^2, the weighted centroid (N, 3) (x,
+    y, z pixel centres; nan for W = 0), S2 = sum w (c - centroid)^2 (N, 3),
+    bbox (N, 6) (ends exclusive) and the index of each spot's first pixel of
+    maximum count.
+    """
+    count = np.zeros(n, np.int64)
+    W = np.zeros(n)
+    W2 = np.zeros(n)
+    S1 = np.zeros((n, 3))
+    bbox = np.empty((n, 6), np.int32)
+    peak = np.full(n, -1, np.int64)
+    for a in range(len(label)):
+        k = label[a]
+        w = float(value[a])
+        c = (x[a] + 0.5, y[a] + 0.5, z[a] + 0.5)
+        W[k] += w
+        W2[k] += w * w
+        for d in range(3):
+            S1[k, d] += w * c[d]
+        if count[k] == 0:
+            bbox[k, 0], bbox[k, 2], bbox[k, 4] = x[a], y[a], z[a]
+            bbox[k, 1], bbox[k, 3], bbox[k, 5] = x[a] + 1, y[a] + 1, z[a] + 1
+            peak[k] = a
+        else:
+            bbox[k, 0], bbox[k, 1] = min(bbox[k, 0], x[a]), max(bbox[k, 1], x[a] + 1)
+            bbox[k, 2], bbox[k, 3] = min(bbox[k, 2], y[a]), max(bbox[k, 3], y[a] + 1)
+            bbox[k, 4], bbox[k, 5] = min(bbox[k, 4], z[a]), max(bbox[k, 5], z[a] + 1)
+            if w > value[peak[k]]:
+                peak[k] = a
+        count[k] += 1
+    mean = np.empty((n, 3))
+    for k in range(n):
+        for d in range(3):
+            mean[k, d] = S1[k, d] / W[k] if W[k] != 0 else np.nan
+    S2 = np.zeros((n, 3))
+    for a in range(len(label)):
+        k = label[a]
+        w = float(value[a])
+        c = (x[a] + 0.5, y[a] + 0.5, z[a] + 0.5)
+        for d in range(3):
+            S2[k, d] += w * (c[d] - mean[k, d]) ** 2
+    return count, W, W2, mean, S2, bbox, peak
+
+
+def measure_spots(p: SpotPixels) -> SpotTable:
+    """Centroids, variances, bounding boxes, intensities and peaks of all spots.
+
+    One numba pass over the pixels for the sums (and a second for the
+    second moments about the centroid), in pixel order within each spot.
+    """
+    n = p.n_spots
+    count, W, W2, mean, S2, bbox, peak = _moments(
+        np.asarray(p.label, np.int64), np.asarray(p.z, np.int64), np.asarray(p.y, np.int64),
+        np.asarray(p.x, np.int64), np.asarray(p.value), n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.stack([np.bincount(lab, weights=w * coords[:, k], minlength=n)
-                         for k in range(3)], axis=1) / W[:, None]
-        dev2 = (coords - mean[lab]) ** 2
-        s2 = np.stack([np.bincount(lab, weights=w * dev2[:, k], minlength=n)
-                       for k in range(3)], axis=1) / W[:, None]
+        s2 = S2 / W[:, None]
         denom = W * W - W2
         mse = np.where(denom[:, None] > 0, s2 * (W * W / denom)[:, None] / W[:, None], 0.0)
     variance = mse + 1.0 / 12.0
-
-    starts = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
-    bbox = np.empty((n, 6), np.int32)
-    if n:
-        bbox[:, 0] = np.minimum.reduceat(x, starts)
-        bbox[:, 1] = np.maximum.reduceat(x, starts) + 1
-        bbox[:, 2] = np.minimum.reduceat(y, starts)
-        bbox[:, 3] = np.maximum.reduceat(y, starts) + 1
-        bbox[:, 4] = np.minimum.reduceat(z, starts)
-        bbox[:, 5] = np.maximum.reduceat(z, starts) + 1
-        # a zero-weight spot (all counts 0) has its centroid at the bbox centre
-        bad = ~(W > 0)
-        mean[bad] = np.stack([bbox[bad, 0] + bbox[bad, 1], bbox[bad, 2] + bbox[bad, 3],
-                              bbox[bad, 4] + bbox[bad, 5]], axis=1) / 2.0
-        variance[bad] = 0.0
-        vmax = np.maximum.reduceat(w, starts)
-        is_max = np.flatnonzero(w == vmax[lab])
-        _, first = np.unique(lab[is_max], return_index=True)
-        peak = coords[is_max[first]]
-    else:
-        peak = np.zeros((0, 3))
-
-    return SpotTable(mean, variance, bbox, W, count, peak)
+    # a zero-weight spot (all counts 0) has its centroid at the bbox centre
+    bad = ~(W > 0)
+    mean[bad] = np.stack([bbox[bad, 0] + bbox[bad, 1], bbox[bad, 2] + bbox[bad, 3],
+                          bbox[bad, 4] + bbox[bad, 5]], axis=1) / 2.0
+    variance[bad] = 0.0
+    peak_xyz = np.stack([p.x[peak] + 0.5, p.y[peak] + 0.5, p.z[peak] + 0.5], axis=1) if n \
+        else np.zeros((0, 3))
+    return SpotTable(mean, variance, bbox, W, count, peak_xyz)
 
 
 def make_shoeboxes(p: SpotPixels, bbox: np.ndarray, panel: int) -> Shoeboxes:

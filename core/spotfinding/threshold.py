@@ -42,12 +42,21 @@ Speed notes (measured; see docs/findspots.md): the kernels work on uint8
 0/1 masks and row slices (numba vectorises neither bool arithmetic nor
 indexing with possible negative wraparound), and the image-sized work
 arrays are kept per thread between images (fresh ones cost page faults).
+For integer counts the window count rides in the low bits of the sum
+(S * 2**bits + n: one array less to slide), and all sums are int32 (eight
+lanes of a 256-bit vector rather than four): values enter clipped to a
+bound that keeps the sums of squares in range, and the few windows that
+hold a clipped value (the strongest Bragg peaks) are summed afresh, exactly;
+an image with too many such pixels falls back to wide sums. The second
+stage slides its background window down columns of cores as well as along
+rows.
 
 Kernels are numba ``njit(cache=True, nogil=True)`` and compile on first call.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numba
@@ -78,6 +87,45 @@ def _enter_row(row, static_row, lo, sat_hi, f, w, f_out, w_out, cm, cx, cy):
         cy[i] += qa * qa - qb * qb
         f[i] = ok
         w[i] = a
+
+
+@numba.njit(cache=True, nogil=True)
+def _enter_row_packed(row, static_row, lo, sat_hi, bits, clip, p, p_out, cp, cy):
+    """As :func:`_enter_row` with count and sum packed in one integer,
+    v * 2**bits + f (the count in the low ``bits`` bits), so that one
+    array carries both through the ring, the column and the window sums.
+    With ``clip`` > 0, values enter clipped to [-clip, clip] (so that narrow
+    accumulators cannot overflow); returns whether any had |v| >= clip."""
+    t = cp.dtype.type
+    if clip:
+        c_lo, c_hi = -clip, clip
+    else:  # no clipping: bounds that hold every value entering the sums, and 0
+        c_lo, c_hi = min(lo, lo - lo), max(sat_hi, sat_hi - sat_hi)
+    v_min, v_max = c_hi, c_lo
+    for i in range(len(row)):
+        u = row[i]
+        ok = static_row[i] & np.uint8(u > lo) & np.uint8(u < sat_hi)
+        a = u if ok else 0
+        v_min, v_max = min(v_min, a), max(v_max, a)
+        a = min(max(a, c_lo), c_hi)
+        q = p_out[i]
+        b = q >> bits
+        pa = (t(a) << bits) | t(ok)
+        cp[i] += pa - q
+        qa = cy.dtype.type(a)
+        qb = cy.dtype.type(b)
+        cy[i] += qa * qa - qb * qb
+        p[i] = pa
+    return clip != 0 and (v_max >= clip or v_min <= -clip)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unpack(p, bits):
+    """(n, S) from a packed sum S * 2**bits + n (float sums are never packed)."""
+    if isinstance(p, float):
+        return 0, p
+    else:
+        return p & ((1 << bits) - 1), p >> bits
 
 
 @numba.njit(cache=True, nogil=True)
@@ -129,8 +177,8 @@ def _dispersed(m, x, y, gain, nsig_b):
 
 
 @numba.njit(cache=True, nogil=True)
-def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, wm, wx, wy, mark_invalid, out,
-                   maybe):
+def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, wm, wx, wy, mark_invalid,
+                   out, maybe):
     """Cheap first look at one row: ``maybe`` is set where the pixel is valid
     and may pass the dispersion test, ``out`` to maybe | (invalid and
     mark_invalid) (both uint8 0/1). Returns whether any is maybe.
@@ -145,8 +193,13 @@ def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, wm, wx, wy, mark_i
     no_bound = np.uint8(not use_bound)
     any_ = np.uint8(0)
     for i in range(len(valid)):
-        m, x, y = float(wm[i]), float(wx[i]), float(wy[i])
-        v = np.uint8(valid[i])
+        if bits:  # count and sum packed in wx
+            mi, xi = _unpack(wx[i], bits)
+            m, x = float(mi), float(xi)
+        else:
+            m, x = float(wm[i]), float(wx[i])
+        y = float(wy[i])
+        v = np.uint8(valid[i] & 1)
         r_ = v & np.uint8(m >= min_count) & np.uint8(x >= 0) & (no_bound | (
             np.uint8(m >= 2.0) & np.uint8(m * y - x * x > gain * x * (c0 + c1 * m))))
         maybe[i] = r_
@@ -157,8 +210,8 @@ def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, wm, wx, wy, mark_i
 
 @numba.njit(cache=True, nogil=True)
 def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_s,
-                threshold, min_count, out, found, ring_m, ring_x, col_m, col_x, col_y,
-                wm, wx, wy):
+                threshold, min_count, bits, clip, big, force, out, found, ring_m, ring_x,
+                col_m, col_x, col_y, wm, wx, wy):
     """One sweep over the image with window sums; ``mode`` picks the test.
 
     mode 0: dispersion strong-pixel test (DIALS ``dispersion``).
@@ -172,6 +225,12 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
     counts; float64 only while every sum stays below 2**53), so the sums are
     exact and the test sees the same numbers as a direct summation. The flat
     indices of the valid pixels that pass go to ``found``; returns how many.
+
+    With ``clip`` > 0 (integer counts, narrow accumulators) values enter the
+    running sums clipped; the few pixels with |v| >= clip are listed in
+    ``big`` (rows, columns), and the pixels whose windows hold one are
+    ``force``d through the test with window sums taken directly. Returns -1
+    when ``big`` fills up: the caller then runs again with wide accumulators.
     """
     ny, nx = image.shape
     nring = 2 * ky + 2
@@ -189,36 +248,102 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
     c0, c1 = c0 - 1e-9 * abs(c0), c1 - 1e-9 * abs(c1)
     maybe = np.zeros(8 * ((nx + 7) // 8), np.uint8)
     no_pixels = np.zeros(nx, np.uint8)
-    maybe_words = maybe.view(np.uint64)
     valid_buf = np.empty(nx, ring_m.dtype)
     n_found = 0
+    n_big, b0 = 0, 0  # big pixels listed; the first one that may be in the window of row r
     for r in range(-ky, ny):
         # row r + ky enters the window of row r, row r - ky - 1 leaves it
         r_in, s_in, s_out = r + ky, (r + ky) % nring, (r - ky - 1) % nring
         # below the last row, an all-masked row enters
-        _enter_row(image[min(r_in, ny - 1)], static[r_in] if r_in < ny else no_pixels, lo,
-                   sat_hi, ring_m[s_in], ring_x[s_in], ring_m[s_out], ring_x[s_out], cm, cx, cy)
+        row_in, static_in = image[min(r_in, ny - 1)], static[r_in] if r_in < ny else no_pixels
+        if isinstance(lo, float):  # float counts: never packed
+            _enter_row(row_in, static_in, lo, sat_hi, ring_m[s_in], ring_x[s_in], ring_m[s_out],
+                       ring_x[s_out], cm, cx, cy)
+        elif bits:
+            if _enter_row_packed(row_in, static_in, lo, sat_hi, bits, clip, ring_x[s_in],
+                                 ring_x[s_out], cx, cy):
+                for i in range(nx):
+                    u = row_in[i]
+                    if static_in[i] and lo < u < sat_hi and (u >= clip or u <= -clip):
+                        if n_big == big.shape[1]:
+                            return -1
+                        big[0, n_big], big[1, n_big] = r_in, i
+                        n_big += 1
+        else:
+            _enter_row(row_in, static_in, lo, sat_hi, ring_m[s_in], ring_x[s_in], ring_m[s_out],
+                       ring_x[s_out], cm, cx, cy)
         if r < 0:
             continue
-        _window_row(col_m, wm)
+        if not bits:
+            _window_row(col_m, wm)
         _window_row(col_x, wx)
         _window_row(col_y, wy)
-        if sat_hi == hi:  # valid = summed: the row's count contributions
-            valid = ring_m[r % nring]
+        if sat_hi == hi:  # valid = summed: the row's count contributions (bit 0)
+            valid = ring_m[r % nring]  # with bits, ring_m is ring_x
         else:
             valid = valid_buf
             _valid_row(image[r], static[r], lo, hi, valid)
-        if not _prefilter_row(valid, gain, min_count, c0, c1, use_bound, wm, wx, wy,
-                              np.uint8(mode == 1), out[r], maybe):
-            continue
-        for word in range(len(maybe_words)):  # skip eight pixels at a time
-            if maybe_words[word] == 0:
-                continue
-            for i in range(8 * word, min(8 * word + 8, nx)):
-                if maybe[i]:
-                    n_found = _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold,
-                                          wm[i], wx[i], wy[i], out, found, n_found)
+        any_ = _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, wm, wx, wy,
+                              np.uint8(mode == 1), out[r], maybe)
+        while b0 < n_big and big[0, b0] < r - ky:
+            b0 += 1
+        b1 = b0
+        while b1 < n_big and big[0, b1] <= r + ky:  # windows with a clipped value
+            for i in range(max(big[1, b1] - kx, 0), min(big[1, b1] + kx + 1, nx)):
+                force[i] = 1
+                maybe[i] = valid[i] & 1
+                out[r, i] |= maybe[i]
+                any_ |= maybe[i]
+            b1 += 1
+        if any_:
+            n_found = _test_maybe(image, static, lo, sat_hi, r, ky, kx, mode, gain, nsig_b,
+                                  nsig_s, threshold, min_count, bits, maybe, force, wm, wx, wy,
+                                  out, found, n_found)
+        for b in range(b0, b1):
+            force[max(big[1, b] - kx, 0):min(big[1, b] + kx + 1, nx)] = 0
     return n_found
+
+
+@numba.njit(cache=True, nogil=True)
+def _test_maybe(image, static, lo, sat_hi, r, ky, kx, mode, gain, nsig_b, nsig_s, threshold,
+                min_count, bits, maybe, force, wm, wx, wy, out, found, n_found):
+    """The exact test on the ``maybe`` pixels of row r (window sums taken
+    directly where ``force``d); returns the new count of ``found``."""
+    nx = image.shape[1]
+    maybe_words = maybe.view(np.uint64)
+    for word in range(len(maybe_words)):  # skip eight pixels at a time
+        if maybe_words[word] == 0:
+            continue
+        for i in range(8 * word, min(8 * word + 8, nx)):
+            if not maybe[i]:
+                continue
+            if force[i]:
+                m, x, y = _direct_sums(image, static, lo, sat_hi, r, i, ky, kx)
+                if not (m >= min_count and x >= 0):
+                    out[r, i] = 0
+                    continue
+                n_found = _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold,
+                                      m, x, y, out, found, n_found)
+                continue
+            m, x = _unpack(wx[i], bits) if bits else (wm[i], wx[i])
+            n_found = _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold,
+                                  m, x, wy[i], out, found, n_found)
+    return n_found
+
+
+@numba.njit(cache=True, nogil=True)
+def _direct_sums(image, static, lo, sat_hi, r, i, ky, kx):
+    """Count, sum and sum of squares (int64, exact) of the window of (r, i), summed directly."""
+    ny, nx = image.shape
+    m, x, y = 0, 0, 0
+    for jj in range(max(r - ky, 0), min(r + ky + 1, ny)):
+        for ii in range(max(i - kx, 0), min(i + kx + 1, nx)):
+            u = image[jj, ii]
+            if static[jj, ii] and lo < u < sat_hi:
+                m += 1
+                x += np.int64(u)
+                y += np.int64(u) * np.int64(u)
+    return m, x, y
 
 
 @numba.njit(cache=True, nogil=True)
@@ -251,8 +376,9 @@ def _extended_final(image, static, lo, sat_hi, signal, candidates, h, ky, kx, ga
     v > threshold and v >= mean + nsig_s*sqrt(gain*mean), the mean taken
     over the background pixels (v < BIG) of its (2ky+1) x (2kx+1) window
     (0 when fewer than two), counted and summed in the type of ``zero`` (0
-    for integer counts: exact, and the window then slides along runs of
-    cores; 0.0 for float counts: summed afresh for each core). ``core``
+    for integer counts: exact, and the window then slides down from the
+    core above or along runs of cores; 0.0 for float counts: summed afresh
+    for each core). ``core``
     (uint8) must come in all 0 and is left so. The flat indices of the
     strong pixels go to ``strong`` (raster order); returns how many.
     """
@@ -281,6 +407,10 @@ def _extended_final(image, static, lo, sat_hi, signal, candidates, h, ky, kx, ga
             cores[n_core] = c
             n_core += 1
     n_strong = 0
+    integer = not isinstance(zero, float)
+    # integer counts: the background sums of the last window centred in each column, and
+    # its row, so that a core below it slides the window down (two short rows change)
+    win_row, win_m, win_x = np.full(nx, -2, np.int64), np.zeros(nx, np.int64), np.full(nx, zero)
     wj, wi, m, x = -1, -1, 0, zero  # the last window summed: centre and background sums
     j = 0
     for c in cores[:n_core]:
@@ -291,7 +421,20 @@ def _extended_final(image, static, lo, sat_hi, signal, candidates, h, ky, kx, ga
         if not v > threshold:
             continue
         j0, j1 = max(j - ky, 0), min(j + ky + 1, ny)
-        if wj == j and wi == i - 1 and not isinstance(zero, float):
+        if integer and win_row[i] == j - 1:
+            # the window moved one pixel down: a row leaves, one enters (contiguous pixels;
+            # integer counts only: float sums would depend on the order)
+            m, x = win_m[i], win_x[i]
+            i0, i1 = max(i - kx, 0), min(i + kx + 1, nx)
+            if j - ky - 1 >= 0:
+                dm, dx = _background_row(image, static, core, lo, sat_hi, zero, j - ky - 1, i0, i1)
+                m -= dm
+                x -= dx
+            if j + ky < ny:
+                dm, dx = _background_row(image, static, core, lo, sat_hi, zero, j + ky, i0, i1)
+                m += dm
+                x += dx
+        elif wj == j and wi == i - 1 and integer:
             # the window moved one pixel along the row: a column leaves, one enters
             # (integer counts only: float sums would depend on the order)
             if i - kx - 1 >= 0:
@@ -311,6 +454,8 @@ def _extended_final(image, static, lo, sat_hi, signal, candidates, h, ky, kx, ga
                 m += dm
                 x += dx
         wj, wi = j, i
+        if integer:
+            win_row[i], win_m[i], win_x[i] = j, m, x
         mean = x / m if m >= 2 else 0.0
         if v >= mean + nsig_s * np.sqrt(gain * mean):
             strong[n_strong] = c
@@ -319,6 +464,19 @@ def _extended_final(image, static, lo, sat_hi, signal, candidates, h, ky, kx, ga
     for c in cores[:n_core]:
         core_flat[c] = 0
     return n_strong
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _background_row(image, static, core, lo, sat_hi, zero, j, i0, i1):
+    """Count and sum of the background pixels of row j, columns i0..i1-1."""
+    m, x = 0, zero
+    v, s, c = image[j, i0:i1], static[j, i0:i1], core[j, i0:i1]  # slices: no index checks
+    for ii in range(len(v)):
+        u = v[ii]
+        ok = s[ii] & (c[ii] ^ np.uint8(1)) & np.uint8(u > lo) & np.uint8(u < sat_hi)
+        m += ok
+        x += u if ok else 0
+    return m, x
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -372,19 +530,34 @@ def _bounds(image: np.ndarray, trusted_range):
     return tmin, tmax, min(tmax, float(BIG))
 
 
-def _sum_types(image: np.ndarray, lo, sat_hi, n_window: int) -> tuple:
-    """Accumulator dtypes (count, sum, sum of squares) that keep every window sum exact.
+def _sum_types(image: np.ndarray, lo, sat_hi, n_window: int, narrow: bool) -> tuple:
+    """Packing, accumulator dtypes (count, sum, sum of squares) and clip value
+    that keep every window sum exact (or exactly recoverable): (bits, types, clip).
 
-    Counts: int32; integer images: int32 or int64 sums and float64 sums of
-    squares while they stay below 2**53 (int64 beyond); float images (and
-    integer ranges too wide for int64 squares): float64.
+    Integer images: the count packed into the low ``bits`` bits of the sum,
+    S * 2**bits + n. ``narrow``: all int32 (8 lanes of a 256-bit vector, not
+    4), values clipped to +-clip so that no sum can overflow (clip = 0 when
+    no value that enters the sums reaches it), and windows holding a clipped
+    value summed afresh by the kernel in int64. Otherwise int32 or int64
+    packed sums and float64 sums of squares while they stay below 2**53
+    (int64 beyond), clip = 0. Float images (and integer ranges too wide for
+    int64): bits = 0, int32 counts, float64 sums.
     """
+    float_types = 0, (np.int32, np.float64, np.float64), 0
     if image.dtype.kind == "f":
-        return np.int32, np.float64, np.float64
+        return float_types
     big = max(abs(int(lo) + 1), abs(int(sat_hi) - 1))  # largest |v| that enters the sums
+    bits = int(n_window).bit_length()
     sq = n_window * big * big
-    return (np.int32, np.int32 if n_window * big < 2**31 else np.int64,
-            np.float64 if sq < 2**53 or sq >= 2**63 else np.int64)
+    if narrow and sq < 2**63:
+        clip = min(math.isqrt((2**31 - 1) // n_window), ((2**31 >> bits) - 1) // n_window)
+        if clip >= 1:
+            return bits, (np.int32,) * 3, image.dtype.type(clip if big >= clip else 0)
+    packed = (n_window * big + 1) << bits
+    if packed >= 2**63:
+        return float_types
+    t = np.int32 if packed < 2**31 else np.int64
+    return bits, (t, t, np.float64 if sq < 2**53 or sq >= 2**63 else np.int64), 0
 
 
 def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
@@ -413,11 +586,21 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     mask = _scratch("mask", image.shape, np.uint8)  # 0/1: numba vectorises integer masks, not bool
     mode = 0 if algorithm == DISPERSION else 1
     ny, nx = image.shape
-    types = _sum_types(image, lo, sat_hi, (2 * kx + 1) * (2 * ky + 1))
-    buffers = ([np.empty((2 * ky + 2, nx), t) for t in types[:2]]  # ring of row contributions
-               + [np.empty(nx + 2 * kx, t) for t in types]  # padded column sums
-               + [np.empty(nx, t) for t in types])  # window sums of one row
-    n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, *args, mask, found, *buffers)
+    big = _scratch("big", (2, 1024), np.int64)  # clipped values: few, or wide sums are faster
+    force = _scratch("force", (nx,), np.uint8, zero=True)  # the kernel leaves it all 0
+    for narrow in (True, False):
+        bits, types, clip = _sum_types(image, lo, sat_hi, (2 * kx + 1) * (2 * ky + 1), narrow)
+        ring = [np.empty((2 * ky + 2, nx), t) for t in types[:2]]  # ring of row contributions
+        if bits:  # counts packed with the sums: one ring, no count sums
+            ring[0] = ring[1]
+        buffers = (ring + [np.empty(1 if bits and k == 0 else nx + 2 * kx, t)
+                           for k, t in enumerate(types)]  # padded column sums
+                   + [np.empty(1 if bits and k == 0 else nx, t)
+                      for k, t in enumerate(types)])  # window sums of one row
+        n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, *args, bits, clip, big,
+                        force, mask, found, *buffers)
+        if n >= 0:
+            break
     if algorithm == DISPERSION:
         return found[:n].copy()
     # extended: ``mask`` holds the not-background pixels; erode to spot cores and test
@@ -427,7 +610,7 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     n = _extended_final(image, static, lo, sat_hi, mask, found[:n], min(kx, ky) - 1, ky + 2,
                         kx + 2, float(gain), float(sigma_strong), float(global_threshold),
                         0.0 if image.dtype.kind == "f" else 0, core, strong)
-    return np.sort(strong[:n])
+    return strong[:n]  # raster order: cores are visited in it
 
 
 def threshold_image(image: np.ndarray, static_mask: np.ndarray, trusted_range=(-np.inf, np.inf),
