@@ -36,3 +36,30 @@ def test_obvious_short_names_never_ambiguous():
             last = p.name.split(".")[-1]
             if last in ("d_min", "d_max", "method", "nproc", "space_group", "unit_cell"):
                 c.paramset.resolve(last)  # raises if ambiguous
+
+
+def test_every_command_line_in_the_docs_parses():
+    """Each `gonio> ...` line in docs/ and README names a command and valid parameters."""
+    import re
+
+    from gonio.shell.commands import lookup
+    from gonio.shell.params import split_line
+
+    bad = []
+    for md in [*DOCS.glob("*.md"), DOCS.parent / "README.md"]:
+        for line in md.read_text().splitlines():
+            m = re.match(r"\s*gonio> (.*)", line)
+            if not m:
+                continue
+            text = re.split(r"\s+#", m.group(1))[0].strip()
+            for part in text.split(" / "):  # README: "undo / redo / goto 2"
+                words = split_line(part)
+                if not words:
+                    continue
+                try:
+                    cmd = lookup(words[0])
+                    parsed = cmd.paramset.parse(words[1:])
+                    del parsed
+                except Exception as e:  # noqa: BLE001
+                    bad.append(f"{md.name}: {part!r}: {e}")
+    assert not bad, "\n".join(bad)
