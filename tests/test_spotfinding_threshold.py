@@ -201,3 +201,38 @@ def test_resolution_and_ice_ring_masks():
     assert np.array_equal(mask, (d > 2.5) & (d < 20.0) & ~on_ring)
     assert on_ring[(d > 2.5) & (d < 20)].mean() > 0.01
     assert not (mask & on_ring).any()
+
+
+@pytest.mark.parametrize("k", [(3, 3), (1, 2), (4, 2)])
+def test_extended_second_stage_at_edges_and_for_every_count_type(k):
+    """The second stage runs a few rows behind the first pass and finishes the
+    last rows at the end: spots on all four edges (clipped windows) and in
+    the last rows, integer counts (packed sliding sums), float counts and
+    integers too wide to pack (windows summed afresh) all give the reference."""
+    rng = np.random.default_rng(3)
+    ny, nx = 90, 130  # more rows than a batch of the second stage (16)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    flux = np.full((ny, nx), 3.0)
+    centres = [(0, 40), (ny - 1, 70), (45, 0), (30, nx - 1), (ny - 2, 5), (1, nx - 2)]
+    centres += list(zip(rng.uniform(0, ny, 25), rng.uniform(0, nx, 25)))
+    for cy, cx in centres:
+        flux += 300.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.5 ** 2))
+    image = rng.poisson(flux).astype(np.int32)
+    image[:, 60:62] = -1  # a module gap
+    valid = image > -1
+    ref = reference_dispersion_extended(image, valid, k=k)
+    assert ref[:3].any() and ref[-3:].any() and ref[:, :3].any() and ref[:, -3:].any()
+    static = np.ones_like(valid)
+    for im in (image, image.astype(np.float64)):
+        ours = threshold_image(im, static, TRUSTED, "dispersion_extended", kernel_size=k)
+        assert np.array_equal(ours, ref)
+    if k != (1, 2):
+        return
+    # a trusted range so wide that packed int64 background sums (7 x 9 px) could overflow
+    # (the first pass, 3 x 5 px, still packs): the gap pixels become valid counts, and
+    # each background window is summed afresh
+    wide = (-2.0 ** 53, 2.0 ** 62)
+    ref_wide = reference_dispersion_extended(image, np.ones_like(valid), k=k)
+    ours = threshold_image(image.astype(np.int64), static, wide, "dispersion_extended",
+                           kernel_size=k)
+    assert np.array_equal(ours, ref_wide)

@@ -35,8 +35,8 @@ the masks are those of a direct evaluation of the definitions. The sqrt of
 the dispersion test is first replaced by a lower bound (its chord), and
 only the few pixels that pass that cheap test get the exact one. The
 second stage of dispersion_extended only visits pixels that passed the
-first, sliding its window along runs of them. Values of 2**24 or more
-never enter the sums, as in DIALS.
+first, and runs a few rows behind it. Values of 2**24 or more never enter
+the sums, as in DIALS.
 
 Speed notes (measured; see docs/findspots.md): the kernels work on uint8
 0/1 masks and row slices (numba vectorises neither bool arithmetic nor
@@ -48,8 +48,15 @@ lanes of a 256-bit vector rather than four): values enter clipped to a
 bound that keeps the sums of squares in range, and the few windows that
 hold a clipped value (the strongest Bragg peaks) are summed afresh, exactly;
 an image with too many such pixels falls back to wide sums. The second
-stage slides its background window down columns of cores as well as along
-rows.
+stage runs every 16 rows of the first pass, on the rows it has just
+finished, while they are still in cache: after the first pass the image
+has left the cache, and visiting scattered spot pixels cost a memory
+latency each (about 60 ns per core pixel against 20 ns in cache). It
+erodes with per-column counts of set pixels over the window's rows (one
+row enters, one leaves), and keeps per-column background sums with the
+row they belong to, so that a spot's next row only adds and removes one
+row of them; all of it on row slices, which vectorise, and without
+numba's slice assignment (which copies through a temporary).
 
 Kernels are numba ``njit(cache=True, nogil=True)`` and compile on first call.
 """
@@ -63,6 +70,8 @@ import numba
 import numpy as np
 
 BIG = 1 << 24  # counts at or above this never enter the window sums
+GROUP_GAP = 32  # px: cores of a row closer than this are visited as one span (second stage)
+EXTENDED_BATCH = 16  # rows of the first pass between two visits of the second stage
 
 DISPERSION = "dispersion"
 DISPERSION_EXTENDED = "dispersion_extended"
@@ -211,11 +220,14 @@ def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, wm, wx, wy, 
 @numba.njit(cache=True, nogil=True)
 def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_s,
                 threshold, min_count, bits, clip, big, force, out, found, ring_m, ring_x,
-                col_m, col_x, col_y, wm, wx, wy):
+                col_m, col_x, col_y, wm, wx, wy, ext):
     """One sweep over the image with window sums; ``mode`` picks the test.
 
     mode 0: dispersion strong-pixel test (DIALS ``dispersion``).
-    mode 1: dispersion-only test, invalid pixels set (extended, first pass).
+    mode 1: dispersion-only test, invalid pixels set (extended, first
+    pass), and the second stage of dispersion_extended a few rows behind,
+    while those rows are still in cache (:func:`_extended_rows`, work
+    arrays and state in ``ext``).
     Valid pixels: static and lo < v < hi; they enter the sums if v < sat_hi.
     Window sums: column sums over the window's rows (``col_*``, padded with
     kx zeros each side; updated as the window slides down by adding the
@@ -301,6 +313,12 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
                                   out, found, n_found)
         for b in range(b0, b1):
             force[max(big[1, b] - kx, 0):min(big[1, b] + kx + 1, nx)] = 0
+        if mode == 1 and r % EXTENDED_BATCH == EXTENDED_BATCH - 1:
+            _extended_rows(r, image, static, lo, sat_hi, out, found, n_found, gain, nsig_s,
+                           threshold, ext)
+    if mode == 1:  # the last rows
+        _extended_rows(ny - 1 + ext[0] + ext[1], image, static, lo, sat_hi, out, found, n_found,
+                       gain, nsig_s, threshold, ext)
     return n_found
 
 
@@ -364,119 +382,198 @@ def _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold, wm, wx, wy, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _extended_final(image, static, lo, sat_hi, signal, candidates, h, ky, kx, gain, nsig_s,
-                    threshold, zero, core, strong):
-    """Second stage of dispersion_extended, visiting only candidate pixels.
+def _extended_rows(r_done, image, static, lo, sat_hi, signal, found, n_found, gain, nsig_s,
+                   threshold, ext):
+    """Second stage of dispersion_extended on the rows that the first pass,
+    done up to row ``r_done``, has made ready.
 
-    ``signal`` is the first-pass mask (invalid pixels set) and
-    ``candidates`` the flat indices of its valid pixels. A candidate is a
-    core pixel when its (2h+1)^2 window (clipped at the edges) holds no
-    unset pixel, i.e. its Chebyshev distance to the background is at least
-    h+1. Background = valid and not core; a core pixel is strong when
-    v > threshold and v >= mean + nsig_s*sqrt(gain*mean), the mean taken
-    over the background pixels (v < BIG) of its (2ky+1) x (2kx+1) window
-    (0 when fewer than two), counted and summed in the type of ``zero`` (0
-    for integer counts: exact, and the window then slides down from the
-    core above or along runs of cores; 0.0 for float counts: summed afresh
-    for each core). ``core``
-    (uint8) must come in all 0 and is left so. The flat indices of the
-    strong pixels go to ``strong`` (raster order); returns how many.
+    ``signal`` is the first-pass mask (invalid pixels set) and ``found``
+    the flat indices of its valid pixels (the candidates, raster order). A
+    candidate is a core pixel when its (2h+1)^2 window (clipped at the
+    edges) holds no unset pixel, i.e. its Chebyshev distance to the
+    background is at least h+1; row q is eroded once signal rows up to
+    q + h are final. Background = valid and not core; a core pixel is strong
+    when v > threshold and v >= mean + nsig_s*sqrt(gain*mean), the mean
+    taken over the background pixels (v < BIG) of its (2ky+1) x (2kx+1)
+    window (0 when fewer than two); row p is tested once core rows up to
+    p + ky are marked.
+
+    ``ext`` = (h, ky, kx, bits, zero, core, cores, strong, col_p, col_row,
+    col_set, state): ``core`` (uint8, all 0 at the start) marks the cores,
+    listed in ``cores``; the strong pixels go to ``strong`` (raster order);
+    ``bits``, ``zero``, ``col_p`` and ``col_row`` as in :func:`_test_row`,
+    ``col_set`` as in :func:`_erode_row`; ``state`` (8 int64, all 0 at the
+    start) holds the next row to erode, the next candidate, the number of
+    cores, the next row to test, the next core, the number of strong
+    pixels and the rows counted in ``col_set``.
+    """
+    h, ky, kx, bits, zero, core, cores, strong, col_p, col_row, col_set, state = ext
+    ny, nx = image.shape
+    while state[0] < min(r_done - h, ny - 1) + 1:
+        q, k = state[0], state[1]
+        while k < n_found and found[k] < (q + 1) * nx:
+            k += 1
+        if k > state[1]:
+            state[2] = _erode_row(signal, found[state[1]:k], q, h, col_set, state[6:8], core,
+                                  cores, state[2])
+        state[0], state[1] = q + 1, k
+    while state[3] < min(r_done - h - ky, ny - 1) + 1:
+        p, k = state[3], state[4]
+        while k < state[2] and cores[k] < (p + 1) * nx:
+            k += 1
+        if k > state[4]:
+            state[5] = _test_row(image, static, lo, sat_hi, cores[state[4]:k], p, ky, kx, gain,
+                                 nsig_s, threshold, bits, zero, core, col_p, col_row, strong,
+                                 state[5], GROUP_GAP)
+        state[3], state[4] = p + 1, k
+
+
+@numba.njit(cache=True, nogil=True)
+def _erode_row(signal, candidates, q, h, col_set, rows, core, cores, n_core):
+    """Marks in ``core`` (and appends to ``cores`` after the first
+    ``n_core``) the candidates of row q (flat indices, in order) whose
+    (2h+1)^2 window of ``signal`` (clipped at the edges) is all set; returns
+    the new number of cores.
+
+    A separable erosion: ``col_set`` counts the set pixels of each column
+    over the rows ``rows`` = [first, end) it holds, brought to the window's
+    rows q-h..q+h by adding the rows that enter and removing those that
+    leave (row slices, which vectorise); a candidate is a core when the
+    count is full in its 2h+1 columns (one scan along the row).
+    """
+    ny, nx = signal.shape
+    j0, j1 = max(q - h, 0), min(q + h + 1, ny)
+    if rows[1] <= j0 or rows[0] > j0:  # nothing to keep: start afresh
+        rows[0] = rows[1] = j0
+        for i in range(nx):
+            col_set[i] = 0
+    while rows[1] < j1:
+        s = signal[rows[1]]
+        for i in range(nx):
+            col_set[i] += s[i]
+        rows[1] += 1
+    while rows[0] < j0:
+        s = signal[rows[0]]
+        for i in range(nx):
+            col_set[i] -= s[i]
+        rows[0] += 1
+    full = j1 - j0
+    core_flat = core.reshape(-1)
+    last_unset, t = -nx - h - 1, 0  # the last column seen with an unset pixel; next to see
+    for c in candidates:
+        i = c - q * nx
+        t = max(t, i - h)
+        while t <= min(i + h, nx - 1):
+            last_unset = t if col_set[t] != full else last_unset
+            t += 1
+        is_core = np.uint8(last_unset < i - h)  # branch-free: about one in three is a core
+        core_flat[c] = is_core
+        cores[n_core] = c
+        n_core += is_core
+    return n_core
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_background_row(image, static, core, lo, sat_hi, bits, j, c0, c1, sign, col_p):
+    """Adds (sign = 1) or removes (-1) the background pixels of row j,
+    columns c0..c1-1, to or from the packed column sums (v * 2**bits + 1 per
+    pixel)."""
+    v, s, c = image[j, c0:c1], static[j, c0:c1], core[j, c0:c1]  # slices: no index checks
+    cp = col_p[c0:c1]
+    for t in range(len(v)):
+        u = v[t]
+        ok = s[t] & (c[t] ^ np.uint8(1)) & np.uint8(u > lo) & np.uint8(u < sat_hi)
+        cp[t] += sign * (((np.int64(u) << bits) | 1) if ok else np.int64(0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _test_row(image, static, lo, sat_hi, cores, p, ky, kx, gain, nsig_s, threshold, bits, zero,
+              core, col_p, col_row, strong, n_strong, gap):
+    """The strong test on the cores of row p (flat indices); returns the new
+    number of strong pixels.
+
+    With ``bits`` > 0 (integer counts whose packed sums S * 2**bits + n fit
+    in int64: exact, in any order) group by group (cores less than ``gap``
+    px apart): the background count and sum of each column over the
+    window's rows are kept packed in ``col_p`` with the row they belong to
+    (``col_row``), so the columns of a group that were summed for the row
+    above only add the row that enters and remove the one that leaves (row
+    slices, which vectorise; the rest are summed afresh), and the window
+    sums slide along runs of cores. Otherwise (float
+    counts, whose sums depend on the order, or too wide a range) each
+    window is summed afresh, column by column, in the type of ``zero``.
     """
     ny, nx = image.shape
-    cores = np.empty(len(candidates), np.int64)
-    n_core = 0
-    pj, pi, last_unset = -1, -1, -1  # previous candidate; last column of its window with a gap
-    j = 0
-    for c in candidates:  # raster order: the row follows without a (slow) division
-        while c >= (j + 1) * nx:
-            j += 1
-        i = c - j * nx
-        j0, j1 = max(j - h, 0), min(j + h + 1, ny)
-        if j == pj and i == pi + 1:
-            first = i + h  # the window moved one pixel along the row: one new column
-        else:
-            first, last_unset = i - h, i - h - 1
-        for ii in range(max(first, 0), min(i + h + 1, nx)):
-            for jj in range(j0, j1):
-                if not signal[jj, ii]:
-                    last_unset = ii
-                    break
-        pj, pi = j, i
-        if last_unset < i - h:
-            core[j, i] = 1
-            cores[n_core] = c
-            n_core += 1
-    n_strong = 0
-    integer = not isinstance(zero, float)
-    # integer counts: the background sums of the last window centred in each column, and
-    # its row, so that a core below it slides the window down (two short rows change)
-    win_row, win_m, win_x = np.full(nx, -2, np.int64), np.zeros(nx, np.int64), np.full(nx, zero)
-    wj, wi, m, x = -1, -1, 0, zero  # the last window summed: centre and background sums
-    j = 0
-    for c in cores[:n_core]:
-        while c >= (j + 1) * nx:
-            j += 1
-        i = c - j * nx
-        v = image[j, i]
-        if not v > threshold:
-            continue
-        j0, j1 = max(j - ky, 0), min(j + ky + 1, ny)
-        if integer and win_row[i] == j - 1:
-            # the window moved one pixel down: a row leaves, one enters (contiguous pixels;
-            # integer counts only: float sums would depend on the order)
-            m, x = win_m[i], win_x[i]
-            i0, i1 = max(i - kx, 0), min(i + kx + 1, nx)
-            if j - ky - 1 >= 0:
-                dm, dx = _background_row(image, static, core, lo, sat_hi, zero, j - ky - 1, i0, i1)
-                m -= dm
-                x -= dx
-            if j + ky < ny:
-                dm, dx = _background_row(image, static, core, lo, sat_hi, zero, j + ky, i0, i1)
-                m += dm
-                x += dx
-        elif wj == j and wi == i - 1 and integer:
-            # the window moved one pixel along the row: a column leaves, one enters
-            # (integer counts only: float sums would depend on the order)
-            if i - kx - 1 >= 0:
-                dm, dx = _background_column(image, static, core, lo, sat_hi, zero, j0, j1,
-                                            i - kx - 1)
-                m -= dm
-                x -= dx
-            if i + kx < nx:
-                dm, dx = _background_column(image, static, core, lo, sat_hi, zero, j0, j1,
-                                            i + kx)
-                m += dm
-                x += dx
-        else:
+    if not bits:
+        j0, j1 = max(p - ky, 0), min(p + ky + 1, ny)
+        for c in cores:
+            i = c - p * nx
+            v = image[p, i]
+            if not v > threshold:
+                continue
             m, x = 0, zero
             for ii in range(max(i - kx, 0), min(i + kx + 1, nx)):
                 dm, dx = _background_column(image, static, core, lo, sat_hi, zero, j0, j1, ii)
                 m += dm
                 x += dx
-        wj, wi = j, i
-        if integer:
-            win_row[i], win_m[i], win_x[i] = j, m, x
-        mean = x / m if m >= 2 else 0.0
-        if v >= mean + nsig_s * np.sqrt(gain * mean):
-            strong[n_strong] = c
-            n_strong += 1
-    core_flat = core.reshape(-1)
-    for c in cores[:n_core]:
-        core_flat[c] = 0
+            if _is_strong(v, m, x, gain, nsig_s):
+                strong[n_strong] = c
+                n_strong += 1
+        return n_strong
+    low = (1 << bits) - 1
+    k = 0
+    while k < len(cores):
+        e = k + 1  # a group: cores less than ``gap`` apart
+        while e < len(cores) and cores[e] - cores[e - 1] <= gap:
+            e += 1
+        c0, c1 = max(cores[k] - p * nx - kx, 0), min(cores[e - 1] - p * nx + kx + 1, nx)
+        t = c0
+        while t < c1:  # bring the columns to row p, a stretch of equal state at a time
+            state, f = col_row[t], t + 1
+            while f < c1 and col_row[f] == state:
+                f += 1
+            if state == p - 1:
+                if p - ky - 1 >= 0:
+                    _add_background_row(image, static, core, lo, sat_hi, bits, p - ky - 1, t, f,
+                                        -1, col_p)
+                if p + ky < ny:
+                    _add_background_row(image, static, core, lo, sat_hi, bits, p + ky, t, f, 1,
+                                        col_p)
+            elif state != p:
+                for ii in range(t, f):
+                    col_p[ii] = 0
+                for jj in range(max(p - ky, 0), min(p + ky + 1, ny)):
+                    _add_background_row(image, static, core, lo, sat_hi, bits, jj, t, f, 1,
+                                        col_p)
+            for ii in range(t, f):
+                col_row[ii] = p
+            t = f
+        w, prev = np.int64(0), -2
+        for c in cores[k:e]:
+            i = c - p * nx
+            if i == prev + 1:  # the window moves one pixel along the row
+                if i + kx < nx:
+                    w += col_p[i + kx]
+                if i - kx - 1 >= 0:
+                    w -= col_p[i - kx - 1]
+            else:
+                w = np.int64(0)
+                for ii in range(max(i - kx, 0), min(i + kx + 1, nx)):
+                    w += col_p[ii]
+            prev = i
+            v = image[p, i]
+            if v > threshold and _is_strong(v, w & low, w >> bits, gain, nsig_s):
+                strong[n_strong] = c
+                n_strong += 1
+        k = e
     return n_strong
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _background_row(image, static, core, lo, sat_hi, zero, j, i0, i1):
-    """Count and sum of the background pixels of row j, columns i0..i1-1."""
-    m, x = 0, zero
-    v, s, c = image[j, i0:i1], static[j, i0:i1], core[j, i0:i1]  # slices: no index checks
-    for ii in range(len(v)):
-        u = v[ii]
-        ok = s[ii] & (c[ii] ^ np.uint8(1)) & np.uint8(u > lo) & np.uint8(u < sat_hi)
-        m += ok
-        x += u if ok else 0
-    return m, x
+def _is_strong(v, m, x, gain, nsig_s):
+    """v >= mean + nsig_s sqrt(gain mean), mean = x / m (0 when m < 2)."""
+    mean = x / m if m >= 2 else 0.0
+    return v >= mean + nsig_s * np.sqrt(gain * mean)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -490,6 +587,14 @@ def _background_column(image, static, core, lo, sat_hi, zero, j0, j1, i):
         m += ok
         x += u if ok else 0
     return m, x
+
+
+@numba.njit(cache=True, nogil=True)
+def _unmark(core, cores):
+    """Clears the marks of ``cores`` (flat indices) in ``core``."""
+    core_flat = core.reshape(-1)
+    for c in cores:
+        core_flat[c] = 0
 
 
 _SCRATCH = threading.local()
@@ -560,6 +665,17 @@ def _sum_types(image: np.ndarray, lo, sat_hi, n_window: int, narrow: bool) -> tu
     return bits, (t, t, np.float64 if sq < 2**53 or sq >= 2**63 else np.int64), 0
 
 
+def _packed_bits(image: np.ndarray, lo, sat_hi, n_window: int) -> int:
+    """Bits of the count in packed int64 background sums S * 2**bits + n
+    over ``n_window`` pixels, or 0 when they would not fit (or counts are
+    floats)."""
+    if image.dtype.kind == "f":
+        return 0
+    bits = int(n_window).bit_length()
+    big = max(abs(int(lo) + 1), abs(int(sat_hi) - 1))  # largest |v| that enters the sums
+    return bits if (n_window * big + 1) << bits < 2**63 else 0
+
+
 def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
                          trusted_range=(-np.inf, np.inf), algorithm: str = DISPERSION_EXTENDED,
                          kernel_size=(3, 3), gain: float = 1.0, sigma_background: float = 6.0,
@@ -588,6 +704,18 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     ny, nx = image.shape
     big = _scratch("big", (2, 1024), np.int64)  # clipped values: few, or wide sums are faster
     force = _scratch("force", (nx,), np.uint8, zero=True)  # the kernel leaves it all 0
+    # the second stage of extended (a window two pixels wider), run behind the first pass
+    extended = mode == 1
+    h = max(min(kx, ky) - 1, 0)  # erosion half-width (0: the pixel itself, which is set)
+    core = _scratch("core", image.shape if extended else (1, 1), np.uint8, zero=True)
+    cores = _scratch("cores", (image.size if extended else 1,), np.int64)
+    strong = _scratch("strong", (image.size if extended else 1,), np.int64)
+    col_p, col_row = np.empty(nx, np.int64), np.empty(nx, np.int64)
+    col_set = np.empty(nx, np.uint8 if 2 * h + 1 < 256 else np.int32)  # set pixels per column
+    state = np.empty(8, np.int64)
+    ext = (h, ky + 2, kx + 2, _packed_bits(image, lo, sat_hi, (2 * kx + 5) * (2 * ky + 5)),
+           0.0 if image.dtype.kind == "f" else 0, core, cores, strong, col_p, col_row, col_set,
+           state)
     for narrow in (True, False):
         bits, types, clip = _sum_types(image, lo, sat_hi, (2 * kx + 1) * (2 * ky + 1), narrow)
         ring = [np.empty((2 * ky + 2, nx), t) for t in types[:2]]  # ring of row contributions
@@ -597,20 +725,17 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
                            for k, t in enumerate(types)]  # padded column sums
                    + [np.empty(1 if bits and k == 0 else nx, t)
                       for k, t in enumerate(types)])  # window sums of one row
+        col_row[:] = -2  # no column sums yet
+        state[:] = 0
         n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, *args, bits, clip, big,
-                        force, mask, found, *buffers)
+                        force, mask, found, *buffers, ext)
+        if extended:
+            _unmark(core, cores[:state[2]])  # ``core`` must be all 0 for the next image
         if n >= 0:
             break
-    if algorithm == DISPERSION:
+    if not extended:
         return found[:n].copy()
-    # extended: ``mask`` holds the not-background pixels; erode to spot cores and test
-    # them against the mean of the background
-    core = _scratch("core", image.shape, np.uint8, zero=True)  # the kernel leaves it all 0
-    strong = np.empty(n, np.int64)
-    n = _extended_final(image, static, lo, sat_hi, mask, found[:n], min(kx, ky) - 1, ky + 2,
-                        kx + 2, float(gain), float(sigma_strong), float(global_threshold),
-                        0.0 if image.dtype.kind == "f" else 0, core, strong)
-    return strong[:n]  # raster order: cores are visited in it
+    return strong[:state[5]].copy()  # raster order: cores are visited in it
 
 
 def threshold_image(image: np.ndarray, static_mask: np.ndarray, trusted_range=(-np.inf, np.inf),
