@@ -129,3 +129,13 @@ def mu_per_mm(material: str, wavelength_A: float) -> float:
     if material == "Si":
         return silicon_mu_per_mm(wavelength_A)
     return 0.0
+
+
+def sensor_fields(material: str, thickness_mm: float, wavelength_A: float) -> dict:
+    """Panel fields for a pixel-array sensor: material, thickness, mu and the px<->mm
+    strategy (parallax-corrected whenever mu is known)."""
+    from gonio.core.models.detector import PARALLAX, SIMPLE
+
+    mu = mu_per_mm(material, wavelength_A) if thickness_mm > 0 else 0.0
+    return {"material": material, "thickness": thickness_mm, "mu": mu,
+            "px_mm_strategy": PARALLAX if mu > 0 else SIMPLE, "type": "SENSOR_PAD"}

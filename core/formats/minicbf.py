@@ -24,12 +24,12 @@ import time
 import numpy as np
 
 from gonio.core.models.beam import Beam
-from gonio.core.models.detector import PARALLAX, SIMPLE, Detector, Panel
+from gonio.core.models.detector import SIMPLE, Detector, Panel
 from gonio.core.models.goniometer import Goniometer
 from gonio.core.models.scan import Scan
 
 from . import dls_i23
-from .attenuation import mu_per_mm
+from .attenuation import sensor_fields
 from .base import ImageFormat, header_error
 from .cbf_binary import binary_layout, check_binary_complete, decode_pixels, read_cbf_header
 from .module_gaps import detector_family, module_gap_mask
@@ -77,15 +77,7 @@ def sensor_from_header(h: dict, path: str, wavelength: float) -> dict:
     """Panel keywords for the sensor: material, thickness (mm), mu (1/mm), strategy."""
     for key, material in (("Silicon", "Si"), ("CdTe", "CdTe")):
         if key in h:
-            thickness = _number(h, key, path) * 1000.0
-            mu = mu_per_mm(material, wavelength)
-            return {
-                "material": material,
-                "thickness": thickness,
-                "mu": mu,
-                "px_mm_strategy": PARALLAX if mu > 0 else SIMPLE,
-                "type": "SENSOR_PAD",
-            }
+            return sensor_fields(material, _number(h, key, path) * 1000.0, wavelength)
     return {
         "material": "",
         "thickness": 0.0,

@@ -33,12 +33,12 @@ import os
 import numpy as np
 
 from gonio.core.models.beam import Beam
-from gonio.core.models.detector import PARALLAX, SIMPLE, Detector, Panel
+from gonio.core.models.detector import Detector, Panel
 from gonio.core.models.goniometer import Goniometer
 from gonio.core.models.rotation import axis_angle_matrix
 from gonio.core.models.scan import Scan
 
-from .attenuation import mu_per_mm
+from .attenuation import sensor_fields
 from .base import ImageFormat, ImageFormatError, check_exists, header_error
 from .minicbf import flat_panel
 
@@ -265,20 +265,13 @@ class NXmx(ImageFormat):
             if "sensor_thickness" in detector
             else 0.0
         )
-        mu = mu_per_mm(material, wavelength) if thickness > 0 else 0.0
         cutoff = None
         for key in ("saturation_value", "detectorSpecific/countrate_correction_count_cutoff"):
             if key in detector:
                 cutoff = float(np.atleast_1d(detector[key][()])[0])
                 break
-        return {
-            "material": material,
-            "thickness": thickness,
-            "mu": mu,
-            "px_mm_strategy": PARALLAX if mu > 0 else SIMPLE,
-            "type": "SENSOR_PAD",
-            "trusted_range": (-1.0, cutoff if cutoff else 2.0**31 - 1),
-        }
+        return {**sensor_fields(material, thickness, wavelength),
+                "trusted_range": (-1.0, cutoff if cutoff else 2.0**31 - 1)}
 
     @classmethod
     def _module_panel(cls, f, detector, module, wavelength) -> Panel:
