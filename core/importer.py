@@ -316,18 +316,23 @@ def import_images(
     return experiments
 
 
+def _within(image_range, lo: int, hi: int, source: str) -> tuple[int, int]:
+    """The image range to import: ``image_range`` if it lies within lo..hi, else an error."""
+    if image_range is None:
+        return lo, hi
+    if image_range[0] < lo or image_range[1] > hi:
+        raise ImageImportError(
+            f"image_range={image_range[0]},{image_range[1]} is outside the images of {source}, "
+            f"which are numbered {lo} to {hi}. Give a range within them."
+        )
+    return tuple(image_range)
+
+
 def _import_group(g: _Group, image_range, o: ImportOverrides) -> list[Experiment]:
     if g.fmt.name == NXmx.name:
         return _import_hdf5(g, image_range, o)
     numbers = sorted(g.files)
-    lo, hi = numbers[0], numbers[-1]
-    if image_range is not None:
-        if image_range[0] < lo or image_range[1] > hi:
-            raise ImageImportError(
-                f"image_range={image_range[0]},{image_range[1]} is outside the images of "
-                f"{g.template}, which are numbered {lo} to {hi}. Give a range within them."
-            )
-        lo, hi = image_range
+    lo, hi = _within(image_range, numbers[0], numbers[-1], g.template)
     missing = [n for n in range(lo, hi + 1) if n not in g.files]
     if missing:
         shown = ", ".join(str(n) for n in missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -386,14 +391,7 @@ def _stills(g: _Group, numbers, beam, detector, o: ImportOverrides) -> list[Expe
 def _import_hdf5(g: _Group, image_range, o: ImportOverrides) -> list[Experiment]:
     master = g.template
     beam, detector, goniometer, scan = g.fmt.read_models(master)
-    lo, hi = scan.image_range
-    if image_range is not None:
-        if image_range[0] < lo or image_range[1] > hi:
-            raise ImageImportError(
-                f"image_range={image_range[0]},{image_range[1]} is outside the {hi} images of "
-                f"{master} (numbered 1 to {hi}). Give a range within them."
-            )
-        lo, hi = image_range
+    lo, hi = _within(image_range, *scan.image_range, master)
     start, width = scan.oscillation
     scan = Scan(image_range=(lo, hi), oscillation=(start + (lo - 1) * width, width))
     if o.oscillation is not None:

@@ -299,15 +299,7 @@ def test_minicbf_geometry_equals_dials_import(tmp_path, header):
         t = re.sub(r"# 20\d\d-\d\d-\d\dT[\d:.]+", stamp, text)
         make_cbf(tmp_path / f"x4_{i:04d}.cbf", t, 0.2 * (i - 1), 0.2, nx=2463, ny=2527, zeros=True)
     (e,) = import_images([str(tmp_path / "x4_####.cbf")])
-    p, q = e.detector[0].to_dict(), dials.detector[0].to_dict()
-    for key in ("fast_axis", "slow_axis", "origin", "pixel_size", "mu", "thickness"):
-        assert p[key] == pytest.approx(q[key], rel=1e-12, abs=1e-12), key
-    for key in ("image_size", "mask", "trusted_range", "material", "type", "px_mm_strategy"):
-        assert p[key] == q[key], key
-    _assert_same_beam(e.beam, dials.beam)
-    assert e.goniometer.rotation_axis == pytest.approx(dials.goniometer.rotation_axis)
-    assert e.scan.oscillation == pytest.approx(dials.scan.oscillation)
-    assert e.scan.exposure_time == pytest.approx(dials.scan.exposure_time[:2])
+    _assert_same_models(e, dials, abs_mm=1e-12)
     assert e.scan.epochs == pytest.approx(dials.scan.epochs[:2], abs=1e-3)
     assert not ImageSequenceReader(e).read(1)[0].any()
 
@@ -329,15 +321,7 @@ def test_timepix_smv_with_distance_override_equals_dials(tmp_path):
         text = "{\n" + "".join(f"{k}={v};\n" for k, v in items.items()) + "}\n"
         (tmp_path / f"{i:05d}.img").write_bytes(text.encode().ljust(512) + bytes(516 * 516 * 2))
     (e,) = import_images([str(tmp_path / "#####.img")], overrides=ImportOverrides(distance=2193))
-    p, q = e.detector[0].to_dict(), dials.detector[0].to_dict()
-    for key in ("fast_axis", "slow_axis", "origin", "pixel_size", "mu", "thickness"):
-        assert p[key] == pytest.approx(q[key], rel=1e-12, abs=1e-9), key
-    for key in ("image_size", "mask", "trusted_range", "material", "type", "px_mm_strategy"):
-        assert p[key] == q[key], key
-    _assert_same_beam(e.beam, dials.beam)
-    assert e.goniometer.rotation_axis == pytest.approx(dials.goniometer.rotation_axis)
-    assert e.scan.oscillation == pytest.approx(dials.scan.oscillation)
-    assert e.scan.exposure_time == pytest.approx(dials.scan.exposure_time[:2])
+    _assert_same_models(e, dials, abs_mm=1e-9)
 
 
 def test_apply_overrides_to_existing_experiments(header, tmp_path):
@@ -367,3 +351,17 @@ def _assert_same_beam(a, b):
     assert set(da) == set(db)
     for key in da:
         assert da[key] == pytest.approx(db[key]), key
+
+
+def _assert_same_models(e, dials, abs_mm):
+    """gonio's import of the first two images equals DIALS's experiment (detector, beam,
+    goniometer, scan)."""
+    p, q = e.detector[0].to_dict(), dials.detector[0].to_dict()
+    for key in ("fast_axis", "slow_axis", "origin", "pixel_size", "mu", "thickness"):
+        assert p[key] == pytest.approx(q[key], rel=1e-12, abs=abs_mm), key
+    for key in ("image_size", "mask", "trusted_range", "material", "type", "px_mm_strategy"):
+        assert p[key] == q[key], key
+    _assert_same_beam(e.beam, dials.beam)
+    assert e.goniometer.rotation_axis == pytest.approx(dials.goniometer.rotation_axis)
+    assert e.scan.oscillation == pytest.approx(dials.scan.oscillation)
+    assert e.scan.exposure_time == pytest.approx(dials.scan.exposure_time[:2])
