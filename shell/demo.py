@@ -22,7 +22,7 @@ def _fresh_folder(base: Path) -> Path:
 
 
 def demo(args: list[str]) -> int:
-    from gonio.shell.main import run_lines, split_commands
+    from gonio.shell.main import prepare_kernels, run_lines, split_commands
     from gonio.shell.progress import Progress
     from gonio.shell.session import Session
 
@@ -32,9 +32,11 @@ def demo(args: list[str]) -> int:
         return 1
     folder = _fresh_folder(Path(args[0] if args else "gonio-demo").absolute())
     print(f"gonio demo: a simulated sweep processed in {folder}")
+    lines = split_commands(SCRIPT.read_text())
+    prepare_kernels(lines)
     session = Session(folder, progress=Progress(sys.stderr))
     try:
-        rc = run_lines(session, split_commands(SCRIPT.read_text()), echo=True)
+        rc = run_lines(session, lines, echo=True)
         if rc == 0 and sys.stdin.isatty():
             from gonio.shell.repl import repl
 

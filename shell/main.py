@@ -6,6 +6,12 @@
     gonio history --script     print a script reproducing the current branch
     gonio replay [N]           re-run the branch ending at step N (default: the head) as a new branch
     gonio demo [folder]        simulate a small sweep in a fresh folder and process it
+    gonio process IMAGES [step.param=value] [stop_after=STEP]   the whole pipeline
+    gonio process --many LIST_OR_GLOB [--scheduler ADDRESS]  many sweeps with Dask (docs/process.md)
+    gonio --read-only ...      open the session without changing it (also automatic when
+                               the folder is not writable): history, show, diff, goto, save
+    gonio check | repair | gc  verify / recover / clean up the session (docs/sessions.md)
+    gonio copy SRC DEST        copy the session in SRC to DEST, to continue it there
     ... | gonio                commands piped on standard input
 
 The exit code is 0 when every command succeeded and 1 at the first failure
@@ -20,11 +26,15 @@ import sys
 USAGE = __doc__
 
 
-def _session(folder: str = "."):
+_READ_ONLY = False  # set by --read-only
+
+
+def _session(folder: str = ".", progress: bool = True):
     from gonio.shell.progress import Progress
     from gonio.shell.session import Session
 
-    return Session(folder, progress=Progress(sys.stderr))
+    return Session(folder, progress=Progress(sys.stderr, enabled=progress),
+                   read_only=_READ_ONLY)
 
 
 def run_lines(session, lines, echo: bool = False) -> int:
@@ -41,6 +51,54 @@ def run_lines(session, lines, echo: bool = False) -> int:
             print(result.text, file=sys.stdout if result.ok else sys.stderr, flush=True)
         if not result.ok:
             return 1
+    return 0
+
+
+#: The kernel units (``gonio.core.jit.UNITS``) each step compiles on its first run.
+STEP_KERNELS = {
+    "simulate": ("gonio.core.simulate",),
+    "findspots": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding"),
+    "process": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding"),
+}
+
+
+def prepare_kernels(lines: list[str] | None = None) -> None:
+    """Start compiling, in a background process, the kernels that the commands
+    ``lines`` need (all units when None: an interactive session) and that this
+    machine never prepared (the first command's own units are left to that
+    command, which compiles them meanwhile in this process); and start loading
+    those already prepared in a thread, while the session opens."""
+    from gonio.core import jit
+
+    if lines is None:
+        jit.prepare_in_background()
+        jit.load_in_background()
+        return
+    steps = [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
+    needed = list(dict.fromkeys(u for step in steps for u in STEP_KERNELS.get(step, ())))
+    first = STEP_KERNELS.get(steps[0], ()) if steps else ()
+    if [u for u in needed if u not in first]:
+        jit.prepare_in_background([u for u in needed if u not in first])
+    if needed:
+        jit.load_in_background(needed)
+
+
+def _help(lines: list[str]) -> int:
+    """``help`` lines, run without opening the session (start-up stays fast)."""
+    from gonio.core.errors import GonioError
+    from gonio.shell.command import Context
+    from gonio.shell.commands import lookup
+    from gonio.shell.params import split_line
+
+    command = lookup("help")
+    for line in lines:
+        try:
+            parsed = command.paramset.parse(split_line(line)[1:], cwd=os.getcwd())
+            out = command.function()(Context(load_state=lambda: None, cwd=os.getcwd()), parsed)
+        except GonioError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            return 1
+        print(out.text, flush=True)
     return 0
 
 
@@ -65,18 +123,28 @@ def split_commands(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from gonio.core import jit
     from gonio.core.errors import GonioError
 
+    jit.use_cache_dir()  # every numba kernel of this program caches in the user's folder
     try:
         return _main(argv)
     except GonioError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C: the running step is not recorded
+        print("\nInterrupted: the step that was running was not recorded.", file=sys.stderr)
         return 130
 
 
 def _main(argv: list[str]) -> int:
+    global _READ_ONLY
+    if argv and argv[0] == "--read-only":
+        _READ_ONLY, argv = True, argv[1:]
+    if argv and argv[0] in ("check", "repair", "gc", "copy"):
+        from gonio.shell.maintenance import run
+
+        return run(argv)
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
@@ -89,8 +157,12 @@ def _main(argv: list[str]) -> int:
         if len(argv) < 2:
             print("gonio -c needs the commands, e.g. gonio -c \"import x.expt; show\"", file=sys.stderr)
             return 2
+        lines = split_commands(" ".join(argv[1:]))
+        if all(line.split()[0] == "help" for line in lines):
+            return _help(lines)  # needs no session: opens no history database
+        prepare_kernels(lines)
         with _closing(_session()) as s:
-            return run_lines(s, split_commands(" ".join(argv[1:])))
+            return run_lines(s, lines)
     if argv and argv[0] == "run":
         if len(argv) != 2:
             print("usage: gonio run SCRIPT", file=sys.stderr)
@@ -100,8 +172,10 @@ def _main(argv: list[str]) -> int:
         except OSError as e:
             print(f"Error: cannot read the script {argv[1]}: {e.strerror}.", file=sys.stderr)
             return 1
-        with _closing(_session()) as s:
-            return run_lines(s, split_commands(text), echo=True)
+        lines = split_commands(text)
+        prepare_kernels(lines)
+        with _closing(_session(progress=False)) as s:  # a script's log: no progress bars
+            return run_lines(s, lines, echo=True)
     if argv and argv[0] == "history":
         with _closing(_session()) as s:
             return run_lines(s, [" ".join(argv)])
@@ -112,15 +186,23 @@ def _main(argv: list[str]) -> int:
         from gonio.shell.demo import demo
 
         return demo(argv[1:])
+    if argv and argv[0] == "process" and "--many" in argv:
+        from gonio.shell.process_many import main as process_many
+
+        return process_many(argv[1:])
     if argv:
         # a single command given directly: gonio show
+        prepare_kernels([" ".join(argv)])
         with _closing(_session()) as s:
             return run_lines(s, [" ".join(argv)])
     if not sys.stdin.isatty():
+        lines = split_commands(sys.stdin.read())
+        prepare_kernels(lines)
         with _closing(_session()) as s:
-            return run_lines(s, split_commands(sys.stdin.read()))
+            return run_lines(s, lines)
     from gonio.shell.repl import repl
 
+    prepare_kernels(None)  # compiled while the shell waits for input
     with _closing(_session()) as s:
         return repl(s)
 

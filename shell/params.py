@@ -36,9 +36,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import gemmi
-from tabulate import tabulate
-
 from gonio.core.errors import GonioError
 from gonio.shell.phil import NAME_RE, Assignment, PhilSyntaxError, Word, format_phil, parse_phil
 from gonio.shell.phil import quote_word as _quote_word
@@ -276,6 +273,8 @@ def _conv_space_group(p: Param, words: Sequence[Word], shown: str) -> str:
     if text.isdigit() and not 1 <= int(text) <= 230:
         raise _Bad(f"{shown}: space-group numbers run from 1 to 230, got {text}")
     try:
+        import gemmi
+
         return gemmi.SpaceGroup(text).xhm()
     except (ValueError, RuntimeError):
         raise _Bad(
@@ -293,6 +292,8 @@ def _conv_unit_cell(p: Param, words: Sequence[Word], shown: str) -> tuple[float,
         raise _Bad(f"{shown}: the cell lengths a, b, c must be > 0 A")
     if not all(0 < x < 180 for x in (alpha, beta, gamma)):
         raise _Bad(f"{shown}: the cell angles alpha, beta, gamma must be between 0 and 180 deg")
+    import gemmi
+
     volume = gemmi.UnitCell(*values).volume
     if not volume > 0:  # also catches NaN: angles that close no parallelepiped
         raise _Bad(
@@ -309,6 +310,8 @@ def _conv_cb_op(p: Param, words: Sequence[Word], shown: str) -> str:
         raise _Bad(f"{shown}: {text!r} is not a change-of-basis operator; {hint}")
     text = re.sub(r"(\d)([abcxyz])", r"\1*\2", text)  # "2a" -> "2*a"
     try:
+        import gemmi
+
         op = gemmi.Op(text)
     except (ValueError, RuntimeError):
         raise _Bad(f"{shown}: {text!r} is not a change-of-basis operator; {hint}") from None
@@ -691,4 +694,6 @@ def _table(rows: list[list[str]], headers: list[str], widths: list[int | None]) 
         [cell if w is None else textwrap.fill(cell, w) for cell, w in zip(row, widths)]
         for row in rows
     ]
+    from tabulate import tabulate
+
     return tabulate(wrapped, headers=headers, disable_numparse=True)

@@ -59,6 +59,9 @@ def repl(session) -> int:
         try:
             result = session.run_line(line)
         except KeyboardInterrupt:
+            reset = getattr(session.progress, "reset", None)
+            if reset is not None:
+                reset()  # end a progress bar's line
             print("Interrupted: nothing was recorded.")
             continue
         if result.text:

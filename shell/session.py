@@ -50,11 +50,12 @@ class Result:
 class Session:
     """The session kept in ``folder/.gonio`` (created on first use)."""
 
-    def __init__(self, folder: str | os.PathLike = ".", progress=None, nproc: int = 0):
+    def __init__(self, folder: str | os.PathLike = ".", progress=None, nproc: int = 0,
+                 read_only: bool = False):
         from gonio.store.history import History
 
         self.folder = Path(folder).absolute()
-        self.history = History.open(self.folder)
+        self.history = History.open(self.folder, read_only=read_only)
         self.progress = progress or (lambda what, done, total: None)
         self.nproc = nproc or (os.cpu_count() or 1)
         self._states: OrderedDict[int, object] = OrderedDict()
@@ -78,9 +79,15 @@ class Session:
             state = State()
         else:
             manifest = self.history.manifest(key)
-            state = decode_state(manifest, self.history.blobs.get)
+            where = f"step {key} ({self.history.step(key).line[:40]})"
+            state = decode_state(manifest, self.history.loader(key), where)
         self._remember(key, state)
         return state
+
+    def forget_states(self, steps) -> None:
+        """Drop the kept states of forgotten steps."""
+        for step in steps:
+            self._states.pop(step, None)
 
     def _remember(self, key: int, state) -> None:
         self._states[key] = state
@@ -111,16 +118,18 @@ class Session:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # a bug: say so plainly; nothing was committed
-            import traceback
-
-            log = self.folder / ".gonio" / "last_error.txt"
-            log.write_text(traceback.format_exc())
             return Result(False, f"Error: internal error in gonio ({type(e).__name__}: {e}). "
-                          f"Nothing was recorded; the session is as before. The traceback is in "
-                          f"{log}; please report it.")
+                          f"Nothing was recorded; the session is as before. "
+                          f"{_save_traceback(self.folder)}")
 
     def _run(self, command: Command, parsed, line: str) -> Result:
+        if command.step:
+            self.history.require_writable(f"run {command.name}")
         head = self.head
+        notice = ""
+        if command.step and self.history.moved_elsewhere(head):
+            notice = (f"Note: another gonio process moved the session to step {head or 0} "
+                      f"since your last command; this {command.name} runs on step {head or 0}.\n")
         ctx = Context(load_state=lambda: self.state_at(head), cwd=str(self.folder),
                       progress=self.progress, nproc=self.nproc, session=self)
         t0 = time.perf_counter()
@@ -134,15 +143,32 @@ class Session:
         params = dict(parsed.values)
         if parsed.positional:
             params["_positional"] = list(parsed.positional)
-        step = self.history.commit_step(
+        commit = self.history.record_step(
             command=command.name, line=line, params=params, artifacts=artifacts,
             log=outcome.text, metrics=outcome.metrics, duration_s=duration,
-            software_version=software_version(),
+            software_version=software_version(), parent=head,
         )
+        step = commit.step
         self._remember(step, outcome.state)
+        if commit.branched:
+            notice += (f"Note: another gonio process moved the session to step "
+                       f"{commit.head_before or 0}; this step is recorded as a branch from step "
+                       f"{head or 0}.\n")
         text = outcome.text.rstrip()
-        return Result(True, (text + "\n" if text else "") + f"[step {step}: {command.name}, "
-                      f"{duration:.2f} s]", step)
+        return Result(True, notice + (text + "\n" if text else "") + f"[step {step}: "
+                      f"{command.name}, {duration:.2f} s]", step)
+
+
+def _save_traceback(folder: Path) -> str:
+    """Write the traceback of the exception being handled beside the history, if possible."""
+    import traceback
+
+    log = folder / ".gonio" / "last_error.txt"
+    try:
+        log.write_text(traceback.format_exc())
+    except OSError:  # read-only folder or full disk: show it instead
+        return "The traceback follows; please report it.\n" + traceback.format_exc()
+    return f"The traceback is in {log}; please report it."
 
 
 def _paragraph(e: Exception) -> str:

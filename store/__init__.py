@@ -4,7 +4,9 @@
   processing folder (commit, undo, redo, goto, branches), shared by all gonio
   processes working on that folder and safe against a killed process.
 - :mod:`gonio.store.blobs`: :class:`BlobStore`, artifacts as content-addressed
-  files (SHA-256) with an in-memory cache.
+  files (SHA-256, Zstandard-compressed when it pays) with an in-memory cache.
+- :mod:`gonio.store.maintenance`: check, repair, gc, sizes and copy of a
+  session folder.
 - :mod:`gonio.store.schema`: the database tables (SQLAlchemy ORM).
 - :mod:`gonio.store.errors`: the user-facing errors.
 

@@ -37,3 +37,19 @@ class NothingToUndoError(HistoryError):
 
 class NothingToRedoError(HistoryError):
     """``redo`` at a step without later steps."""
+
+
+class ReadOnlyHistoryError(HistoryError):
+    """A change to a session opened read-only (or in a folder that is not writable)."""
+
+
+class WriteFailedError(HistoryError):
+    """A step could not be written (disk full, file size limit, I/O error)."""
+
+
+class ForgetRefusedError(HistoryError):
+    """``forget`` of a step the current head descends from."""
+
+
+class UnsafeArtifactError(CorruptHistoryError):
+    """A stored artifact holds something other than the data gonio writes (e.g. a pickle)."""

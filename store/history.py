@@ -2,26 +2,41 @@
 
 A processing folder holds ``.gonio/history.sqlite`` (SQLite in WAL mode, see
 :mod:`gonio.store.schema`) and ``.gonio/blobs/`` (a :class:`BlobStore`). Every
-successful command becomes a step: a child of the current *head* whose
-manifest is the parent's manifest updated with the artifacts the command
-changed. ``undo``/``redo``/``goto`` only move the head; a command run after
-``undo`` starts a branch; nothing is ever deleted.
+successful command becomes a step: a child of the step it was computed from
+(normally the *head*) whose manifest is that parent's manifest updated with
+the artifacts the command changed. ``undo``/``redo``/``goto`` only move the
+head; a command run after ``undo`` starts a branch. Steps are removed only
+by an explicit ``forget`` of a branch the head does not descend from.
 
 The store deals in bytes: it does not know what an artifact means.
 
 Crash safety: blobs are written (atomically) before the database
 transaction that references them, and the step row and the head move are one
 transaction, so a process killed at any moment leaves the previous head and
-a consistent database (at worst an unreferenced blob file). Several gonio
-processes may work on one folder at once: writes take SQLite's write lock
-up front (``BEGIN IMMEDIATE``) and wait for each other, and the head lives
-in the database, so commits from any process extend the same tree.
+a consistent database (at worst an unreferenced blob file). A write that
+fails (disk full, file size limit) raises :class:`WriteFailedError` and
+changes nothing.
+
+Several gonio processes may work on one folder at once. Writes take
+SQLite's write lock up front (``BEGIN IMMEDIATE``) and wait for each other;
+the head lives in the database, shared by all processes. A step is recorded
+under the step it was *computed from* (``parent=`` of :meth:`record_step`):
+if another process moved the head while the command ran, the step becomes a
+new branch from its true parent (the returned :class:`Commit` says so), so
+the tree never claims a step came from models it was not computed from.
+Readers never wait for a writer (WAL).
+
+Read-only: a session opened with ``read_only=True``, or in a folder that is
+not writable, is read through SQLite's read-only mode; ``undo``/``redo``/
+``goto`` move a head kept in memory, and recording or forgetting a step
+raises :class:`ReadOnlyHistoryError`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, delete, event, select, update
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
@@ -37,6 +52,7 @@ from sqlalchemy.orm import Session
 from gonio.store.blobs import DEFAULT_CACHE_BYTES, BlobStore
 from gonio.store.errors import (
     CorruptHistoryError,
+    ForgetRefusedError,
     HistoryError,
     NewerHistoryError,
     NoSessionError,
@@ -44,6 +60,8 @@ from gonio.store.errors import (
     NoSuchStepError,
     NothingToRedoError,
     NothingToUndoError,
+    ReadOnlyHistoryError,
+    WriteFailedError,
 )
 from gonio.store.schema import (
     APPLICATION_ID,
@@ -59,6 +77,15 @@ DATABASE_NAME = "history.sqlite"
 BLOB_DIR = "blobs"
 #: How long a write waits for another gonio process holding the database (s).
 BUSY_TIMEOUT_S = 60.0
+#: ``status`` of a step whose artifacts are missing or damaged (set by repair).
+DAMAGED = "damaged"
+
+
+class _Head:
+    """Marker: record the step as a child of whatever the head is at commit time."""
+
+
+HEAD = _Head()
 
 
 @dataclass(frozen=True)
@@ -68,7 +95,9 @@ class StepInfo:
     ``params`` are the full effective parameters and ``metrics`` the key
     figures, both as they come back from JSON (tuples become lists).
     ``manifest`` maps every artifact name of the state after the step to its
-    blob hash. Times are timezone-aware UTC.
+    blob hash. Times are timezone-aware UTC. ``status`` is ``"ok"``, or
+    ``"damaged"`` once ``gonio repair`` found artifacts of it missing or
+    altered.
     """
 
     id: int
@@ -87,6 +116,24 @@ class StepInfo:
     session_id: int
 
 
+@dataclass(frozen=True)
+class Commit:
+    """What :meth:`History.record_step` did.
+
+    ``parent`` is the step the new one was recorded under; ``head_before``
+    the head just before (different from ``parent`` when another process
+    moved the head while the command ran: the step then starts a branch).
+    """
+
+    step: int
+    parent: int | None
+    head_before: int | None
+
+    @property
+    def branched(self) -> bool:
+        return self.parent != self.head_before
+
+
 class History:
     """The step tree of one processing folder; open it with :meth:`History.open`.
 
@@ -94,34 +141,56 @@ class History:
     step number is accepted) is the empty start state, step 0.
     """
 
-    def __init__(self, folder: Path, engine: Engine, blobs: BlobStore):
+    def __init__(
+        self,
+        folder: Path,
+        engine: Engine,
+        blobs: BlobStore,
+        read_only: bool = False,
+        read_only_reason: str = "",
+    ):
         self.folder = folder
         self.blobs = blobs
+        self.read_only = read_only
+        self.read_only_reason = read_only_reason
         self._engine = engine
         self._write_engine = engine.execution_options(gonio_write=True)
         self._steps: dict[int, StepInfo] = {}
         self._children: dict[int | None, list[int]] = {}
         self._max_known = 0
+        self._generation = ""
         self._session_id: int | None = None
+        self._local_head: int | None | _Head = HEAD  # read-only sessions move this head
+        self._local_redo: dict[int | None, int] = {}  # ... and remember their undos here
+        #: The head as this object last set it (HEAD: never): a shell compares it with
+        #: :attr:`head` to tell that another process moved the session.
+        self.last_set_head: int | None | _Head = HEAD
         # Crash tests set this to a callable(stage) run at "blobs_written" and
-        # "before_commit" inside commit_step.
+        # "before_commit" inside record_step.
         self._fault_hook = None
 
     # ------------------------------------------------------------------ opening
 
     @classmethod
     def open(
-        cls, folder: str | os.PathLike, create: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES
+        cls,
+        folder: str | os.PathLike,
+        create: bool = True,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        read_only: bool = False,
     ) -> History:
         """Open the history of processing folder ``folder`` (creating ``.gonio/`` if asked).
 
-        ``cache_bytes`` bounds the artifacts kept in memory.
+        ``cache_bytes`` bounds the artifacts kept in memory. The history is
+        opened read-only when asked, or when the session folder is not
+        writable (``read_only`` then tells why). Opening reads no step and no
+        artifact.
         """
         folder = Path(folder).absolute()
         session_dir = folder / SESSION_DIR
         db_path = session_dir / DATABASE_NAME
         if not db_path.is_file():
-            if not create:
+            if not create or read_only:
                 raise NoSessionError(
                     f"There is no gonio session in {folder} (no {SESSION_DIR}/{DATABASE_NAME}). "
                     "Check the folder name, or start a new session there."
@@ -131,11 +200,24 @@ class History:
                     f"The folder {folder} does not exist. Create it first, or give the "
                     "path of an existing processing folder."
                 )
-            session_dir.mkdir(exist_ok=True)
-        history = cls(folder, _make_engine(db_path), BlobStore(session_dir / BLOB_DIR, cache_bytes))
+            try:
+                session_dir.mkdir(exist_ok=True)
+            except OSError as e:
+                raise NoSessionError(
+                    f"Cannot start a session in {folder}: {e.strerror or e}. Start gonio in a "
+                    "folder you can write to."
+                ) from None
+        reason = ""
+        if read_only:
+            reason = "opened with --read-only"
+        elif not _writable(session_dir, db_path):
+            read_only, reason = True, f"the folder {session_dir} is not writable"
+        engine = _make_read_only_engine(db_path) if read_only else _make_engine(db_path)
+        blobs = BlobStore(session_dir / BLOB_DIR, cache_bytes)
+        history = cls(folder, engine, blobs, read_only, reason)
         try:
             with history._database_errors():
-                history._check_schema(create)
+                history._check_schema(create and not read_only)
         except BaseException:
             history.close()
             raise
@@ -155,11 +237,17 @@ class History:
     def database_path(self) -> Path:
         return self.folder / SESSION_DIR / DATABASE_NAME
 
+    @property
+    def session_dir(self) -> Path:
+        return self.folder / SESSION_DIR
+
     # ------------------------------------------------------------------ reading
 
     @property
     def head(self) -> int | None:
         """The current step (``None`` = step 0, the empty start), as shared by all processes."""
+        if self.read_only and not isinstance(self._local_head, _Head):
+            return self._local_head
         with self._database_errors(), Session(self._engine) as s:
             return _read_head(s)
 
@@ -185,7 +273,41 @@ class History:
                 f"The state after step {step_id or 0} has no '{name}' (it has {have}). "
                 "Run the command that makes it first, or go to a step that has it."
             )
-        return self.blobs.get(manifest[name])
+        return self.loader(step_id)(manifest[name])
+
+    def loader(self, step_id: int | None):
+        """``load(hash) -> bytes`` for the artifacts of ``step_id``, whose errors name the step.
+
+        A missing or damaged artifact raises :class:`MissingBlobError` or
+        :class:`CorruptHistoryError` saying which step and artifact it is.
+        """
+        info = self.step(step_id) if step_id else None
+
+        def load(blob_hash: str) -> bytes:
+            try:
+                return self.blobs.get(blob_hash)
+            except CorruptHistoryError as e:
+                names = [n for n, h in info.manifest.items() if h == blob_hash] if info else []
+                what = f"'{names[0]}'" if names else f"{blob_hash[:12]}..."
+                raise type(e)(
+                    f"Step {step_id} ({info.line if info else ''}): its artifact {what} cannot "
+                    f"be read. {e}"
+                ) from None
+
+        return load
+
+    def moved_elsewhere(self, head: int | None) -> bool:
+        """True when ``head`` is not where this object last put the head: another gonio
+        process moved the session since (False when this object never moved it)."""
+        return not isinstance(self.last_set_head, _Head) and head != self.last_set_head
+
+    def damage(self, step_id: int) -> str | None:
+        """Why ``gonio repair`` marked step ``step_id`` damaged (None: it is not)."""
+        if self.step(step_id).status != DAMAGED:
+            return None
+        with self._database_errors(), Session(self._engine) as s:
+            row = s.get(KeyValueRow, _damage_key(step_id))
+            return row.value if row else "its artifacts are missing or altered"
 
     def steps(self) -> list[StepInfo]:
         """All steps, in step-number order."""
@@ -202,11 +324,24 @@ class History:
         """The branch from the start to ``step_id`` inclusive (step 0 excluded)."""
         chain: list[StepInfo] = []
         current = step_id or None
+        if current is not None and current not in self._steps:
+            self._refresh()  # one read for the whole branch
         while current is not None:
             info = self._known_step(current)
             chain.append(info)
             current = info.parent_id
         return chain[::-1]
+
+    def descendants(self, step_id: int) -> list[int]:
+        """``step_id`` and every step made from it (directly or not), in step-number order."""
+        self._known_step(step_id)
+        self._refresh()
+        out, todo = [], [step_id]
+        while todo:
+            current = todo.pop()
+            out.append(current)
+            todo.extend(self._children.get(current, []))
+        return sorted(out)
 
     def tree(self) -> list[tuple[StepInfo, int]]:
         """Every step with its branch depth, in display order.
@@ -237,14 +372,38 @@ class History:
         metrics: Mapping[str, Any],
         duration_s: float,
         software_version: str,
+        parent: int | None | _Head = HEAD,
     ) -> int:
-        """Record a successful command as a child of the head, make it the head, return its number.
+        """Record a successful command, make it the head and return its number.
 
-        ``artifacts`` are the changed artifacts of the new state (``None``
-        removes a name); the others are inherited from the parent. ``params``
-        and ``metrics`` must be JSON-serialisable (numpy scalars/arrays and
-        paths are converted).
+        See :meth:`record_step` (which also says whether the step branched).
         """
+        return self.record_step(
+            command, line, params, artifacts, log, metrics, duration_s, software_version, parent
+        ).step
+
+    def record_step(
+        self,
+        command: str,
+        line: str,
+        params: Mapping[str, Any],
+        artifacts: Mapping[str, bytes | None],
+        log: str,
+        metrics: Mapping[str, Any],
+        duration_s: float,
+        software_version: str,
+        parent: int | None | _Head = HEAD,
+    ) -> Commit:
+        """Record a successful command as a child of ``parent`` and make it the head.
+
+        ``parent`` is the step the command was computed from (0/None: the
+        empty start); by default the head at the moment of the commit.
+        ``artifacts`` are the changed artifacts of the new state relative to
+        ``parent`` (``None`` removes a name); the others are inherited from
+        it. ``params`` and ``metrics`` must be JSON-serialisable (numpy
+        scalars/arrays and paths are converted).
+        """
+        self.require_writable("record a step")
         for name, data in artifacts.items():
             if not isinstance(name, str) or not name:
                 raise ValueError(f"artifact names must be non-empty strings, not {name!r}")
@@ -254,12 +413,26 @@ class History:
                 )
         params_json = _json_roundtrip(params, "parameters")
         metrics_json = _json_roundtrip(metrics, "metrics")
-        hashes = {n: None if d is None else self.blobs.put(d) for n, d in artifacts.items()}
+        with self._write_errors(command):
+            hashes = {n: None if d is None else self.blobs.put(d) for n, d in artifacts.items()}
         self._fault("blobs_written")
         finished = datetime.now(UTC)
         started = finished - timedelta(seconds=float(duration_s))
         with self._database_errors(), Session(self._write_engine) as s, s.begin():
-            parent_id = _read_head(s)
+            head_before = _read_head(s)
+            parent_id = head_before if isinstance(parent, _Head) else (parent or None)
+            if parent_id is not None and s.get(StepRow, parent_id) is None:
+                raise NoSuchStepError(
+                    f"Step {parent_id}, which this {command} was computed from, is no longer "
+                    "in the history (another gonio process forgot it while the command ran). "
+                    "Nothing was recorded; run the command again from a step `history` shows."
+                )
+            # a clean-up (gc) in another process may have removed a blob that was
+            # already there when it was put: write it again, under the lock gc needs
+            with self._write_errors(command):
+                for name, blob_hash in hashes.items():
+                    if blob_hash is not None and not self.blobs.path(blob_hash).is_file():
+                        self.blobs.write(blob_hash, bytes(artifacts[name]))
             manifest = self._manifest_in(s, parent_id)
             for name, blob_hash in hashes.items():
                 if blob_hash is None:
@@ -267,7 +440,7 @@ class History:
                 else:
                     manifest[name] = blob_hash
             session_id = self._session_id
-            if session_id is None:
+            if session_id is None or s.get(SessionRow, session_id) is None:
                 row = SessionRow(
                     created=_naive_utc(finished),
                     folder=str(self.folder),
@@ -297,39 +470,50 @@ class History:
             _write_head(s, step_id)
             self._fault("before_commit")
         self._session_id = session_id
+        self.last_set_head = step_id
         self._refresh()
-        return step_id
+        return Commit(step_id, parent_id, head_before)
 
     def undo(self) -> int | None:
         """Move the head to its parent and return the new head; ``redo`` comes back here."""
+        if self.read_only:
+            head = self.head
+            if head is None:
+                raise NothingToUndoError(_NOTHING_TO_UNDO)
+            self._local_head = self._known_step(head).parent_id
+            self._local_redo[self._local_head] = head
+            return self._local_head
         with self._database_errors(), Session(self._write_engine) as s, s.begin():
             head = _read_head(s)
             if head is None:
-                raise NothingToUndoError(
-                    "Nothing to undo: the session is at its start (step 0). Use `history` "
-                    "to see the steps and `goto N` to go to one."
-                )
+                raise NothingToUndoError(_NOTHING_TO_UNDO)
             parent = self._step_in(s, head).parent_id
             _write_kv(s, _redo_key(parent), str(head))
             _write_head(s, parent)
+        self.last_set_head = parent
         return parent
 
     def redo(self) -> int:
         """Move the head to the child it was left from by undo (else the newest child)."""
+        if self.read_only:
+            head = self.head
+            kids = [c.id for c in self.children(head)]
+            if not kids:
+                raise NothingToRedoError(_nothing_to_redo(head))
+            remembered = self._local_redo.get(head)
+            self._local_head = remembered if remembered in kids else kids[-1]
+            return self._local_head
         with self._database_errors(), Session(self._write_engine) as s, s.begin():
             head = _read_head(s)
             kids = list(s.scalars(select(StepRow.id).where(_parent_is(head)).order_by(StepRow.id)))
             if not kids:
-                where = f"step {head}" if head else "the start of the session (step 0)"
-                raise NothingToRedoError(
-                    f"Nothing to redo: no step was made from {where}. Use `history` to "
-                    "see the steps and `goto N` to go to one."
-                )
+                raise NothingToRedoError(_nothing_to_redo(head))
             remembered = s.get(KeyValueRow, _redo_key(head))
             target = (
                 int(remembered.value) if remembered and int(remembered.value) in kids else kids[-1]
             )
             _write_head(s, target)
+        self.last_set_head = target
         return target
 
     def goto(self, step_id: int | None) -> int | None:
@@ -339,7 +523,13 @@ class History:
         retraces it step by step.
         """
         target = self._known_step(step_id).id if step_id else None
+        if self.read_only:
+            self._local_head = target
+            return target
         with self._database_errors(), Session(self._write_engine) as s, s.begin():
+            if target is not None and s.get(StepRow, target) is None:  # forgotten meanwhile
+                self._refresh(s)
+                raise NoSuchStepError(_no_step_message(target, sorted(self._steps)))
             old = _read_head(s)
             if old is not None:
                 self._refresh(s)
@@ -350,9 +540,86 @@ class History:
                     for parent, child in zip(upper, below):
                         _write_kv(s, _redo_key(parent), str(child))
             _write_head(s, target)
+        self.last_set_head = target
         return target
 
+    def forget(self, step_id: int) -> list[int]:
+        """Remove step ``step_id`` and every step made from it; return their numbers.
+
+        Refused (:class:`ForgetRefusedError`) when the head is one of them:
+        the current state must never lose its history. The artifacts stay on
+        disk until ``gonio gc`` removes those no remaining step uses.
+        """
+        self.require_writable("forget steps")
+        if not step_id:
+            raise ForgetRefusedError(
+                "Step 0 is the start of every branch and cannot be forgotten. Give the first "
+                "step of the branch to drop (`history` shows the tree)."
+            )
+        with self._database_errors(), Session(self._write_engine) as s, s.begin():
+            self._refresh(s)
+            if step_id not in self._steps:
+                raise NoSuchStepError(_no_step_message(step_id, sorted(self._steps)))
+            head = _read_head(s)
+            line = [info.id for info in self.path(head)] if head else []
+            if step_id in line:
+                where = "is the current step" if step_id == head else (
+                    f"is on the current branch (the current step {head} was made from it)"
+                )
+                raise ForgetRefusedError(
+                    f"Step {step_id} {where}; forgetting it would drop the history of the "
+                    f"state you are working on. Go to another branch first (`goto N`; "
+                    f"`history` shows the tree), then forget {step_id}."
+                )
+            drop = self.descendants(step_id)
+            s.execute(delete(KeyValueRow).where(KeyValueRow.key.in_(
+                [_redo_key(i) for i in drop] + [_damage_key(i) for i in drop])))
+            for key, value in s.execute(select(KeyValueRow.key, KeyValueRow.value).where(
+                    KeyValueRow.key.like("redo:%"))).all():
+                if value and int(value) in drop:
+                    s.execute(delete(KeyValueRow).where(KeyValueRow.key == key))
+            s.execute(delete(StepRow).where(StepRow.id.in_(drop)))
+            _bump_generation(s)
+        self._refresh()
+        return drop
+
+    def mark_damaged(self, step_id: int, reason: str | None) -> None:
+        """Mark step ``step_id`` damaged with ``reason`` (None: intact again). For repair."""
+        self.require_writable("mark steps")
+        with self._database_errors(), Session(self._write_engine) as s, s.begin():
+            s.execute(update(StepRow).where(StepRow.id == step_id).values(
+                status="ok" if reason is None else DAMAGED))
+            if reason is None:
+                s.execute(delete(KeyValueRow).where(KeyValueRow.key == _damage_key(step_id)))
+            else:
+                _write_kv(s, _damage_key(step_id), reason)
+            _bump_generation(s)
+        self._refresh()
+
+    def set_head(self, step_id: int | None) -> None:
+        """Move the head without remembering a redo path (for repair and copy)."""
+        self.require_writable("move the head")
+        with self._database_errors(), Session(self._write_engine) as s, s.begin():
+            _write_head(s, step_id)
+        self.last_set_head = step_id
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the database write lock: no step can be committed meanwhile (for gc)."""
+        self.require_writable("clean up")
+        with self._database_errors(), self._write_engine.begin():
+            yield
+
     # ------------------------------------------------------------------ internals
+
+    def require_writable(self, what: str) -> None:
+        """Raise :class:`ReadOnlyHistoryError` (saying ``what`` cannot be done) if read-only."""
+        if self.read_only:
+            raise ReadOnlyHistoryError(
+                f"This session is read-only ({self.read_only_reason}), so gonio cannot {what} "
+                "in it. history, show, diff, goto and save (to another folder) work; to run "
+                f"commands from here, copy the session first: gonio copy {self.folder} NEWFOLDER."
+            )
 
     def _check_schema(self, create: bool) -> None:
         with self._engine.connect() as conn:
@@ -378,11 +645,19 @@ class History:
             conn.execute(KeyValueRow.__table__.insert().values(key="head", value=""))
 
     def _refresh(self, s: Session | None = None) -> None:
-        """Read the steps committed (by any process) since the last read."""
+        """Read the steps committed (by any process) since the last read.
+
+        When steps were forgotten or re-marked (the ``generation`` value
+        changed), everything is read again.
+        """
         if s is None:
             with self._database_errors(), Session(self._engine) as s:
                 self._refresh(s)
             return
+        generation = s.scalar(select(KeyValueRow.value).where(KeyValueRow.key == "generation"))
+        if (generation or "") != self._generation:
+            self._steps, self._children, self._max_known = {}, {}, 0
+            self._generation = generation or ""
         query = select(StepRow).where(StepRow.id > self._max_known).order_by(StepRow.id)
         for row in s.scalars(query):
             info = _step_info(row)
@@ -391,11 +666,16 @@ class History:
             self._max_known = info.id
 
     def _known_step(self, step_id: int) -> StepInfo:
-        if step_id not in self._steps:
-            self._refresh()
-            if step_id not in self._steps:
-                raise NoSuchStepError(_no_step_message(step_id, sorted(self._steps)))
-        return self._steps[step_id]
+        """One step's record, read alone if not known yet (opening reads no other step)."""
+        info = self._steps.get(step_id)
+        if info is None:
+            with self._database_errors(), Session(self._engine) as s:
+                row = s.get(StepRow, step_id) if isinstance(step_id, int) else None
+                if row is None:
+                    self._refresh(s)
+                    raise NoSuchStepError(_no_step_message(step_id, sorted(self._steps)))
+                info = self._steps[step_id] = _step_info(row)
+        return info
 
     def _step_in(self, s: Session, step_id: int) -> StepInfo:
         if step_id not in self._steps:
@@ -403,11 +683,27 @@ class History:
         return self._steps[step_id]
 
     def _manifest_in(self, s: Session, step_id: int | None) -> dict[str, str]:
-        return dict(self._step_in(s, step_id).manifest) if step_id is not None else {}
+        if step_id is None:
+            return {}
+        row = s.get(StepRow, step_id)  # from the database: another process may have changed it
+        return dict(row.manifest)
 
     def _fault(self, stage: str) -> None:
         if self._fault_hook is not None:
             self._fault_hook(stage)
+
+    @contextmanager
+    def _write_errors(self, command: str) -> Iterator[None]:
+        """An artifact that cannot be written: a clear error, nothing recorded."""
+        try:
+            yield
+        except OSError as e:
+            raise WriteFailedError(
+                f"Could not store the results of {command} in {self.blobs.folder}: "
+                f"{e.strerror or e}. The step was not recorded and the session is at the step "
+                "it was before. Free disk space (`gonio gc` removes artifacts no step uses), "
+                "check the folder is writable, and run the command again."
+            ) from e
 
     @contextmanager
     def _database_errors(self) -> Iterator[None]:
@@ -418,23 +714,46 @@ class History:
             raise HistoryError(
                 f"Could not use the history database {self.database_path}: {e.orig}. "
                 "Check that the folder is writable and the disk not full; if another "
-                "gonio process is busy with this folder, wait for it and try again."
+                "gonio process is busy with this folder, wait for it and try again. "
+                "Nothing was recorded."
             ) from e
         except DatabaseError as e:
             raise CorruptHistoryError(
-                f"{self.database_path} is not a readable gonio history ({e.orig}). Restore it "
-                f"from a backup, or move the {SESSION_DIR} folder aside to start a new session."
+                f"{self.database_path} is not a readable gonio history ({e.orig}). Run "
+                "`gonio check` to see what is damaged and `gonio repair` to keep every step "
+                "that can be read; or restore it from a backup."
             ) from e
 
 
 # ---------------------------------------------------------------------- helpers
 
+_NOTHING_TO_UNDO = (
+    "Nothing to undo: the session is at its start (step 0). Use `history` to see the steps "
+    "and `goto N` to go to one."
+)
+
+
+def _nothing_to_redo(head: int | None) -> str:
+    where = f"step {head}" if head else "the start of the session (step 0)"
+    return (
+        f"Nothing to redo: no step was made from {where}. Use `history` to see the steps "
+        "and `goto N` to go to one."
+    )
+
+
+def _writable(session_dir: Path, db_path: Path) -> bool:
+    return os.access(session_dir, os.W_OK) and (
+        not db_path.exists() or os.access(db_path, os.W_OK)
+    )
+
 
 def _make_engine(db_path: Path) -> Engine:
     """SQLite engine: WAL, full sync, foreign keys, busy wait; BEGIN IMMEDIATE for writes."""
-    engine = create_engine(
-        URL.create("sqlite", database=str(db_path)), connect_args={"timeout": BUSY_TIMEOUT_S}
-    )
+
+    def connect():
+        return sqlite3.connect(str(db_path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+
+    engine = create_engine(URL.create("sqlite", database=str(db_path)), creator=connect)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -449,6 +768,34 @@ def _make_engine(db_path: Path) -> Engine:
     def _on_begin(conn):
         write = conn.get_execution_options().get("gonio_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _make_read_only_engine(db_path: Path) -> Engine:
+    """SQLite engine that cannot write: ``mode=ro``; ``immutable=1`` where the folder forbids
+    even SQLite's shared-memory index (a WAL database in a folder nobody may write to)."""
+    uri = db_path.as_uri()
+
+    def connect():
+        con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                              check_same_thread=False)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            con.close()
+            con = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+        return con
+
+    engine = create_engine(URL.create("sqlite", database=str(db_path)), creator=connect)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN")
 
     return engine
 
@@ -488,8 +835,18 @@ def _write_kv(s: Session, key: str, value: str) -> None:
     s.merge(KeyValueRow(key=key, value=value))
 
 
+def _bump_generation(s: Session) -> None:
+    """Tell every process that steps were removed or re-marked (their caches reload)."""
+    old = s.scalar(select(KeyValueRow.value).where(KeyValueRow.key == "generation"))
+    _write_kv(s, "generation", str(int(old or 0) + 1))
+
+
 def _redo_key(step_id: int | None) -> str:
     return f"redo:{step_id or 0}"
+
+
+def _damage_key(step_id: int) -> str:
+    return f"damage:{step_id}"
 
 
 def _parent_is(step_id: int | None):

@@ -6,10 +6,14 @@
   users see ("step 7"): unique and increasing in the database (SQLite
   AUTOINCREMENT never reuses a number). ``parent_id`` is NULL for a step made
   from the empty start state ("step 0"). ``manifest`` maps every artifact name
-  of the state *after* the step to its blob hash. Rows are never changed or
-  deleted once written.
-- ``kv``: small key-value pairs: ``head`` (the current step, "" = step 0) and
-  ``redo:<step>`` (the child that ``redo`` returns to from ``<step>``).
+  of the state *after* the step to its blob hash. A row is never changed once
+  written, except its ``status`` ("ok", or "damaged" as marked by ``gonio
+  repair``); rows are deleted only by an explicit ``forget`` of a branch.
+- ``kv``: small key-value pairs: ``head`` (the current step, "" = step 0),
+  ``redo:<step>`` (the child that ``redo`` returns to from ``<step>``),
+  ``damage:<step>`` (why repair marked a step damaged) and ``generation``
+  (raised when steps are forgotten or re-marked, so that every process
+  re-reads the tree).
 
 The database file is marked with SQLite's ``application_id`` and its schema
 version is SQLite's ``user_version``.

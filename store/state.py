@@ -8,6 +8,11 @@ reflection tables of its parent.
 
 Artifact names: ``experiments`` (DIALS .expt JSON), ``reflections/<name>``
 (DIALS .refl msgpack), ``data/<name>`` (JSON).
+
+A session folder is data only: decoding a stored state parses JSON and
+msgpack into plain values and numpy arrays, and nothing else. A stored table
+in any other form (a Python pickle, which the DIALS 1.x file reader accepts
+for files a user imports) is refused with :class:`UnsafeArtifactError`.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from gonio.core.errors import GonioError
 from gonio.core.io.dials_expt import expt_from_bytes, expt_to_bytes
 from gonio.core.io.dials_refl import refl_from_bytes, refl_to_bytes
 from gonio.core.models.experiment import ExperimentList
 from gonio.core.reflection_table import ReflectionTable
+from gonio.store.errors import CorruptHistoryError, UnsafeArtifactError
 
 
 class _Pending:
@@ -113,17 +120,59 @@ def encode_changes(old: State, new: State) -> dict[str, bytes | None]:
     return out
 
 
-def decode_state(manifest: dict[str, str], load) -> State:
-    """Rebuild a state from a manifest (name -> hash) with ``load(hash) -> bytes``."""
+def decode_state(manifest: dict[str, str], load, where: str = "the stored state") -> State:
+    """Rebuild a state from a manifest (name -> hash) with ``load(hash) -> bytes``.
+
+    ``where`` names the state in errors (e.g. "step 7 (index)").
+    """
     experiments = ExperimentList()
     if "experiments" in manifest:
-        experiments = expt_from_bytes(load(manifest["experiments"]))
-    order = json.loads(load(manifest["order"])) if "order" in manifest else []
+        try:
+            experiments = expt_from_bytes(load(manifest["experiments"]))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise _not_json("experiments", where) from None
+        except GonioError as e:
+            raise CorruptHistoryError(f"The experiments of {where} cannot be read: {e}") from None
+    order = _json(load(manifest["order"]), "order", where) if "order" in manifest else []
+    order = [n for n in order if isinstance(n, str)] if isinstance(order, list) else []
     names = [n.split("/", 1)[1] for n in manifest if n.startswith("reflections/")]
     names = [n for n in order if n in names] + [n for n in names if n not in order]
     reflections = Tables()
     for n in names:
         blob = manifest[f"reflections/{n}"]
-        dict.__setitem__(reflections, n, _Pending(lambda blob=blob: refl_from_bytes(load(blob))))
-    data = {n.split("/", 1)[1]: json.loads(load(h)) for n, h in manifest.items() if n.startswith("data/")}
+        dict.__setitem__(
+            reflections, n, _Pending(lambda blob=blob, n=n: _table(load(blob), n, where))
+        )
+    data = {
+        n.split("/", 1)[1]: _json(load(h), n, where)
+        for n, h in manifest.items()
+        if n.startswith("data/")
+    }
     return State(experiments, reflections, data)
+
+
+def _json(data: bytes, name: str, where: str):
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise _not_json(name, where) from None
+
+
+def _not_json(name: str, where: str) -> UnsafeArtifactError:
+    return UnsafeArtifactError(
+        f"The artifact '{name}' of {where} is not the JSON gonio writes, so gonio will not use it: "
+        "a session folder is read as data only. The folder was altered by something other "
+        "than gonio; run `gonio check`, and use a step whose artifacts are intact."
+    )
+
+
+def _table(data: bytes, name: str, where: str) -> ReflectionTable:
+    """A stored table from its msgpack bytes; anything else is refused, never unpickled."""
+    if data[:1] != b"\x93":  # every table gonio stores is a 3-element msgpack array
+        raise UnsafeArtifactError(
+            f"The table '{name}' of {where} is not in the format gonio writes (DIALS msgpack; it "
+            f"starts with {bytes(data[:4])!r}), so gonio will not decode it: a session folder "
+            "is read as data only. The folder was altered by something other than gonio; "
+            "run `gonio check`, and use a step whose tables are intact."
+        )
+    return refl_from_bytes(data, source=f"the table '{name}' of {where}")

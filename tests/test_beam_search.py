@@ -51,7 +51,8 @@ def test_x4_swapped_orgx_orgy_is_found_and_then_indexes(x4_xds):
     assert np.allclose(res.shift_px, found - start)
     px = el[0].detector[0].pixel_size[0]
     assert np.allclose(res.shift_mm, np.asarray(res.shift_px) * px, atol=0.02)
-    assert res.score_new > 5 * max(res.score_old, 1.0)
+    assert res.score_new > 3 * res.score_old
+    assert res.landscape["contrast"] > 0.3  # a clear maximum
     assert len(res.best_positions) == 10
     assert "New beam centre" in res.format_text()
     # only the detector moved: same distance, beam and scan
@@ -70,7 +71,7 @@ def test_x4_swapped_orgx_orgy_is_found_and_then_indexes(x4_xds):
 def test_x4_right_centre_stays_put(x4_xds):
     el, strong = x4_xds
     right = ExperimentList([_move_beam(el[0], X4_TRUE_CENTRE - _centre_px(el[0]))])
-    _, res = search_beam_position(right, strong, BeamSearchParams(max_deviation=20))
+    _, res = search_beam_position(right, strong, BeamSearchParams(mm_search_scope=3.5))
     assert np.hypot(*res.shift_px) < 1.0
 
 
@@ -90,6 +91,7 @@ def predicted_sweep():
     return e.replace(crystal=None), strong
 
 
+@pytest.mark.slow
 def test_predicted_sweep_recovers_true_centre(predicted_sweep):
     truth, strong = predicted_sweep
     assert len(strong) > 500
@@ -100,6 +102,7 @@ def test_predicted_sweep_recovers_true_centre(predicted_sweep):
     assert res.n_spots == len(strong)
 
 
+@pytest.mark.slow
 def test_predicted_sweep_true_centre_stays_put(predicted_sweep):
     truth, strong = predicted_sweep
     _, res = search_beam_position(ExperimentList([truth]), strong)
@@ -132,7 +135,7 @@ def test_params_carry_dials_names():
 
 def test_bad_params_are_a_clear_error(x4_xds):
     el, strong = x4_xds
-    with pytest.raises(GonioError, match="max_deviation=-5"):
-        search_beam_position(el, strong, BeamSearchParams(max_deviation=-5))
+    with pytest.raises(GonioError, match="mm_search_scope=-5"):
+        search_beam_position(el, strong, BeamSearchParams(mm_search_scope=-5))
     with pytest.raises(GonioError, match="n_vectors=0"):
         search_beam_position(el, strong, BeamSearchParams(n_vectors=0))

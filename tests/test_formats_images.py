@@ -198,7 +198,8 @@ def test_timepix_and_jhsim_specifics():
     assert detector[0].material == "Si" and detector[0].mu == 0.0
     assert scan.exposure_time[0] == pytest.approx(0.096288)
     beam, detector, g, scan = read_models(image("simtbx_FormatSMVJHSim_001.img"))
-    assert detector[0].trusted_range == (1.0, 65535.0)  # ADC_OFFSET=0
+    # ADC_OFFSET=0: a pixel with no photon reads 0 and is valid (dxtbx: (1, 65535))
+    assert detector[0].trusted_range == (-1.0, 65535.0)
     assert np.allclose(detector[0].origin, [-28.215, 28.215, -1590.0])
 
 

@@ -207,3 +207,20 @@ def test_outliers_are_flagged_and_excluded(algorithm):
     assert out.get_flags(Flags.centroid_outlier)[:20].all()
     assert not out.get_flags(Flags.used_in_refinement)[:20].any()
     assert result.rmsds[0] < 0.25
+
+
+def test_gauss_newton_engine_reaches_the_same_minimum():
+    truth = make_experiment((52.0, 61.0, 73.0, 90, 90, 90), n_images=100, seed=5)
+    refl = _indexed(truth, 3.0)
+    _, _, lm = refine(truth, refl, RefinementParams())
+    _, _, gn = refine(truth, refl, RefinementParams(engine="GaussNewton"))
+    assert gn.converged and gn.rmsds == pytest.approx(lm.rmsds, rel=0.03)
+    diff = np.abs(np.array(gn.parameter_values) - lm.parameter_values)
+    assert np.all(diff < 3 * np.array(lm.parameter_esds))  # the same minimum within errors
+
+
+def test_high_correlations_are_reported():
+    from gonio.core.refinement.engine import _high_correlations
+
+    cov = np.array([[1.0, 0.95, 0.0], [0.95, 1.0, 0.1], [0.0, 0.1, 4.0]])
+    assert _high_correlations(cov, ["a", "b", "c"]) == [("a", "b", pytest.approx(0.95))]

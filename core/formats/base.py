@@ -20,6 +20,7 @@ import bz2
 import gzip
 import io
 import os
+import zlib
 
 from gonio.core.errors import GonioError
 
@@ -67,9 +68,33 @@ def read_head(path: str, n: int = HEAD_BYTES) -> bytes:
 
 
 def read_all(path: str) -> bytes:
-    """The whole decompressed file content, with a clear error on a damaged archive."""
+    """The whole decompressed file content, with a clear error on a damaged archive.
+
+    The file is read in one piece and decompressed in one call into zlib or
+    bz2, which release the GIL while they work: threads reading images
+    decompress them in parallel (a streamed read holds the GIL between its
+    many small blocks). Unusual gzip files (several members) and damaged ones
+    go through the streamed read, which reports the damage.
+    """
     check_exists(path)
     try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == GZIP_MAGIC:
+            try:
+                d = zlib.decompressobj(wbits=31)
+                out = d.decompress(raw)
+                if d.eof and not d.unused_data:  # one member, all of it
+                    return out
+            except zlib.error:
+                pass
+        elif raw[:3] == BZIP2_MAGIC:
+            try:
+                return bz2.decompress(raw)
+            except (OSError, ValueError):
+                pass
+        else:
+            return raw
         with open_image(path) as f:
             return f.read()
     except (OSError, EOFError) as e:

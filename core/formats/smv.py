@@ -15,7 +15,11 @@ Beam-centre conventions differ between writers; gonio follows dxtbx:
   beamline's rotation axis (0.7826, -0.6226, 0).
 - James Holton's simulators (BEAMLINE=fake): BEAM_CENTER_X / _Y in mm in
   the ADXV convention (from the first pixel, y up), i.e. (fast, slow) mm =
-  (X + pixel, height - Y + pixel); pedestal ADC_OFFSET (default 1).
+  (X + pixel, height - Y + pixel); pedestal ADC_OFFSET (default 1), not subtracted, and
+  trusted (pedestal - 1, 65535 - pedestal): a pixel recording no photon (value = the
+  pedestal) is valid. (dxtbx takes 1 - pedestal as the minimum, which is the same for
+  the usual ADC_OFFSET=1 but marks every zero-count pixel of an ADC_OFFSET=0 image
+  invalid.)
 
 All panels: fast axis (1, 0, 0), slow (0, -1, 0), DISTANCE (mm) along -z.
 """
@@ -138,7 +142,7 @@ class SMV(ImageFormat):
                 centre,
                 (px, px),
                 (nx, ny),
-                trusted_range=(1.0 - pedestal, 65535.0 - pedestal),
+                trusted_range=(pedestal - 1.0, 65535.0 - pedestal),
                 pedestal=pedestal,
                 type="SENSOR_PAD" if px == 0.172 else "SENSOR_CCD",
             )

@@ -35,7 +35,7 @@ from ..prediction.rotation import entering_flags
 from ..refinement import refine, update_predictions
 from ..reflection_table import Flags, ReflectionTable
 from .assign import assign_local, assign_simple
-from .basis import refine_vectors, select_basis, unique_vectors
+from .basis import niggli_reduce, refine_vectors, select_basis, unique_vectors
 from .fft3d import fft3d_peaks, grid_d_min
 from .max_cell import nearest_neighbour_max_cell
 from .params import IndexParams
@@ -374,8 +374,21 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
         result.rmsds = rres.rmsds
         result.refined_parameters = rres.parameter_names
         result.crystals = [_crystal_summary(c, e) for c, e in zip(crystals, rres.cell_esds)]
+    # refinement may have sheared a P1 basis away from the reduced one: report the
+    # Niggli-reduced cell (as dials.index does), the same lattice
+    reduced = [niggli_crystal(c) for c in crystals]
+    cycle_hkl, cycle_lattice = hkl.copy(), lattice
+    for k, (old, new) in enumerate(zip(crystals, reduced)):
+        M = np.rint(new.real_space_vectors @ np.linalg.inv(old.real_space_vectors))
+        sel = cycle_lattice == k
+        cycle_hkl[sel] = np.rint(cycle_hkl[sel] @ M.T).astype(cycle_hkl.dtype)  # h' = M h
+        if crystals and not np.allclose(M, np.eye(3)) and k < len(result.crystals):
+            esd = _permuted_esds(result.crystals[k]["unit_cell_esd"], M)
+            result.crystals[k] = _crystal_summary(new, esd)
+    crystals = reduced
+    out_experiments = ExperimentList(
+        e.replace(crystal=crystals[k // n_iset]) for k, e in enumerate(out_experiments))
     # final assignment and predictions with the refined models
-    cycle_hkl, cycle_lattice = hkl, lattice
     hkl, lattice = _assign(refl["rlp"], [c.A for c in crystals], params)
     clock("assignment")
     final = update_predictions(out_experiments, _indexed_table(refl, hkl, lattice, n_iset))
@@ -389,6 +402,28 @@ def index(experiments: ExperimentList, strong: ReflectionTable,
     final.experiment_identifiers = {i: e.identifier for i, e in enumerate(out_experiments)}
     _summarise(result, refl, lattice, n_iset, crystals)
     return out_experiments, final, result
+
+
+def niggli_crystal(crystal: Crystal) -> Crystal:
+    """A P1 crystal in its Niggli-reduced basis (same lattice, same orientation); crystals
+    with a known space group keep their setting."""
+    if crystal.space_group.number != 1:
+        return crystal
+    reduced = niggli_reduce(crystal.real_space_vectors)
+    return crystal.replace(A=np.linalg.inv(reduced), A_at_scan_points=None)
+
+
+def _permuted_esds(esd, M) -> list[float]:
+    """Cell s.u. in a new basis a' = M a: carried over when M only permutes (and flips) the
+    axes, unknown (NaN) otherwise."""
+    A = np.abs(M)
+    if not (np.allclose(A.sum(axis=0), 1) and np.allclose(A.sum(axis=1), 1)):
+        return [float("nan")] * 6
+    perm = np.argmax(A, axis=1)  # a'_i = +-a_perm[i]
+    angle_of = {frozenset((1, 2)): 3, frozenset((0, 2)): 4, frozenset((0, 1)): 5}
+    lengths = [esd[perm[i]] for i in range(3)]
+    angles = [esd[angle_of[frozenset((perm[j], perm[k]))]] for j, k in ((1, 2), (0, 2), (0, 1))]
+    return [float(x) for x in lengths + angles]
 
 
 def _assign(rlp, A_list, params):

@@ -109,10 +109,9 @@ def refl_from_bytes(b: bytes, source: str = "the data") -> ReflectionTable:
     """Decode the bytes of a DIALS reflection file (``source`` names it in errors)."""
     b = bytes(b)
     if b[:1] == b"\x80" and b[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        raise ReflectionFileError(
-            f"{source} is a Python pickle (an old-style DIALS reflection file), not "
-            f"msgpack; gonio reads only msgpack .refl files. {_RESAVE_HINT}"
-        )
+        from gonio.core.io.dials_refl_pickle import refl_from_pickle  # DIALS 1.x files
+
+        return refl_from_pickle(b, source)
     try:
         obj = msgpack.unpackb(b, raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.exceptions.UnpackException) as e:

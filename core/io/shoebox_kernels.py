@@ -1,23 +1,24 @@
 """Numba kernels that parse and pack DIALS shoebox columns (imported on first use)."""
 
-import numba
 import numpy as np
 
+from gonio.core.jit import njit
 
-@numba.njit(cache=True)
+
+@njit
 def _le_uint32(buf, p):
     return (np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8)
             | (np.int64(buf[p + 2]) << 16) | (np.int64(buf[p + 3]) << 24))
 
 
-@numba.njit(cache=True)
+@njit
 def _scan_shoeboxes(buf, n, panel, bbox, marker, npix):
     """Walk n serialised shoeboxes, filling headers and pixel counts.
 
     Returns (status, row, end): status 0 ok, 1 truncated, 2 bad bbox,
     3 unknown marker, with the failing row and the end position in bytes.
     """
-    pos = 0
+    pos = np.int64(0)  # not the literal 0: _le_uint32 gets one signature
     size = buf.size
     for i in range(n):
         if pos + 29 > size:
@@ -48,43 +49,62 @@ def _scan_shoeboxes(buf, n, panel, bbox, marker, npix):
     return 0, n, pos
 
 
-@numba.njit(cache=True)
+@njit
+def _copy_bytes(dst, d0, src, s0, n):
+    """dst[d0:d0 + n] = src[s0:s0 + n], as a loop: numba's slice assignment
+    compiles to several times more code (broadcasting, overlap checks)."""
+    for k in range(n):
+        dst[d0 + k] = src[s0 + k]
+
+
+@njit
 def _copy_shoebox_pixels(buf, marker, npix, offset, data_b, mask, mask_b, bg_b):
     """Copy the pixel arrays of scanned shoeboxes into flat data/mask/background."""
-    pos = 0
+    pos = np.int64(0)
     for i in range(marker.size):
         pos += 29
         if marker[i] == 0:
             continue
         v = npix[i]
         o = offset[i]
-        data_b[4 * o:4 * (o + v)] = buf[pos:pos + 4 * v]
+        _copy_bytes(data_b, 4 * o, buf, pos, 4 * v)
         pos += 4 * v
         if marker[i] == 1:
-            mask_b[4 * o:4 * (o + v)] = buf[pos:pos + 4 * v]
+            _copy_bytes(mask_b, 4 * o, buf, pos, 4 * v)
             pos += 4 * v
         else:
             for k in range(v):
                 mask[o + k] = buf[pos + k]
             pos += v
-        bg_b[4 * o:4 * (o + v)] = buf[pos:pos + 4 * v]
+        _copy_bytes(bg_b, 4 * o, buf, pos, 4 * v)
         pos += 4 * v
 
 
-@numba.njit(cache=True)
+@njit
 def _pack_shoeboxes(header, npix, offset, data_b, mask_b, bg_b, out):
     """Lay out header + data + mask + background of each shoebox in ``out``."""
-    pos = 0
+    pos = np.int64(0)
     for i in range(npix.size):
-        out[pos:pos + 29] = header[i]
+        for k in range(29):
+            out[pos + k] = header[i, k]
         pos += 29
         v4 = 4 * npix[i]
         if v4 == 0:
             continue
         o4 = 4 * offset[i]
-        out[pos:pos + v4] = data_b[o4:o4 + v4]
-        pos += v4
-        out[pos:pos + v4] = mask_b[o4:o4 + v4]
-        pos += v4
-        out[pos:pos + v4] = bg_b[o4:o4 + v4]
-        pos += v4
+        _copy_bytes(out, pos, data_b, o4, v4)
+        _copy_bytes(out, pos + v4, mask_b, o4, v4)
+        _copy_bytes(out, pos + 2 * v4, bg_b, o4, v4)
+        pos += 3 * v4
+
+
+def warm_up() -> None:
+    """Compile (or load) the kernels: a two-row shoebox column (one shoebox with
+    pixels, one never allocated) written and read back as a DIALS .refl table."""
+    from gonio.core.io.dials_refl import refl_from_bytes, refl_to_bytes
+    from gonio.core.reflection_table import ReflectionTable, Shoeboxes
+
+    shoeboxes = Shoeboxes(panel=[0, 0], bbox=[[0, 2, 0, 2, 0, 1], [3, 5, 3, 4, 1, 2]],
+                          data=np.arange(4, dtype=np.float32), background=np.zeros(4, np.float32),
+                          mask=np.full(4, 5, np.int32), offset=[0, 4, 4], allocated=[True, False])
+    refl_from_bytes(refl_to_bytes(ReflectionTable({"shoebox": shoeboxes})))

@@ -94,6 +94,26 @@ class Panel:
         xy = np.asarray(xy_mm, dtype=float).reshape(-1, 2)
         return self.origin + xy[:, :1] * self.fast_axis + xy[:, 1:2] * self.slow_axis
 
+    # -- valid pixel values ------------------------------------------------------
+    @property
+    def is_counting(self) -> bool:
+        """A photon-counting hybrid-pixel sensor (Pilatus, Eiger, Timepix: SENSOR_PAD)."""
+        return self.type == "SENSOR_PAD"
+
+    def valid_range(self) -> tuple[float, float]:
+        """(lo, hi): a pixel value v is valid data when lo < v < hi.
+
+        This is ``trusted_range`` read as dxtbx long did (both ends excluded), except that
+        on a counting detector a count of zero is always valid data: a trusted minimum
+        in (-1, 0] (dxtbx's newer inclusive convention writes 0, and so do users with
+        ``trusted_range=0,...``) is taken as -1, so zeros stay valid while the values
+        that mark module gaps (-1) and bad pixels (-2) stay invalid.
+        """
+        lo, hi = self.trusted_range
+        if self.is_counting and -1.0 < lo <= 0.0:
+            lo = -1.0
+        return lo, hi
+
     # -- parallax -----------------------------------------------------------------
     def _attenuation_length(self, unit_ray: np.ndarray) -> np.ndarray:
         n = self.normal

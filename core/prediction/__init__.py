@@ -10,11 +10,11 @@ from .rotation import (
     predict_observed,
     predict_rays,
     predict_rotation,
+    predict_scan_varying,
     rotation_angles,
     xyz_mm_to_px,
     zeta_factor,
 )
-from .scan_varying import predict_scan_varying
 
 __all__ = ["PredictionError", "detector_d_min", "entering_flags", "generate_indices", "lab_rlp",
            "nearest_rotation_angle", "predict_observed", "predict_rays", "predict_rotation",

@@ -13,9 +13,12 @@ reflection is entering when it starts outside the sphere. This is the
 method of the DIALS scan-varying predictor (D. G. Waterman et al., Acta
 Cryst. D72 (2016) 558).
 
-Candidates come from the static prediction (``crystal.A``) widened by
-``window`` images each side: a crossing that the scan-varying model moves by
-more than that is not found.
+Candidates are the reflections of the static prediction (``crystal.A``),
+each tried on ``window`` images either side of its static frame: a crossing
+that the scan-varying model moves by more than that is not found.
+:func:`gonio.core.prediction.rotation.predict_scan_varying` (also reached by
+``predict_rotation`` when the crystal has scan points) makes the candidates
+and calls :func:`scan_varying_rays`; this module uses only :mod:`.rays`.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ import numpy as np
 
 from ..models.experiment import Experiment
 from ..reflection_table import ReflectionTable
-from .rotation import PredictionError, lab_rlp, predict_rotation, rays_table
+from .rays import PredictionError, lab_rlp, rays_table
 
 
-def predict_scan_varying(experiment: Experiment, d_min: float, d_max: float | None = None,
-                         remove_absent: bool = True, window: int = 5) -> ReflectionTable:
-    """Predict with ``crystal.A_at_scan_points`` (n_images + 1 matrices): see the module."""
+def scan_varying_rays(experiment: Experiment, static: ReflectionTable, d_min: float,
+                      d_max: float | None = None, window: int = 5) -> ReflectionTable:
+    """Crossings with ``crystal.A_at_scan_points`` of the candidates in ``static`` (a static
+    prediction of the same experiment, widened by ``window`` images): see the module."""
     scan, gonio, crystal = experiment.scan, experiment.goniometer, experiment.crystal
     A_sp = crystal.A_at_scan_points
     n = scan.num_images
@@ -38,8 +42,6 @@ def predict_scan_varying(experiment: Experiment, d_min: float, d_max: float | No
             f"the crystal has {0 if A_sp is None else len(A_sp)} scan-point A matrices; a "
             f"scan-varying prediction over {n} images needs {n + 1} (one per image boundary). "
             "Refine scan-varying again, or predict with the static model.")
-    static = predict_rotation(experiment, d_min, d_max, remove_absent,
-                              margin_deg=window * abs(scan.oscillation[1]), scan_varying=False)
     z0 = scan.array_range[0]
     centre = np.floor(static["xyzcal.px"][:, 2] - z0).astype(np.int64)
     offsets = np.arange(-window, window + 1)

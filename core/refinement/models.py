@@ -140,15 +140,21 @@ class CrystalParameterisation:
 
     def model(self, p) -> Crystal:
         A, _ = self.compose(p)
-        return self.crystal.replace(A=A)
+        return self.crystal.replace(A=A, A_at_scan_points=None)
 
 
 class DetectorParameterisation:
     """All panels moved as one rigid body about the detector centre.
 
     With n the normal (away from the sample), d1 the fast axis of panel 0
-    and d2 = n x d1: centre c -> c + Dist n + Shift1 d1 + Shift2 d2 and
-    every panel vector rotated by R = R(d2, Tau3) R(d1, Tau2) R(n, Tau1).
+    and d2 = n x d1 (initial orientation): every panel vector is rotated
+    about the centre by R = R(d2, Tau3) R(d1, Tau2) R(n, Tau1), the centre
+    is shifted in the initial plane by Shift1 d1 + Shift2 d2 and then slid
+    along the new normal n' = R n until the plane lies at Dist from the lab
+    origin: c = c_s + (Dist - c_s . n') n'. So Dist is the distance along the
+    detector normal (the panel's directed distance, DIALS's Dist) whatever the
+    tilts do: fixing it (``detector.fix=distance``) fixes the distance that is
+    reported, and tilts cannot trade against it.
     """
 
     def __init__(self, detector: Detector):
@@ -185,7 +191,15 @@ class DetectorParameterisation:
     def compose(self, p):
         """D matrices (n_panels, 3, 3) and dD/dp (6, n_panels, 3, 3)."""
         R, dR = compose_rotations([self.n, self.d1, self.d2], p[3:])
-        c = self.centre + p[0] * self.n + p[1] * self.d1 + p[2] * self.d2
+        n = R @ self.n
+        dist = self.centre @ self.n + p[0]
+        c_s = self.centre + p[1] * self.d1 + p[2] * self.d2
+        gap = dist - c_s @ n
+        c = c_s + gap * n
+        dc = [n, self.d1 - (self.d1 @ n) * n, self.d2 - (self.d2 @ n) * n]
+        for k in range(3):
+            dn = dR[k] @ self.n
+            dc.append(-(c_s @ dn) * n + gap * dn)
         Ds, dDs = [], []
         for D0 in self.D0:
             rel = np.column_stack([D0[:, 0], D0[:, 1], D0[:, 2] - self.centre])
@@ -193,9 +207,10 @@ class DetectorParameterisation:
             D[:, 2] += c
             Ds.append(D)
             d = np.zeros((6, 3, 3))
-            d[0, :, 2], d[1, :, 2], d[2, :, 2] = self.n, self.d1, self.d2
             for k in range(3):
                 d[3 + k] = dR[k] @ rel
+            for k in range(6):
+                d[k, :, 2] += dc[k]
             dDs.append(d)
         return np.array(Ds), np.transpose(np.array(dDs), (1, 0, 2, 3))
 

@@ -21,7 +21,7 @@ def tukey_inliers(residuals: np.ndarray, iqr_multiplier: float = 1.5) -> np.ndar
 
 
 def mcd_inliers(residuals: np.ndarray, threshold_probability: float = 0.975,
-                n_starts: int = 50, seed: int = 0, max_fit: int = 10000) -> np.ndarray:
+                n_starts: int = 30, seed: int = 0, max_fit: int = 5000) -> np.ndarray:
     """True for rows inside the robust covariance ellipsoid (FAST-MCD, reweighted).
 
     Minimum Covariance Determinant (Rousseeuw & Van Driessen 1999,
@@ -34,7 +34,10 @@ def mcd_inliers(residuals: np.ndarray, threshold_probability: float = 0.975,
     (mm, mm, rad) do not matter. The estimate uses at most ``max_fit`` random
     rows; the distances are then computed for all.
     """
-    from scipy.stats import chi2
+    from scipy.special import gammaincinv  # lighter to import than scipy.stats
+
+    def chi2_ppf(q, dof):
+        return 2.0 * gammaincinv(dof / 2.0, q)
 
     everything = np.asarray(residuals, dtype=float)
     rng = np.random.default_rng(seed)
@@ -44,35 +47,101 @@ def mcd_inliers(residuals: np.ndarray, threshold_probability: float = 0.975,
     n, p = x.shape
     if n < 5 * p:
         return tukey_inliers(everything)
+    # columns to comparable scales (MCD is affine-equivariant; this only helps the numerics)
+    scale = np.maximum(np.std(x, axis=0), 1e-300)
+    x = x / scale
+    everything = everything / scale
     h = (n + p + 1) // 2
 
-    def dist2(mu, cov, rows=None):
-        d = (x if rows is None else rows) - mu
-        return np.einsum("ij,ij->i", d @ np.linalg.pinv(cov), d)
+    def mean_cov(rows):
+        mu = rows.mean(axis=0)
+        d = rows - mu
+        return mu, d.T @ d / (len(rows) - 1)
 
-    def c_steps(idx, n_steps):
+    def dist2(mu, cov, rows):
+        d = rows - mu
+        try:
+            P = np.linalg.inv(cov)
+        except np.linalg.LinAlgError:
+            P = np.linalg.pinv(cov)
+        return np.sum((d @ P) * d, axis=1)
+
+    def c_steps(data, idx, hh, n_steps):
         det = np.inf
         for _ in range(n_steps):
-            mu, cov = x[idx].mean(axis=0), np.cov(x[idx].T)
+            mu, cov = mean_cov(data[idx])
             new_det = np.linalg.det(cov)
-            idx = np.argsort(dist2(mu, cov))[:h]
+            idx = np.argpartition(dist2(mu, cov, data), hh - 1)[:hh]
             if new_det >= det * (1 - 1e-12):
                 break
             det = new_det
         return idx, det
 
+    # FAST-MCD: the random starts and their first C-steps on a subsample of at most
+    # 1500 rows, the best few then iterated to convergence on all rows
+    sub = x if n <= 1500 else x[rng.choice(n, 1500, replace=False)]
+    h_sub = (len(sub) + p + 1) // 2
     trials = []
     for _ in range(n_starts):
-        start = rng.choice(n, p + 1, replace=False)
-        mu, cov = x[start].mean(axis=0), np.cov(x[start].T) + 1e-12 * np.eye(p)
-        idx = np.argsort(dist2(mu, cov))[:h]
-        trials.append(c_steps(idx, 2))
+        start = rng.choice(len(sub), p + 1, replace=False)
+        mu, cov = mean_cov(sub[start])
+        idx = np.argpartition(dist2(mu, cov + 1e-12 * np.eye(p), sub), h_sub - 1)[:h_sub]
+        trials.append(c_steps(sub, idx, h_sub, 2))
     trials.sort(key=lambda t: t[1])
-    best = min((c_steps(idx, 100) for idx, _ in trials[:10]), key=lambda t: t[1])[0]
-    mu, cov = x[best].mean(axis=0), np.cov(x[best].T)
-    d2 = dist2(mu, cov)
-    cov *= np.median(d2) / chi2.ppf(0.5, p)  # consistency with the normal distribution
-    cut = chi2.ppf(threshold_probability, p)
-    keep = dist2(mu, cov) <= cut
-    mu, cov = x[keep].mean(axis=0), np.cov(x[keep].T)  # reweighting step
+    best_fits = []
+    for idx, _ in trials[:3]:
+        mu, cov = mean_cov(sub[idx])
+        start = np.argpartition(dist2(mu, cov, x), h - 1)[:h]
+        best_fits.append(c_steps(x, start, h, 100))
+    best = min(best_fits, key=lambda t: t[1])[0]
+    mu, cov = mean_cov(x[best])
+    d2 = dist2(mu, cov, x)
+    cov *= np.median(d2) / chi2_ppf(0.5, p)  # consistency with the normal distribution
+    cut = chi2_ppf(threshold_probability, p)
+    keep = dist2(mu, cov, x) <= cut
+    mu, cov = mean_cov(x[keep])  # reweighting step
     return dist2(mu, cov, everything) <= cut
+
+
+def sauter_poon_inliers(dx_mm: np.ndarray, dy_mm: np.ndarray, fraction: float = 0.4,
+                        min_num_obs: int = 20) -> np.ndarray:
+    """True for spots whose radial centroid deviation is not an outlier (Sauter & Poon
+    2010, J. Appl. Cryst. 43, 611), as DIALS's ``sauter_poon`` outlier rejection.
+
+    The radial deviations dr = sqrt(dx^2 + dy^2) (mm, on the detector) are sorted into
+    their empirical cumulative distribution F(dr_j) = j / N. A Rayleigh distribution,
+    CDF 1 - exp(-dr^2 / (2 sigma^2)), is least-squares fitted to the lowest ``fraction``
+    of that curve (the well-predicted core). Walking up the cumulative distribution,
+    the first spot j whose observed deviation lies beyond the fitted one at the same
+    level by more than the Rayleigh standard deviation sqrt((4 - pi) / 2) sigma, while
+    its predecessor also lies beyond it, starts the outliers: it and every spot with a
+    larger deviation are rejected. This is the continuous form of rstbx's scan of the
+    fitted curve (its "green bar"). Groups of fewer than ``min_num_obs`` spots, or too
+    few to fit, are kept whole.
+    """
+    from scipy.optimize import least_squares
+
+    dr = np.hypot(np.asarray(dx_mm, float), np.asarray(dy_mm, float))
+    n = len(dr)
+    keep = np.ones(n, bool)
+    limit = int(fraction * n)
+    if n < min_num_obs or limit < 4:
+        return keep
+    order = np.argsort(dr, kind="stable")
+    r = dr[order]
+    F = np.arange(n) / n
+    r_fit, F_fit = r[:limit], F[:limit]
+    sigma0 = max(np.sqrt(np.mean(r_fit**2) / 2.0), 1e-12)
+
+    def cdf_misfit(s):
+        return 1.0 - np.exp(-(r_fit**2) / (2.0 * s[0] ** 2)) - F_fit
+
+    sigma = abs(least_squares(cdf_misfit, [sigma0], x_scale=[sigma0]).x[0])
+    sd = np.sqrt((4.0 - np.pi) / 2.0) * sigma
+    # fitted deviation at the level of each spot's predecessor: the Rayleigh quantile
+    r_model = sigma * np.sqrt(-2.0 * np.log1p(-F[:-1]))
+    beyond = (r[1:] - r_model >= sd) & (r[:-1] - r_model > 0.0)
+    if beyond.any():
+        first = int(np.argmax(beyond))  # the predecessor (index j - 1) starts the outliers
+        keep[order[first:]] = False
+    return keep

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from gonio.core.jit import njit
 
 NSUB = 3
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _pixel_fraction(i, j, xc, yc, ia, ib, ic, norm):
     s = 0.0
     for u in range(NSUB):
@@ -29,7 +30,7 @@ def _pixel_fraction(i, j, xc, yc, ia, ib, ic, norm):
     return s * norm / (NSUB * NSUB)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def render_spots(image, panel, xc, yc, ia, ib, ic, norm, hx, hy, counts):
     """Add ``counts[k]`` x the pixel fractions of spot k to ``image`` (n_panels, ns, nf)."""
     n_panels, ns, nf = image.shape
@@ -45,7 +46,7 @@ def render_spots(image, panel, xc, yc, ia, ib, ic, norm, hx, hy, counts):
                                                               ic[k], norm[k])
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def spot_moments(valid, panel, xc, yc, ia, ib, ic, norm, hx, hy):
     """For each spot: the fraction of its profile on valid pixels and the centroid
     (pixel centres weighted by the expected counts) of that part. ``valid`` is
@@ -79,3 +80,16 @@ def spot_moments(valid, panel, xc, yc, ia, ib, ic, norm, hx, hy):
             mx[k] = np.nan
             my[k] = np.nan
     return frac, mx, my
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) the kernels with the argument types of
+    :func:`gonio.core.simulate.simulate.simulate` (see :mod:`gonio.core.jit`)."""
+    from .physics import SpotProfiles
+
+    cov = np.array([[[1.0, 0.2], [0.2, 1.5]], [[2.0, 0.0], [0.0, 1.0]]])
+    spots = SpotProfiles.from_covariance(np.zeros(2, np.uint64),
+                                         np.array([[5.0, 6.0, 0.5], [9.0, 3.0, 0.5]]), cov)
+    valid = np.ones((1, 12, 14), bool)
+    spot_moments(valid, *spots.args(slice(None)))
+    render_spots(np.zeros((1, 12, 14)), *spots.args(np.array([0, 1])), np.ones(2))

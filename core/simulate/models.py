@@ -33,6 +33,18 @@ def rotation_xyz(angles_deg) -> np.ndarray:
             @ axis_angle_matrix([1, 0, 0], a[0]))
 
 
+def drifting_crystal(crystal: Crystal, n_images: int, drift_deg) -> Crystal:
+    """``crystal`` turning slowly over the scan: at image boundary j (0..n_images) its A is
+    R(axis, j / n_images |drift|) A, the rotation vector ``drift_deg`` (deg, lab x, y, z at
+    phi = 0) applied in proportion to the image; A_at_scan_points holds the n_images + 1
+    matrices (``crystal.A`` stays the start)."""
+    drift = np.asarray(drift_deg, dtype=float)
+    angle = np.deg2rad(np.linalg.norm(drift))
+    frac = np.arange(n_images + 1) / n_images
+    R = axis_angle_matrix(drift, frac * angle)
+    return crystal.replace(A_at_scan_points=R @ crystal.A)
+
+
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
     """A uniformly distributed rotation (from a random unit quaternion)."""
     q = rng.standard_normal(4)
@@ -91,6 +103,8 @@ def true_models(p: SimulationParams, rng: np.random.Generator):
     crystals = [Crystal.from_cell_and_U(cell, U, sg)]
     if p.n_lattices == 2:
         crystals.append(Crystal.from_cell_and_U(cell, rotation_xyz(p.lattice2_rotation) @ U, sg))
+    if any(p.crystal_drift):
+        crystals = [drifting_crystal(c, p.n_images, p.crystal_drift) for c in crystals]
     gonio = Goniometer(rotation_axis_datum=true_axis)
     profile = {"__id__": "gaussian_rs", "n_sigma": 3.0, "sigma_b": p.sigma_b,
                "sigma_m": p.sigma_m}

@@ -101,6 +101,10 @@ class SimulationParams:
                                   "relative to the first (rotations about x, y, z)", "deg",
                                   kind="floats:3")
     lattice2_scale: float = _f(0.6, "intensity of the second crystal relative to the first")
+    crystal_drift: tuple = _f((0.0, 0.0, 0.0), "slow rotation of the crystal(s) over the whole "
+                              "scan, as a rotation vector about lab x, y, z (angle grows "
+                              "linearly with the image; written as A_at_scan_points)", "deg",
+                              kind="floats:3")
     # beam
     wavelength: float = _f(0.9795, "wavelength (0.02 to 2)", "A")
     polarization_fraction: float | None = _f(None, "fraction polarised in the horizontal plane "

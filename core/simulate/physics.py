@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
+from ..integration.corrections import polarisation_factor
 from ..models.detector import Detector
 from ..models.experiment import Experiment
 from ..reflection_table import ReflectionTable
@@ -38,15 +39,10 @@ SOLVENT_RING_WIDTH = 0.025  # 1/A, Gaussian sigma in 1/d
 
 def lorentz_polarisation(expt: Experiment, refl: ReflectionTable) -> np.ndarray:
     """L P of each reflection (columns s1, zeta); 1 / (L P) is DIALS's ``lp`` column."""
-    beam = expt.beam
     u1 = refl["s1"] / np.linalg.norm(refl["s1"], axis=1)[:, None]
-    u0 = beam.unit_s0
-    sin2t = np.linalg.norm(np.cross(u1, u0), axis=1)
+    sin2t = np.linalg.norm(np.cross(u1, expt.beam.unit_s0), axis=1)
     L = 1.0 / (np.maximum(np.abs(refl["zeta"]), ZETA_MIN) * np.maximum(sin2t, 1e-6))
-    n = beam.polarization_normal / np.linalg.norm(beam.polarization_normal)
-    f = beam.polarization_fraction
-    P = (1 - 2 * f) * (1 - (u1 @ n) ** 2) + f * (1 + (u1 @ u0) ** 2)
-    return L * P
+    return L * polarisation_factor(expt.beam, refl["s1"])
 
 
 def reflecting_range_frames(refl: ReflectionTable, sigma_m_deg: float,

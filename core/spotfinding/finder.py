@@ -117,7 +117,7 @@ class _BlockWorker:
                         f"Image {self.image_numbers[i]} has a panel of shape {im.shape} "
                         f"(slow, fast) but the detector model says {static.shape}.")
                 flat = strong_pixel_indices(im, static, tr, **self.kwargs)
-                panels.append((flat, im.reshape(-1)[flat]))
+                panels.append((flat, im.reshape(-1)[flat].astype(np.float64)))  # one kernel type
                 n_strong += len(flat)
                 n_pixels += im.size
             if n_strong > self.max_fraction * n_pixels:
@@ -276,7 +276,7 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
         statics = [static_mask(p, expt.beam, params, k, user[k]) for k, p in enumerate(detector)]
         timings["mask"] += time.perf_counter() - t0
         worker = _BlockWorker(
-            rd, statics, [p.trusted_range for p in detector],
+            rd, statics, [p.valid_range() for p in detector],
             dict(algorithm=params.threshold_algorithm, kernel_size=tuple(params.kernel_size),
                  gain=params.gain, sigma_background=params.sigma_background,
                  sigma_strong=params.sigma_strong, min_local=params.min_local,

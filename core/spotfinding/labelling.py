@@ -13,11 +13,12 @@ z+1) is found by one merging walk of two pointers along the sorted keys.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from gonio.core.jit import njit
 
-@numba.njit(cache=True, nogil=True)
+
+@njit
 def _find(parent, a):
     root = a
     while parent[root] != root:
@@ -27,7 +28,7 @@ def _find(parent, a):
     return root
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _union_steps(key, x, y, nx, ny, twod, parent):
     """Join each pixel to its x+1, y+1 and (unless twod) z+1 neighbours."""
     n = len(key)
@@ -49,7 +50,7 @@ def _union_steps(key, x, y, nx, ny, twod, parent):
                     parent[max(ra, rb)] = min(ra, rb)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _number_components(parent):
     """Label of each pixel, components numbered by their first pixel."""
     n = len(parent)

@@ -14,15 +14,40 @@ kernel itself.
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
+
 import gemmi
 import numpy as np
 
 from ..models.beam import Beam
 from ..models.detector import Panel
 
+#: Resolution maps of the latest panel geometries and beams, newest last, kept up to
+#: MAPS_BYTES in all: a step on a few images (a user trying parameters, images processed as
+#: they arrive) then costs little more than their decoding.
+_MAPS: OrderedDict[str, np.ndarray] = OrderedDict()
+MAPS_BYTES = 256 * 2**20
+
 
 def resolution_map(panel: Panel, beam: Beam) -> np.ndarray:
-    """d-spacing (A) at every pixel centre, (slow, fast); inf at the beam centre."""
+    """d-spacing (A) at every pixel centre, (slow, fast); inf at the beam centre.
+
+    Computed once per panel geometry and beam direction and kept (read-only).
+    """
+    key = json.dumps([panel.to_dict(), [float(x) for x in beam.s0]], sort_keys=True)
+    d = _MAPS.get(key)
+    if d is None:
+        d = _resolution_map(panel, beam)
+        d.setflags(write=False)
+        _MAPS[key] = d
+        while sum(m.nbytes for m in _MAPS.values()) > MAPS_BYTES and len(_MAPS) > 1:
+            _MAPS.popitem(last=False)
+    _MAPS.move_to_end(key)
+    return d
+
+
+def _resolution_map(panel: Panel, beam: Beam) -> np.ndarray:
     nx, ny = panel.image_size
     out = np.empty((ny, nx))
     fast = np.arange(nx) + 0.5

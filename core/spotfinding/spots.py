@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
+
+from gonio.core.jit import njit
 
 from ..reflection_table import Shoeboxes
 
@@ -52,11 +53,12 @@ class SpotPixels:
         """Only pixels of spots with keep[label]; labels renumbered 0..k-1 in order."""
         if keep.all():
             return self
-        return SpotPixels(*_select(np.asarray(keep, np.bool_), self.label, self.z, self.y,
-                                   self.x, self.value))
+        return SpotPixels(*_select(np.asarray(keep, np.bool_), np.asarray(self.label, np.int64),
+                                   np.asarray(self.z, np.int64), np.asarray(self.y, np.int64),
+                                   np.asarray(self.x, np.int64), np.asarray(self.value, np.float64)))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _select(keep, label, z, y, x, value):
     """(z, y, x, value, label) of the pixels of kept spots, labels renumbered (one pass)."""
     new = np.cumsum(keep) - 1
@@ -86,7 +88,7 @@ class SpotTable:
     peak: np.ndarray  # (N, 3) px, px, frame
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _moments(label, z, y, x, value, n):
     """Per-spot sums over the pixels, each spot's pixels taken in the given order.
 
@@ -143,7 +145,7 @@ def measure_spots(p: SpotPixels) -> SpotTable:
     n = p.n_spots
     count, W, W2, mean, S2, bbox, peak = _moments(
         np.asarray(p.label, np.int64), np.asarray(p.z, np.int64), np.asarray(p.y, np.int64),
-        np.asarray(p.x, np.int64), np.asarray(p.value), n)
+        np.asarray(p.x, np.int64), np.asarray(p.value, np.float64), n)
     with np.errstate(divide="ignore", invalid="ignore"):
         s2 = S2 / W[:, None]
         denom = W * W - W2

@@ -58,7 +58,9 @@ row they belong to, so that a spot's next row only adds and removes one
 row of them; all of it on row slices, which vectorise, and without
 numba's slice assignment (which copies through a temporary).
 
-Kernels are numba ``njit(cache=True, nogil=True)`` and compile on first call.
+Kernels are declared with :func:`gonio.core.jit.njit` (nogil, cached on disk) and compile
+on first call; integer and float counts each compile only their own path
+(:func:`_local_pass`).
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ from __future__ import annotations
 import math
 import threading
 
-import numba
 import numpy as np
+
+from gonio.core.jit import njit
 
 BIG = 1 << 24  # counts at or above this never enter the window sums
 GROUP_GAP = 32  # px: cores of a row closer than this are visited as one span (second stage)
@@ -77,8 +80,12 @@ DISPERSION = "dispersion"
 DISPERSION_EXTENDED = "dispersion_extended"
 ALGORITHMS = (DISPERSION_EXTENDED, DISPERSION)
 
+# No kernel here divides by zero: numpy's error model spares compiling an exception
+# path for every division and modulo (a shorter compilation, the same results).
+_kernel = njit(error_model="numpy")
 
-@numba.njit(cache=True, nogil=True)
+
+@_kernel
 def _enter_row(row, static_row, lo, sat_hi, f, w, f_out, w_out, cm, cx, cy):
     """The window moves down a row: the row's contributions (f = 1 where the
     pixel is summed: static, lo < v < sat_hi; w = its value there, else 0)
@@ -98,7 +105,7 @@ def _enter_row(row, static_row, lo, sat_hi, f, w, f_out, w_out, cm, cx, cy):
         w[i] = a
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _enter_row_packed(row, static_row, lo, sat_hi, bits, clip, p, p_out, cp, cy):
     """As :func:`_enter_row` with count and sum packed in one integer,
     v * 2**bits + f (the count in the low ``bits`` bits), so that one
@@ -128,16 +135,13 @@ def _enter_row_packed(row, static_row, lo, sat_hi, bits, clip, p, p_out, cp, cy)
     return clip != 0 and (v_max >= clip or v_min <= -clip)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_kernel
 def _unpack(p, bits):
-    """(n, S) from a packed sum S * 2**bits + n (float sums are never packed)."""
-    if isinstance(p, float):
-        return 0, p
-    else:
-        return p & ((1 << bits) - 1), p >> bits
+    """(n, S) from a packed sum S * 2**bits + n (integer counts only)."""
+    return p & ((1 << bits) - 1), p >> bits
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _valid_row(row, static_row, lo, hi, valid):
     """valid = static and lo < v < hi (0/1)."""
     for i in range(len(row)):
@@ -145,7 +149,7 @@ def _valid_row(row, static_row, lo, hi, valid):
         valid[i] = static_row[i] & np.uint8(u > lo) & np.uint8(u < hi)
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _window_row(padded, out):
     """out[i] = sum of padded[i : i + width], width = len(padded) - len(out) + 1.
 
@@ -178,16 +182,16 @@ def _window_row(padded, out):
             out[i] = (out[i] if t else 0) + (a[i] + b[i]) + (c[i] + d[i])
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _dispersed(m, x, y, gain, nsig_b):
     """The dispersion test on window sums n = m, S = x, Q = y (floats):
     n Q - S^2 > gain S (n - 1 + nsig_b sqrt(2 (n - 1)))."""
     return m * y - x * x > gain * x * (m - 1.0 + nsig_b * np.sqrt(max(2.0 * (m - 1.0), 0.0)))
 
 
-@numba.njit(cache=True, nogil=True)
-def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, wm, wx, wy, mark_invalid,
-                   out, maybe):
+@_kernel
+def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, fsum, wm, wx, wy,
+                   mark_invalid, out, maybe):
     """Cheap first look at one row: ``maybe`` is set where the pixel is valid
     and may pass the dispersion test, ``out`` to maybe | (invalid and
     mark_invalid) (both uint8 0/1). Returns whether any is maybe.
@@ -202,11 +206,11 @@ def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, wm, wx, wy, 
     no_bound = np.uint8(not use_bound)
     any_ = np.uint8(0)
     for i in range(len(valid)):
-        if bits:  # count and sum packed in wx
+        if fsum is not None:  # float counts (see :func:`_local_pass` for the two markers)
+            m, x = float(wm[i]), float(wx[i])
+        elif bits is not None:  # count and sum packed in wx
             mi, xi = _unpack(wx[i], bits)
             m, x = float(mi), float(xi)
-        else:
-            m, x = float(wm[i]), float(wx[i])
         y = float(wy[i])
         v = np.uint8(valid[i] & 1)
         r_ = v & np.uint8(m >= min_count) & np.uint8(x >= 0) & (no_bound | (
@@ -217,9 +221,9 @@ def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, wm, wx, wy, 
     return any_
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_s,
-                threshold, min_count, bits, clip, big, force, out, found, ring_m, ring_x,
+                threshold, min_count, bits, fsum, clip, big, force, out, found, ring_m, ring_x,
                 col_m, col_x, col_y, wm, wx, wy, ext):
     """One sweep over the image with window sums; ``mode`` picks the test.
 
@@ -243,6 +247,12 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
     ``big`` (rows, columns), and the pixels whose windows hold one are
     ``force``d through the test with window sums taken directly. Returns -1
     when ``big`` fills up: the caller then runs again with wide accumulators.
+
+    Integer and float counts take different paths, picked by two markers
+    that numba reads at compile time (it drops the branches of an
+    ``x is None`` test on an argument typed None): integer counts pass
+    ``bits`` (> 0: count and sum packed) and ``fsum`` = None, float counts
+    ``bits`` = None and ``fsum`` = 0.0. Each compiles only its own path.
     """
     ny, nx = image.shape
     nring = 2 * ky + 2
@@ -261,17 +271,17 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
     maybe = np.zeros(8 * ((nx + 7) // 8), np.uint8)
     no_pixels = np.zeros(nx, np.uint8)
     valid_buf = np.empty(nx, ring_m.dtype)
-    n_found = 0
+    n_found = np.int64(0)  # not the literal 0: callees get one signature
     n_big, b0 = 0, 0  # big pixels listed; the first one that may be in the window of row r
     for r in range(-ky, ny):
         # row r + ky enters the window of row r, row r - ky - 1 leaves it
         r_in, s_in, s_out = r + ky, (r + ky) % nring, (r - ky - 1) % nring
         # below the last row, an all-masked row enters
         row_in, static_in = image[min(r_in, ny - 1)], static[r_in] if r_in < ny else no_pixels
-        if isinstance(lo, float):  # float counts: never packed
+        if fsum is not None:  # float counts: never packed
             _enter_row(row_in, static_in, lo, sat_hi, ring_m[s_in], ring_x[s_in], ring_m[s_out],
                        ring_x[s_out], cm, cx, cy)
-        elif bits:
+        elif bits is not None:
             if _enter_row_packed(row_in, static_in, lo, sat_hi, bits, clip, ring_x[s_in],
                                  ring_x[s_out], cx, cy):
                 for i in range(nx):
@@ -281,12 +291,9 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
                             return -1
                         big[0, n_big], big[1, n_big] = r_in, i
                         n_big += 1
-        else:
-            _enter_row(row_in, static_in, lo, sat_hi, ring_m[s_in], ring_x[s_in], ring_m[s_out],
-                       ring_x[s_out], cm, cx, cy)
         if r < 0:
             continue
-        if not bits:
+        if fsum is not None:
             _window_row(col_m, wm)
         _window_row(col_x, wx)
         _window_row(col_y, wy)
@@ -295,7 +302,7 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
         else:
             valid = valid_buf
             _valid_row(image[r], static[r], lo, hi, valid)
-        any_ = _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, wm, wx, wy,
+        any_ = _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, fsum, wm, wx, wy,
                               np.uint8(mode == 1), out[r], maybe)
         while b0 < n_big and big[0, b0] < r - ky:
             b0 += 1
@@ -309,22 +316,20 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
             b1 += 1
         if any_:
             n_found = _test_maybe(image, static, lo, sat_hi, r, ky, kx, mode, gain, nsig_b,
-                                  nsig_s, threshold, min_count, bits, maybe, force, wm, wx, wy,
-                                  out, found, n_found)
+                                  nsig_s, threshold, min_count, bits, fsum, maybe, force, wm, wx,
+                                  wy, out, found, n_found)
         for b in range(b0, b1):
             force[max(big[1, b] - kx, 0):min(big[1, b] + kx + 1, nx)] = 0
-        if mode == 1 and r % EXTENDED_BATCH == EXTENDED_BATCH - 1:
-            _extended_rows(r, image, static, lo, sat_hi, out, found, n_found, gain, nsig_s,
+        if mode == 1 and (r % EXTENDED_BATCH == EXTENDED_BATCH - 1 or r == ny - 1):
+            r_done = r if r < ny - 1 else r + ext[0] + ext[1]  # the last rows: all of them
+            _extended_rows(r_done, image, static, lo, sat_hi, out, found, n_found, gain, nsig_s,
                            threshold, ext)
-    if mode == 1:  # the last rows
-        _extended_rows(ny - 1 + ext[0] + ext[1], image, static, lo, sat_hi, out, found, n_found,
-                       gain, nsig_s, threshold, ext)
     return n_found
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _test_maybe(image, static, lo, sat_hi, r, ky, kx, mode, gain, nsig_b, nsig_s, threshold,
-                min_count, bits, maybe, force, wm, wx, wy, out, found, n_found):
+                min_count, bits, fsum, maybe, force, wm, wx, wy, out, found, n_found):
     """The exact test on the ``maybe`` pixels of row r (window sums taken
     directly where ``force``d); returns the new count of ``found``."""
     nx = image.shape[1]
@@ -335,25 +340,27 @@ def _test_maybe(image, static, lo, sat_hi, r, ky, kx, mode, gain, nsig_b, nsig_s
         for i in range(8 * word, min(8 * word + 8, nx)):
             if not maybe[i]:
                 continue
-            if force[i]:
-                m, x, y = _direct_sums(image, static, lo, sat_hi, r, i, ky, kx)
-                if not (m >= min_count and x >= 0):
+            if bits is not None and force[i]:  # (integer counts only)
+                mi, xi, yi = _direct_sums(image, static, lo, sat_hi, r, i, ky, kx)
+                if not (mi >= min_count and xi >= 0):
                     out[r, i] = 0
                     continue
-                n_found = _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold,
-                                      m, x, y, out, found, n_found)
-                continue
-            m, x = _unpack(wx[i], bits) if bits else (wm[i], wx[i])
-            n_found = _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold,
-                                  m, x, wy[i], out, found, n_found)
+                m, x, y = float(mi), float(xi), float(yi)
+            elif fsum is not None:  # float counts
+                m, x, y = float(wm[i]), float(wx[i]), float(wy[i])
+            elif bits is not None:  # integer counts, packed
+                mi, xi = _unpack(wx[i], bits)
+                m, x, y = float(mi), float(xi), float(wy[i])
+            n_found = _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold, m, x, y,
+                                  out, found, n_found)
     return n_found
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _direct_sums(image, static, lo, sat_hi, r, i, ky, kx):
     """Count, sum and sum of squares (int64, exact) of the window of (r, i), summed directly."""
     ny, nx = image.shape
-    m, x, y = 0, 0, 0
+    m, x, y = np.int64(0), np.int64(0), np.int64(0)
     for jj in range(max(r - ky, 0), min(r + ky + 1, ny)):
         for ii in range(max(i - kx, 0), min(i + kx + 1, nx)):
             u = image[jj, ii]
@@ -364,13 +371,13 @@ def _direct_sums(image, static, lo, sat_hi, r, i, ky, kx):
     return m, x, y
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold, wm, wx, wy, out, found,
                 n_found):
-    """The full test on pixel (r, i), which passed the prefilter: append it to
-    ``found`` or clear it in ``out``; returns the new count."""
-    m, x = float(wm), float(wx)
-    ok = _dispersed(m, x, float(wy), gain, nsig_b)
+    """The full test on pixel (r, i), which passed the prefilter (window sums
+    as floats): append it to ``found`` or clear it in ``out``; returns the new count."""
+    m, x = wm, wx
+    ok = _dispersed(m, x, wy, gain, nsig_b)
     if ok and mode == 0:
         v = float(image[r, i])
         ok = v > threshold and m * v - x > nsig_s * np.sqrt(max(gain * x * m, 0.0))
@@ -381,7 +388,7 @@ def _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold, wm, wx, wy, 
     return n_found
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _extended_rows(r_done, image, static, lo, sat_hi, signal, found, n_found, gain, nsig_s,
                    threshold, ext):
     """Second stage of dispersion_extended on the rows that the first pass,
@@ -428,7 +435,7 @@ def _extended_rows(r_done, image, static, lo, sat_hi, signal, found, n_found, ga
         state[3], state[4] = p + 1, k
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _erode_row(signal, candidates, q, h, col_set, rows, core, cores, n_core):
     """Marks in ``core`` (and appends to ``cores`` after the first
     ``n_core``) the candidates of row q (flat indices, in order) whose
@@ -473,7 +480,7 @@ def _erode_row(signal, candidates, q, h, col_set, rows, core, cores, n_core):
     return n_core
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_kernel
 def _add_background_row(image, static, core, lo, sat_hi, bits, j, c0, c1, sign, col_p):
     """Adds (sign = 1) or removes (-1) the background pixels of row j,
     columns c0..c1-1, to or from the packed column sums (v * 2**bits + 1 per
@@ -486,7 +493,7 @@ def _add_background_row(image, static, core, lo, sat_hi, bits, j, c0, c1, sign, 
         cp[t] += sign * (((np.int64(u) << bits) | 1) if ok else np.int64(0))
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _test_row(image, static, lo, sat_hi, cores, p, ky, kx, gain, nsig_s, threshold, bits, zero,
               core, col_p, col_row, strong, n_strong, gap):
     """The strong test on the cores of row p (flat indices); returns the new
@@ -499,19 +506,20 @@ def _test_row(image, static, lo, sat_hi, cores, p, ky, kx, gain, nsig_s, thresho
     (``col_row``), so the columns of a group that were summed for the row
     above only add the row that enters and remove the one that leaves (row
     slices, which vectorise; the rest are summed afresh), and the window
-    sums slide along runs of cores. Otherwise (float
-    counts, whose sums depend on the order, or too wide a range) each
-    window is summed afresh, column by column, in the type of ``zero``.
+    sums slide along runs of cores. Float counts (``bits`` None, ``zero`` =
+    0.0), whose sums depend on the order: each window summed afresh, column
+    by column. Integer counts pass ``zero`` = None: numba then compiles
+    their path only (see :func:`_local_pass`).
     """
     ny, nx = image.shape
-    if not bits:
+    if zero is not None:  # float counts
         j0, j1 = max(p - ky, 0), min(p + ky + 1, ny)
         for c in cores:
             i = c - p * nx
             v = image[p, i]
             if not v > threshold:
                 continue
-            m, x = 0, zero
+            m, x = np.int64(0), zero
             for ii in range(max(i - kx, 0), min(i + kx + 1, nx)):
                 dm, dx = _background_column(image, static, core, lo, sat_hi, zero, j0, j1, ii)
                 m += dm
@@ -519,6 +527,8 @@ def _test_row(image, static, lo, sat_hi, cores, p, ky, kx, gain, nsig_s, thresho
             if _is_strong(v, m, x, gain, nsig_s):
                 strong[n_strong] = c
                 n_strong += 1
+        return n_strong
+    if bits is None:  # never: float counts returned above (keeps their compilation to their path)
         return n_strong
     low = (1 << bits) - 1
     k = 0
@@ -535,16 +545,16 @@ def _test_row(image, static, lo, sat_hi, cores, p, ky, kx, gain, nsig_s, thresho
             if state == p - 1:
                 if p - ky - 1 >= 0:
                     _add_background_row(image, static, core, lo, sat_hi, bits, p - ky - 1, t, f,
-                                        -1, col_p)
+                                        np.int64(-1), col_p)
                 if p + ky < ny:
-                    _add_background_row(image, static, core, lo, sat_hi, bits, p + ky, t, f, 1,
-                                        col_p)
+                    _add_background_row(image, static, core, lo, sat_hi, bits, p + ky, t, f,
+                                        np.int64(1), col_p)
             elif state != p:
                 for ii in range(t, f):
                     col_p[ii] = 0
                 for jj in range(max(p - ky, 0), min(p + ky + 1, ny)):
-                    _add_background_row(image, static, core, lo, sat_hi, bits, jj, t, f, 1,
-                                        col_p)
+                    _add_background_row(image, static, core, lo, sat_hi, bits, jj, t, f,
+                                        np.int64(1), col_p)
             for ii in range(t, f):
                 col_row[ii] = p
             t = f
@@ -569,18 +579,18 @@ def _test_row(image, static, lo, sat_hi, cores, p, ky, kx, gain, nsig_s, thresho
     return n_strong
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_kernel
 def _is_strong(v, m, x, gain, nsig_s):
     """v >= mean + nsig_s sqrt(gain mean), mean = x / m (0 when m < 2)."""
     mean = x / m if m >= 2 else 0.0
     return v >= mean + nsig_s * np.sqrt(gain * mean)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_kernel
 def _background_column(image, static, core, lo, sat_hi, zero, j0, j1, i):
     """Count and sum of the background pixels (static, not core, lo < v <
     sat_hi) of column i, rows j0..j1-1."""
-    m, x = 0, zero
+    m, x = np.int64(0), zero
     for jj in range(j0, j1):
         u = image[jj, i]
         ok = static[jj, i] & (core[jj, i] ^ np.uint8(1)) & np.uint8(u > lo) & np.uint8(u < sat_hi)
@@ -589,7 +599,7 @@ def _background_column(image, static, core, lo, sat_hi, zero, j0, j1, i):
     return m, x
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _unmark(core, cores):
     """Clears the marks of ``cores`` (flat indices) in ``core``."""
     core_flat = core.reshape(-1)
@@ -629,8 +639,9 @@ def _bounds(image: np.ndarray, trusted_range):
     tmin, tmax = float(trusted_range[0]), float(trusted_range[1])
     if image.dtype.kind in "iu":
         info = np.iinfo(image.dtype)
-        lo = int(np.clip(np.floor(tmin), info.min, info.max))
-        hi = int(np.clip(np.ceil(tmax), info.min, info.max))
+        # clipped in Python: float64(int64 max) is 2**63, which int64 cannot hold
+        lo, hi = (info.min if t <= info.min else info.max if t >= info.max else int(t)
+                  for t in (np.floor(tmin), np.ceil(tmax)))
         return image.dtype.type(lo), image.dtype.type(hi), image.dtype.type(min(hi, BIG))
     return tmin, tmax, min(tmax, float(BIG))
 
@@ -645,8 +656,8 @@ def _sum_types(image: np.ndarray, lo, sat_hi, n_window: int, narrow: bool) -> tu
     no value that enters the sums reaches it), and windows holding a clipped
     value summed afresh by the kernel in int64. Otherwise int32 or int64
     packed sums and float64 sums of squares while they stay below 2**53
-    (int64 beyond), clip = 0. Float images (and integer ranges too wide for
-    int64): bits = 0, int32 counts, float64 sums.
+    (int64 beyond), clip = 0; the caller makes sure that packed int64 sums
+    fit. Float images: bits = 0, int32 counts, float64 sums.
     """
     float_types = 0, (np.int32, np.float64, np.float64), 0
     if image.dtype.kind == "f":
@@ -659,8 +670,6 @@ def _sum_types(image: np.ndarray, lo, sat_hi, n_window: int, narrow: bool) -> tu
         if clip >= 1:
             return bits, (np.int32,) * 3, image.dtype.type(clip if big >= clip else 0)
     packed = (n_window * big + 1) << bits
-    if packed >= 2**63:
-        return float_types
     t = np.int32 if packed < 2**31 else np.int64
     return bits, (t, t, np.float64 if sq < 2**53 or sq >= 2**63 else np.int64), 0
 
@@ -696,6 +705,14 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     static = np.ascontiguousarray(static_mask, dtype=np.bool_).view(np.uint8)
     kx, ky = int(kernel_size[0]), int(kernel_size[1])
     lo, hi, sat_hi = _bounds(image, trusted_range)
+    n_ext = (2 * kx + 5) * (2 * ky + 5)  # the second stage of extended: a window 2 px wider
+    if image.dtype.kind != "f" and not _packed_bits(image, lo, sat_hi, n_ext):
+        # a trusted range so wide that packed int64 sums could overflow: the counts are
+        # thresholded as float64 (the same numbers up to 2**53)
+        image = image.astype(np.float64)
+        lo, hi, sat_hi = _bounds(image, trusted_range)
+    packed = image.dtype.kind != "f"  # integer counts: packed sums everywhere
+    fsum = None if packed else 0.0  # compile-time markers of the path: see _local_pass
     args = (float(gain), float(sigma_background), float(sigma_strong),
             float(global_threshold), int(min_local))
     found = _scratch("found", (image.size,), np.int64)  # pages are only touched as they fill
@@ -713,9 +730,8 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     col_p, col_row = np.empty(nx, np.int64), np.empty(nx, np.int64)
     col_set = np.empty(nx, np.uint8 if 2 * h + 1 < 256 else np.int32)  # set pixels per column
     state = np.empty(8, np.int64)
-    ext = (h, ky + 2, kx + 2, _packed_bits(image, lo, sat_hi, (2 * kx + 5) * (2 * ky + 5)),
-           0.0 if image.dtype.kind == "f" else 0, core, cores, strong, col_p, col_row, col_set,
-           state)
+    ext = (h, ky + 2, kx + 2, _packed_bits(image, lo, sat_hi, n_ext) if packed else None, fsum,
+           core, cores, strong, col_p, col_row, col_set, state)
     for narrow in (True, False):
         bits, types, clip = _sum_types(image, lo, sat_hi, (2 * kx + 1) * (2 * ky + 1), narrow)
         ring = [np.empty((2 * ky + 2, nx), t) for t in types[:2]]  # ring of row contributions
@@ -727,8 +743,9 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
                       for k, t in enumerate(types)])  # window sums of one row
         col_row[:] = -2  # no column sums yet
         state[:] = 0
-        n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, *args, bits, clip, big,
-                        force, mask, found, *buffers, ext)
+        n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, *args,
+                        bits if packed else None, fsum, clip, big, force, mask, found, *buffers,
+                        ext)
         if extended:
             _unmark(core, cores[:state[2]])  # ``core`` must be all 0 for the next image
         if n >= 0:

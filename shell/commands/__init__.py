@@ -10,6 +10,7 @@ import difflib
 
 from gonio.core.errors import GonioError
 from gonio.shell.command import Command
+from gonio.shell.commands.process import ProcessCommand
 from gonio.shell.params import Param
 
 
@@ -43,6 +44,9 @@ def _import_params() -> list[Param]:
               "is the rotation sense (e.g. -107,-122,0)", length=3, allow_none=True),
         Param("geometry.scan.oscillation", "floats", None, "start angle and oscillation width",
               units="deg", length=2, allow_none=True),
+        Param("geometry.from", "choice", "imported", "overrides without files start from the "
+              "models as last imported on this branch (the header with this value changed), "
+              "or from the current (refined) ones", choices=("imported", "current")),
     ]
 
 
@@ -60,7 +64,9 @@ def _show_params() -> list[Param]:
 
 
 def _history_params() -> list[Param]:
-    return [Param("script", "bool", False, "print the current branch as a gonio script instead")]
+    return [Param("script", "bool", False, "print the current branch as a gonio script instead"),
+            Param("all", "bool", False, "draw every branch in full (--all); by default side "
+                  "branches of the current one are folded to one line each")]
 
 
 def _ab_params() -> list[Param]:
@@ -109,6 +115,17 @@ def _simulate_params() -> list[Param]:
     return params()
 
 
+def _params_of(module: str):
+    """A params function that imports ``gonio.shell.commands.<module>`` only when called."""
+
+    def load() -> list[Param]:
+        import importlib
+
+        return importlib.import_module(f"gonio.shell.commands.{module}").params()
+
+    return load
+
+
 COMMANDS: list[Command] = [
     Command("import", "import images, DIALS .expt/.refl or XDS.INP/SPOT.XDS (or re-import with "
             "new geometry)", "gonio.shell.commands.importing:run", _import_params,
@@ -119,6 +136,9 @@ COMMANDS: list[Command] = [
             "gonio.shell.commands.findspots:run", _findspots_params, aliases=("find_spots",)),
     Command("search_beam_position", "find the beam centre from the strong spots when the header's is "
             "off (Sauter et al. 2004)", "gonio.shell.commands.beam_search:run", _beam_search_params),
+    Command("find_rotation_axis", "the rotation-axis azimuth from the strong spots of 3D-ED data "
+            "(Gorelik et al.), applied as a new import step",
+            "gonio.shell.commands.find_rotation_axis:run", _params_of("find_rotation_axis")),
     Command("index", "find the lattice, assign indices and refine a static model (dials.index)",
             "gonio.shell.commands.index:run", _index_params),
     Command("refine_bravais_settings", "Bravais lattices compatible with the P1 solution, each refined",
@@ -127,6 +147,27 @@ COMMANDS: list[Command] = [
             "or a reference)", "gonio.shell.commands.rbs:run_reindex", _reindex_params),
     Command("refine", "static refinement of the indexed models (dials.refine, scan-static)",
             "gonio.shell.commands.refine:run", _refine_params),
+    Command("integrate", "predict every reflection and measure its intensity by summation and 3D "
+            "profile fitting (dials.integrate)", "gonio.shell.commands.integrate:run",
+            _params_of("integrate")),
+    Command("symmetry", "the Laue group and space group from the intensities; reindex into it "
+            "(dials.symmetry)", "gonio.shell.commands.symmetry:run", _params_of("symmetry")),
+    Command("scale", "scale the integrated intensities with a physical model; merging statistics "
+            "(dials.scale)", "gonio.shell.commands.scale:run", _params_of("scale")),
+    Command("merge", "merge symmetry equivalents into merged.mtz, with French-Wilson amplitudes "
+            "(dials.merge)", "gonio.shell.commands.merge:run", _params_of("merge")),
+    Command("export", "write the reflections for other programs: MTZ, XDS_ASCII, SHELX, mmCIF "
+            "(dials.export)", "gonio.shell.commands.export:run", _params_of("export")),
+    ProcessCommand("process", "the whole pipeline, import to export, each step recorded as if "
+                   "typed (dials.process, xia2); step parameters as index.max_lattices=2",
+                   "gonio.shell.commands.process:run", step=False,
+                   usage="[images or template...] [step.param=value...] [stop_after=STEP]"),
+    Command("report", "write one self-contained HTML report of the session: history tree, models "
+            "and the plots of every step (dials.report)", "gonio.shell.commands.report:run",
+            _params_of("report"), step=False, usage="[output=FILE] [compare=A,B]"),
+    Command("view", "pictures: an image with spots and predictions (PNG), the reciprocal lattice "
+            "(3D HTML), the spot-finding threshold stages", "gonio.shell.commands.view:run",
+            _params_of("view"), step=False, usage="image=N | lattice | threshold image=N"),
     Command("simulate", "write a simulated rotation sweep with known truth",
             "gonio.shell.commands.simulate:run", _simulate_params),
     Command("save", "write DIALS files of the current state (PREFIX.expt, PREFIX.refl)",
@@ -141,9 +182,25 @@ COMMANDS: list[Command] = [
             step=False, usage="N"),
     Command("diff", "what changed between two steps (models and figures)",
             "gonio.shell.commands.history:run_diff", _ab_params, step=False, usage="A B"),
+    Command("forget", "drop step N and every step made from it (a branch you no longer want); "
+            "`gonio gc` then frees its disk space", "gonio.shell.commands.history:run_forget",
+            _no_params, step=False, usage="N"),
     Command("help", "list commands, or show one command's parameters", "gonio.shell.commands.help:run",
             _no_params, step=False, usage="[command or parameter] [expert_level=N]"),
 ]
+
+
+def _try_command() -> Command:
+    """``try`` takes other commands' lines as its words (gonio.shell.commands.try_)."""
+    from gonio.shell.commands.try_ import TryWords
+
+    return Command("try", "what-if branches: run a step once per value of one parameter "
+                   "(v1|v2|...) from the current step and compare them in one table",
+                   "gonio.shell.commands.try_:run", _no_params, step=False,
+                   usage="STEP param=v1|v2|... [then STEP2 ...]", _paramset=TryWords("try", []))
+
+
+COMMANDS.append(_try_command())
 
 _BY_NAME = {c.name: c for c in COMMANDS} | {a: c for c in COMMANDS for a in c.aliases}
 

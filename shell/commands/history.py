@@ -1,4 +1,4 @@
-"""History commands: history, undo, redo, goto, diff."""
+"""History commands: history, undo, redo, goto, diff, forget."""
 
 from __future__ import annotations
 
@@ -37,18 +37,29 @@ def run_history(ctx: Context, parsed) -> Outcome:
     history = session.history
     if parsed.values["script"] or "--script" in parsed.positional:
         return Outcome(text=script(session))
+    from gonio.shell.history_graph import render
+
     head = history.head
-    rows = []
-    on_branch = {s.id for s in history.path(head)} if head else set()
-    for step, depth in history.tree():
-        mark = "*" if step.id == head else (" " if step.id in on_branch else "")
-        rows.append([f"{mark}{step.id}", "  " * depth + step.line[:70], f"{step.duration_s:.2f}",
-                     _metrics_text(step.metrics)])
-    if not rows:
+    all_branches = bool(parsed.values.get("all")) or "--all" in parsed.positional
+    damaged = any(s.status != "ok" for s in history.steps())
+    text = render(history, head, _step_figures, all_branches)
+    if not text:
         return Outcome(text="The history is empty: nothing has been run in this folder yet.")
-    text = tabulate(rows, headers=["step", "command", "s", "key figures"], disable_numparse=True)
-    text += "\n(* marks the current step; indented lines are branches made after undo)"
+    text += ("\n(* marks the current step, o the others; branches run in their own column"
+             + ("" if all_branches else "; + is a folded side branch, `history --all` draws them")
+             + ")")
+    if damaged:
+        text += "\n([damaged]: artifacts of the step are missing or altered; `gonio check` says which)"
+    if history.read_only:
+        text += f"\n(read-only session: {history.read_only_reason})"
     return Outcome(text=text)
+
+
+def _step_figures(step) -> str:
+    figures = _metrics_text(step.metrics)
+    if step.status != "ok":
+        figures = f"[{step.status}] " + figures
+    return f"{step.duration_s:.2f} s  {figures}"
 
 
 def script(session) -> str:
@@ -85,6 +96,18 @@ def run_goto(ctx: Context, parsed) -> Outcome:
     n = _step_number(parsed.positional[0])
     head = ctx.session.history.goto(n or None)
     return Outcome(text=f"Now at step {head or 0}" + _describe(ctx.session, head))
+
+
+def run_forget(ctx: Context, parsed) -> Outcome:
+    if len(parsed.positional) != 1:
+        raise StepArgumentError("forget takes one step number, the first step of the branch to "
+                                "drop, e.g. forget 5; `history` shows the tree.")
+    n = _step_number(parsed.positional[0])
+    dropped = ctx.session.history.forget(n)
+    ctx.session.forget_states(dropped)
+    steps = f"step {n}" if len(dropped) == 1 else f"steps {', '.join(map(str, dropped))}"
+    return Outcome(text=f"Forgot {steps}. Their artifacts stay on disk until `gonio gc` removes "
+                   "those no other step uses.")
 
 
 def _describe(session, head) -> str:
@@ -164,4 +187,5 @@ def _vec(v) -> str:
     return "(" + ", ".join(f"{x:.4f}" for x in v) + ")"
 
 
-__all__ = ["run_history", "run_undo", "run_redo", "run_goto", "run_diff", "script", "json"]
+__all__ = ["run_history", "run_undo", "run_redo", "run_goto", "run_diff", "run_forget", "script",
+           "json"]

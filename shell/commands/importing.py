@@ -71,6 +71,8 @@ def _kind(path: str) -> str:
 def _table_name(table) -> str:
     from gonio.core.reflection_table import Flags
 
+    if "inverse_scale_factor" in table or (len(table) and table.get_flags(Flags.scaled).any()):
+        return "scaled"
     if len(table) and table.get_flags(Flags.integrated, all_bits=False).any():
         return "integrated"
     if "miller_index" in table and len(table) and table.get_flags(Flags.indexed).any():
@@ -114,9 +116,11 @@ def run(ctx: Context, parsed) -> Outcome:
             )
         from gonio.core.importer import apply_overrides
 
-        experiments = apply_overrides(ctx.state.experiments, overrides)
-        state = ctx.state.evolve(experiments=experiments)
-        notes.append("Applied to the current experiments: " +
+        base, where = _override_base(ctx, values.get("geometry.from", "imported"))
+        experiments = apply_overrides(base.experiments, overrides)
+        state = ctx.state.evolve(experiments=experiments,
+                                 drop=() if base is ctx.state else DOWNSTREAM)
+        notes.append(f"Applied to the models {where}: " +
                      ", ".join(f"{k}={v}" for k, v in given.items()))
         # spot positions in mm / reciprocal space depend on the geometry; pixel data do not
     elif images:
@@ -137,6 +141,33 @@ def run(ctx: Context, parsed) -> Outcome:
     return Outcome(state=state, text=text, metrics=metrics)
 
 
+DOWNSTREAM = ("indexed", "refined", "integrated", "scaled")  # tables made with old models
+
+
+#: steps whose models are "as imported": overrides start from the newest of them
+IMPORTING = ("import", "find_rotation_axis")
+
+
+def _override_base(ctx: Context, start: str):
+    """(state whose experiments the overrides start from, where that is in words).
+
+    ``imported``: the models of the last step that set the geometry on the current branch
+    (``import``: the header or an earlier override; ``find_rotation_axis``, which applies its
+    axis as an import does), so that an override after a failed index does not inherit its
+    refined detector; ``current``: the models at the head.
+    """
+    session = getattr(ctx, "session", None)
+    head = session.head if session is not None else None
+    if start == "current" or head is None:
+        return ctx.state, f"of the current step {head or 0} (from=current)"
+    last = next((s for s in reversed(session.history.path(head)) if s.command in IMPORTING),
+                None)
+    if last is None or last.id == head:
+        return ctx.state, f"of the current step {head} (its last import)"
+    return (session.state_at(last.id), f"as imported at step {last.id} ({last.line[:60]}); "
+            "from=current starts from the current ones")
+
+
 def _import_files(ctx, paths, kinds, overrides, given, notes):
     from gonio.core.io.dials_expt import read_expt
     from gonio.core.io.dials_refl import read_refl
@@ -145,10 +176,13 @@ def _import_files(ctx, paths, kinds, overrides, given, notes):
 
     experiments = None
     tables = {}
+    expt_files = []  # (first experiment index, identifiers) of each .expt, for pairing .refl files
     xds_inp = [p for p in paths if kinds[p] == "xds_inp"]
     for p in paths:
         if kinds[p] == "expt":
             el = read_expt(p)
+            expt_files.append((0 if experiments is None else len(experiments),
+                               [e.identifier for e in el]))
             experiments = el if experiments is None else ExperimentList([*experiments, *el])
         elif kinds[p] == "xds_inp":
             from gonio.core.io.xds import read_xds_inp
@@ -173,11 +207,15 @@ def _import_files(ctx, paths, kinds, overrides, given, notes):
         from gonio.core.importer import apply_overrides
 
         experiments = apply_overrides(experiments, overrides)
+    refl_paths = [p for p in paths if kinds[p] == "refl"]
+    by_kind: dict[str, list] = {}
     for p in paths:
         if kinds[p] == "refl":
             t = read_refl(p)
+            if len(expt_files) > 1:
+                t = _offset_ids(t, expt_files, refl_paths.index(p), p)
             _check_ids(t, experiments, p)
-            tables[_table_name(t)] = t
+            by_kind.setdefault(_table_name(t), []).append(t)
         elif kinds[p] == "spot_xds":
             from gonio.core.io.xds import read_spot_xds
 
@@ -185,9 +223,49 @@ def _import_files(ctx, paths, kinds, overrides, given, notes):
                 raise ImportInputError("SPOT.XDS needs the geometry of XDS.INP: import both, e.g. "
                                        "import XDS.INP SPOT.XDS.")
             tables["strong"] = read_spot_xds(p, experiments)
+    if by_kind:
+        from gonio.core.reflection_table import ReflectionTable
+
+        for name, parts in by_kind.items():
+            tables[name] = parts[0] if len(parts) == 1 else ReflectionTable.concatenate(parts)
     for t in tables.values():
         _fill_mm(t, experiments)
     return State(experiments=experiments, reflections=tables)
+
+
+def _offset_ids(table, expt_files, position: int, path):
+    """Renumber the ``id`` column of a table read beside several .expt files.
+
+    The table belongs to the .expt file holding all of its experiment identifiers (the
+    first such file); without identifiers, or when none holds them all, to the .expt at
+    the same position among the .expt files as the table among the .refl files.
+    """
+    import numpy as np
+
+    idents = table.experiment_identifiers
+    owner = None
+    if idents:
+        owner = next((k for k, (_, ids) in enumerate(expt_files)
+                      if set(idents.values()) <= set(ids)), None)
+    if owner is None:
+        if position >= len(expt_files):
+            raise ImportInputError(
+                f"{path} cannot be paired with an .expt file: its experiment identifiers are in "
+                "none of the imported .expt files and there are more .refl than .expt files. "
+                "Import each .refl with the .expt it was written with.")
+        owner = position
+    offset, ids = expt_files[owner]
+    t = table.copy()
+    if "id" in t and len(t):
+        old = t["id"]
+        new = old + offset
+        for k, ident in idents.items():
+            if ident in ids:
+                new = np.where(old == k, offset + ids.index(ident), new)
+        t["id"] = np.where(old < 0, old, new)
+    t.experiment_identifiers = {offset + ids.index(v): v for v in idents.values() if v in ids} \
+        if idents else {}
+    return t
 
 
 def _check_ids(table, experiments, path) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 from gonio.core.errors import GonioError
 from gonio.shell.command import Context, Outcome
 
-_DEFAULT_PREFIX = {"strong": "strong", "indexed": "indexed", "integrated": "integrated"}
+_DEFAULT_PREFIX = {"strong": "strong", "indexed": "indexed", "integrated": "integrated",
+                   "symmetrized": "symmetrized", "scaled": "scaled"}
 
 
 class SaveError(GonioError):

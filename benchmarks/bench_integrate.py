@@ -1,0 +1,87 @@
+"""Integration speed and memory, as ratios measured in one run.
+
+A sweep simulated by gonio (``lysozyme`` preset, Pilatus 1M-sized 1024 x 1024 px
+panel, miniCBF files in a temporary folder) is integrated with the true models and
+the simulator's profile widths (the profile-model estimate is not timed).
+
+Reported:
+- decode: time to read every image once with fabio, single thread;
+- integrate with nproc=1 and nproc=2 (best of ``repeats`` alternating runs), and
+  their ratios to decode (target <= 5; DIALS ~55) and to each other (target >= 1.7);
+- peak memory (tracemalloc: numpy buffers included) and the largest shoebox buffer
+  in flight, integrating 100 and 400 images of a smaller (512 x 512 px) sweep: it must
+  not grow with the number of images.
+
+Usage: python benchmarks/bench_integrate.py [n_images=120] [repeats=2]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import fabio
+import numpy as np
+
+from gonio.core.importer import import_images
+from gonio.core.integration.integrate import integrate
+from gonio.core.integration.params import IntegrationParams
+from gonio.core.simulate.params import SimulationParams
+from gonio.core.simulate.simulate import simulate
+
+
+def sweep(folder: Path, n_images: int, size: int):
+    p = SimulationParams.from_preset("lysozyme", n_images=n_images, image_size=(size, size),
+                                     output=str(folder), d_min=1.6, distance=160.0)
+    sim = simulate(p)
+    imported = import_images([str(folder / "image_#####.cbf")])[0]
+    e = sim.experiments[0].replace(imageset=imported.imageset)
+    sigma_b = float(np.hypot(p.sigma_b, np.rad2deg(p.spot_sigma * 0.172 / p.distance)))
+    return e, sorted(folder.glob("image_*.cbf")), sigma_b, p.sigma_m
+
+
+def main(n: int = 120, repeats: int = 2) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        e, paths, sigma_b, sigma_m = sweep(Path(tmp), n, 1024)
+        t0 = time.perf_counter()
+        for p in paths:
+            _ = fabio.open(str(p)).data
+        t_decode = time.perf_counter() - t0
+        params = dict(sigma_b=sigma_b, sigma_m=sigma_m)
+        integrate([e], None, IntegrationParams(nproc=1, **params))  # numba cache warm-up
+        best, out = {}, None
+        for _ in range(repeats):
+            for nproc in (1, 2):
+                t0 = time.perf_counter()
+                _, table, res = integrate([e], None, IntegrationParams(nproc=nproc, **params))
+                best[nproc] = min(best.get(nproc, np.inf), time.perf_counter() - t0)
+                out = (table, res)
+        table, res = out
+        print(f"{n} images of 1024 x 1024 px, {len(table)} reflections "
+              f"({res.n_sum} summed, {res.n_prf} profile fitted)")
+        print(f"decode with fabio, one thread: {t_decode:.2f} s ({t_decode / n * 1e3:.1f} ms/image)")
+        for nproc, dt in best.items():
+            print(f"integrate nproc={nproc}: best {dt:.2f} s = {dt / t_decode:.2f} x decode")
+        print(f"speed-up nproc=2 / nproc=1: {best[1] / best[2]:.2f}x")
+        print("last run stages (s, summed over threads):",
+              {k: round(v, 2) for k, v in res.timings.items()})
+
+    for n_mem in (100, 400):
+        with tempfile.TemporaryDirectory() as tmp:
+            e, _, sigma_b, sigma_m = sweep(Path(tmp), n_mem, 512)
+            tracemalloc.start()
+            _, table, res = integrate([e], None, IntegrationParams(
+                nproc=2, sigma_b=sigma_b, sigma_m=sigma_m))
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            print(f"{n_mem} images of 512 x 512 px, {len(table)} reflections: peak traced "
+                  f"memory {peak / 2**20:.0f} MiB, largest shoebox buffer "
+                  f"{res.peak_live_pixels / 1e6:.1f} M pixels")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 120,
+         int(sys.argv[2]) if len(sys.argv) > 2 else 2)

@@ -1,0 +1,791 @@
+"""Integration of rotation sweeps (dials.integrate): summation and 3D profile fitting.
+
+Per sweep (image set; several experiments, e.g. lattices, may share one):
+
+1. profile model per experiment (:mod:`.profile_model`): sigma_b, sigma_m given or
+   estimated from the indexed strong spots;
+2. prediction of every reflection to d_min (static or scan-varying crystal,
+   :mod:`gonio.core.prediction`), shoeboxes from the profile model (DIALS
+   ``BBoxCalculator3D``: twice the foreground across the spot, n_sigma sigma_m / |zeta|
+   along the rotation), held inside the panel;
+3. the images are read once, in blocks of consecutive images; each image is read
+   and cut into the shoeboxes that cover it by worker threads (:mod:`.kernels`
+   ``extract_frame``: masks for validity, foreground, background and overlaps);
+   only the shoeboxes of reflections still being recorded are kept, so memory does
+   not grow with the length of the sweep;
+4. a reflection whose shoebox is complete gets its background (robust Poisson GLM or
+   ``simple``), summation intensity and centroid; strong, fully recorded, isolated
+   ones are added to the reference profiles of their detector region and scan range
+   (Kabsch (2010) J. Appl. Cryst. 43, 611);
+5. when the reference profiles of a scan range are complete, the reflections waiting
+   for them are profile fitted (:func:`.kernels.fit_profiles`) and their pixels
+   dropped;
+6. the corrections (lp, qe, partiality) are added (:mod:`.corrections`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..models.experiment import ExperimentList
+from ..reflection_table import Flags, ReflectionTable
+from .params import IntegrationError, IntegrationParams
+from .profile_model import (
+    ProfileModel,
+    ProfileModelError,
+    bbox_from_profile,
+    estimate_profile_model,
+    rocking_width_deg,
+)
+
+MIN_REFERENCE_ZETA = 0.05  # DIALS gaussian_rs filter.min_zeta
+REFERENCE_MIN_I_OVER_SIGMA = 5.0
+REFERENCE_MAX_LOST = 0.2  # at most this part of the foreground given to overlapping spots
+MIN_PROFILE_FRACTION = 0.5  # of a reflection's profile on the pixels its fit uses
+MAX_PRF_SUM_NSIGMA = 10.0  # |I_prf - I_sum| / sigma_sum beyond this: the profile is not the spot's
+SLOTS = 4
+N_RINGS, N_SECTORS = 8, 1  # reference-profile regions per scan range: resolution x azimuth
+GRID_EXTENT = 1.3  # reference grid half-width (u, v, t): the foreground and a margin
+
+
+@dataclass
+class IntegrationResult:
+    profile_models: list = field(default_factory=list)
+    n_predicted: int = 0
+    n_sum: int = 0
+    n_prf: int = 0
+    n_reference: int = 0
+    n_overlapped: int = 0
+    timings: dict = field(default_factory=dict)
+    nproc: int = 1
+    peak_live_pixels: int = 0
+    reference_profiles: list = field(default_factory=list)  # per sweep: (profiles, n ref, step)
+
+
+# -- geometry per panel -------------------------------------------------------------------
+
+
+def _directions(panel, xy_px) -> np.ndarray:
+    lab = panel.lab_coord(panel.pixel_to_millimeter(xy_px))
+    return (lab / np.linalg.norm(lab, axis=1)[:, None]).astype(np.float32)
+
+
+def _detector_arrays(detector):
+    """Unit directions to the pixel centres of all panels, offsets, static mask, trusted
+    ranges, gains."""
+    dirs, ok, pix_off, pnx = [], [], [0], []
+    for p in detector:
+        nx, ny = p.image_size
+        jj, ii = np.mgrid[0:ny, 0:nx]
+        dirs.append(_directions(p, np.column_stack([ii.ravel() + 0.5, jj.ravel() + 0.5])))
+        m = np.ones((ny, nx), bool)
+        for f0, s0, f1, s1 in p.mask:
+            m[max(s0, 0):max(s1, 0), max(f0, 0):max(f1, 0)] = False
+        ok.append(m.ravel())
+        pix_off.append(pix_off[-1] + nx * ny)
+        pnx.append(nx)
+    tr = np.array([p.trusted_range for p in detector], float)
+    gain = np.array([p.gain if p.gain > 0 else 1.0 for p in detector], float)
+    return dict(dirs=np.concatenate(dirs), static_ok=np.concatenate(ok),
+                pix_off=np.array(pix_off[:-1], np.int64), pnx=np.array(pnx, np.int64),
+                tmin=tr[:, 0].copy(), tmax=tr[:, 1].copy(), gain=gain,
+                n_pixels=pix_off[-1])
+
+
+# -- profile model and prediction ----------------------------------------------------------
+
+
+def profile_models(experiments, indexed, params: IntegrationParams) -> list[ProfileModel]:
+    """One ProfileModel per experiment: the given sigma_b / sigma_m, else estimated from
+    the experiment's indexed strong spots (DIALS ``ProfileModelCalculator``)."""
+    models = []
+    for k, e in enumerate(experiments):
+        if params.sigma_b is not None and params.sigma_m is not None:
+            models.append(ProfileModel(params.sigma_b, params.sigma_m, params.n_sigma))
+            continue
+        if indexed is None or not len(indexed):
+            raise IntegrationError(
+                "The profile model (sigma_b, sigma_m) is estimated from the indexed strong "
+                "spots, and there are none: run index (and refine) first, or give sigma_b= "
+                "and sigma_m= (deg).")
+        try:
+            est = estimate_profile_model(e, indexed, params.n_sigma, experiment_id=k,
+                                         sigma_m_model=params.sigma_m_model)
+        except ProfileModelError as err:
+            raise IntegrationError(f"Experiment {k}: {err}") from None
+        # a given sigma_m is DIALS's constant width: the resolution term goes with it
+        models.append(ProfileModel(params.sigma_b or est.sigma_b_deg,
+                                   params.sigma_m or est.sigma_m_deg, params.n_sigma,
+                                   n_used=est.n_used,
+                                   sigma_m_rlp=None if params.sigma_m else est.sigma_m_rlp))
+    return models
+
+
+def _predict(experiments, models, params: IntegrationParams, members) -> ReflectionTable:
+    from ..prediction.rotation import detector_d_min, predict_rotation
+
+    tables = []
+    for k in members:
+        e = experiments[k]
+        d_corner = detector_d_min(e)
+        d_min = params.d_min if params.d_min is not None else d_corner
+        if params.d_max is not None and params.d_max <= d_corner:
+            raise IntegrationError(
+                f"d_max={params.d_max} A is beyond the detector's reach (its corners are at "
+                f"{d_corner:.2f} A): no reflection can be recorded. Give a d_max above that.")
+        if d_min < 0.5 * e.beam.wavelength:
+            raise IntegrationError(
+                f"d_min={d_min} A is below the diffraction limit lambda/2 = "
+                f"{0.5 * e.beam.wavelength:.4f} A: give a d_min the detector can reach "
+                f"(its corners are at {d_corner:.2f} A).")
+        t = predict_rotation(e, d_min, params.d_max)
+        t["id"] = np.full(len(t), k, np.int32)
+        tables.append(t)
+    table = ReflectionTable.concatenate(tables)
+    table.experiment_identifiers = {k: experiments[k].identifier for k in members}
+    if not len(table):
+        raise IntegrationError(
+            "No reflection is predicted on the detector within the scan for these models "
+            f"and resolution limits (d_min={params.d_min}, d_max={params.d_max}): check "
+            "d_min/d_max (in A) or the crystal model.")
+    return table
+
+
+def _rotate(v, axis, angle):
+    """Rodrigues rotation of vectors v (..., 3) about unit ``axis`` by ``angle`` (rad)."""
+    c, sn = np.cos(angle)[..., None], np.sin(angle)[..., None]
+    return v * c + np.cross(axis, v) * sn + axis * (v @ axis)[..., None] * (1 - c)
+
+
+def _shoeboxes(experiments, models, table, members):
+    """Shoeboxes (x0, x1, y0, y1, z0, z1; scan-relative frames), n_sigma sigma_b and
+    n_sigma sigma_m (deg) per reflection, and whether the reflecting range is inside the
+    scan.
+
+    Along the rotation the box is DIALS's, phi +- n_sigma sigma_m / |zeta|, with sigma_m
+    widened at low angle (:func:`.profile_model.rocking_width_deg`, returned in place of
+    sigma_m; with the resolution term when the model has one). Across the
+    spot it holds the square +-2 n_sigma sigma_b about the lattice point's diffracted
+    beam at every angle of that range, not only at phi: near the rotation axis the spot
+    moves across the detector while it diffracts.
+    """
+    from .kabsch import kabsch_basis, kabsch_phi_from_c3
+
+    n = len(table)
+    bbox = np.zeros((n, 6), np.int32)
+    db, dm = np.zeros(n), np.zeros(n)
+    full = np.zeros(n, bool)
+    for k in members:
+        sel = np.flatnonzero(table["id"] == k)
+        if not len(sel):
+            continue
+        e, m = experiments[k], models[k]
+        s1 = table["s1"][sel]
+        phi = np.rad2deg(table["xyzcal.mm"][sel, 2])
+        panel = table["panel"][sel].astype(np.int64)
+        b = bbox_from_profile(e, s1, phi, panel, m)
+        a0, a1 = e.scan.array_range
+        b[:, 4:] -= a0
+        sb, _ = m.at_frames(e, table["xyzcal.px"][sel, 2])
+        db[sel] = sb * m.n_sigma
+        dm[sel] = rocking_width_deg(m, e, s1, table["xyzcal.px"][sel, 2]) * m.n_sigma
+        e1, e2, _, zeta = kabsch_basis(e.beam.s0, s1, e.goniometer.rotation_axis)
+        zeta = np.where(np.abs(zeta) < 1e-9, 1e-9, zeta)
+        z = e.scan.frame_from_angle(np.stack([kabsch_phi_from_c3(-dm[sel], phi, zeta),
+                                              kabsch_phi_from_c3(dm[sel], phi, zeta)]))
+        full[sel] = (z.min(0) >= a0) & (z.max(0) <= a1)
+        b[:, 4] = np.clip(np.floor(z.min(0)), a0, a1 - 1) - a0
+        b[:, 5] = np.clip(np.ceil(z.max(0)), a0 + 1, a1) - a0
+        # the phi range actually in the box, rad, relative to phi
+        lo = np.deg2rad(e.scan.angle_from_frame(b[:, 4] + a0) - phi)
+        hi = np.deg2rad(e.scan.angle_from_frame(b[:, 5] + a0) - phi)
+        s0 = e.beam.s0
+        m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
+        k1 = np.linalg.norm(s1, axis=1)[:, None]
+        xs, ys = [], []
+        for frac in np.linspace(0.0, 1.0, 7):
+            ang = lo + frac * (hi - lo)
+            for a, c in ((-1, -1), (1, -1), (-1, 1), (1, 1)):
+                off = k1 * np.deg2rad(2.0 * db[sel])[:, None] * (a * e1 + c * e2)
+                ray = s0 + _rotate(s1 - s0 + off, m2, ang)
+                xy = np.full((len(sel), 2), np.nan)
+                for ip in np.unique(panel):
+                    on = panel == ip
+                    pan = e.detector[int(ip)]
+                    mm, ok = pan.ray_intersection(ray[on])
+                    px = pan.millimeter_to_pixel(mm)
+                    px[~ok] = np.nan
+                    xy[on] = px
+                xs.append(xy[:, 0])
+                ys.append(xy[:, 1])
+        xs, ys = np.array(xs), np.array(ys)
+        good = np.all(np.isfinite(xs), axis=0) & np.all(np.isfinite(ys), axis=0)
+        with np.errstate(invalid="ignore"):
+            b[good, 0] = np.minimum(b[good, 0], np.floor(xs[:, good].min(0)))
+            b[good, 1] = np.maximum(b[good, 1], np.ceil(xs[:, good].max(0)))
+            b[good, 2] = np.minimum(b[good, 2], np.floor(ys[:, good].min(0)))
+            b[good, 3] = np.maximum(b[good, 3], np.ceil(ys[:, good].max(0)))
+        bbox[sel] = b
+    for ip, p in enumerate(experiments[members[0]].detector):
+        sel = table["panel"] == ip
+        nx, ny = p.image_size
+        bbox[sel, 0:2] = np.clip(bbox[sel, 0:2], 0, nx)
+        bbox[sel, 2:4] = np.clip(bbox[sel, 2:4], 0, ny)
+    return bbox, db, dm, full
+
+
+def _profile_geometry(table, e1, e2, zeta, db, dm, s0, m2):
+    """Per-reflection geometry for the kernels (see :mod:`.kernels`): p, e1, e2, s1^,
+    |s1| db, |s1| dn, phi, |zeta| / dm (rad)."""
+    s1 = table["s1"]
+    k1 = np.linalg.norm(s1, axis=1)
+    u1 = s1 / k1[:, None]
+    sin2t = np.linalg.norm(np.cross(u1, s0 / np.linalg.norm(s0)), axis=1)
+    dbr, dmr = np.deg2rad(db), np.deg2rad(dm)
+    geo = np.empty((len(table), 16))
+    geo[:, 0:3] = s1 - s0
+    geo[:, 3:6] = e1
+    geo[:, 6:9] = np.cross(u1, e1)
+    geo[:, 9:12] = u1
+    geo[:, 12] = k1 * dbr
+    geo[:, 13] = k1 * dmr * np.maximum(sin2t, 1e-6)
+    geo[:, 14] = table["xyzcal.mm"][:, 2]
+    geo[:, 15] = np.abs(zeta) / dmr
+    return geo
+
+
+# -- the block loop ------------------------------------------------------------------------
+
+
+class _Chunk:
+    """Shoebox pixels (data, mask, background) of the reflections that started in one
+    block, packed; ``off[r]`` (shared by all chunks) is where shoebox r starts in its
+    chunk. ``live``: still being recorded; ``waiting``: complete, waiting for profile
+    fitting. A chunk is dropped when both are empty, and compacted when most of it is
+    free, so memory follows the reflections in flight, not the sweep."""
+
+    def __init__(self, rows, sizes, off):
+        starts = np.concatenate([[0], np.cumsum(sizes[rows])]).astype(np.int64)
+        off[rows] = starts[:-1]
+        total = int(starts[-1])
+        self.size = total
+        self.data = np.empty(total, np.float32)
+        self.mask = np.zeros(total, np.uint8)
+        self.bg = np.zeros(total, np.float32)
+        self.live = rows
+        self.waiting = np.zeros(0, np.int64)
+
+    def in_use(self, sizes) -> int:
+        return int(sizes[self.live].sum() + sizes[self.waiting].sum())
+
+    def compacted(self, sizes, off) -> _Chunk:
+        """A copy holding only the live and waiting reflections."""
+        from .kernels import repack
+
+        rows = np.concatenate([self.live, self.waiting])
+        old = off.copy()
+        new = _Chunk(rows, sizes, off)
+        for a, b in ((self.data, new.data), (self.mask, new.mask), (self.bg, new.bg)):
+            repack(rows, old, off, sizes, a, b)
+        new.live, new.waiting = self.live, self.waiting
+        return new
+
+
+def _chunks(rows: np.ndarray, n: int) -> list[np.ndarray]:
+    return [c for c in np.array_split(rows, max(1, min(n, len(rows)))) if len(c)]
+
+
+def _integrate_sweep(experiments, members, models, reader, params: IntegrationParams,
+                     nproc: int, progress, result: IntegrationResult) -> ReflectionTable:
+    from . import kernels as K
+    from .kabsch import kabsch_basis
+
+    expt = experiments[members[0]]
+    scan, detector = expt.scan, expt.detector
+    timings = result.timings
+    t0 = time.perf_counter()
+    table = _predict(experiments, models, params, members)
+    bbox, db, dm, full = _shoeboxes(experiments, models, table, members)
+    keep = (bbox[:, 1] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 2]) & (bbox[:, 5] > bbox[:, 4])
+    table, bbox, db, dm, full = table.select(keep), bbox[keep], db[keep], dm[keep], full[keep]
+    order = np.lexsort((bbox[:, 5], bbox[:, 4]))
+    table, bbox, db, dm, full = table.select(order), bbox[order], db[order], dm[order], \
+        full[order]
+    n = len(table)
+    s0 = expt.beam.s0
+    m2 = expt.goniometer.rotation_axis / np.linalg.norm(expt.goniometer.rotation_axis)
+    e1, e2, _, zeta = kabsch_basis(s0, table["s1"], m2)
+    s1 = table["s1"]
+    panel = table["panel"].astype(np.int64)
+    a0 = scan.array_range[0]
+    xyzc = table["xyzcal.px"].copy()
+    xyzc[:, 2] -= a0
+    phi0, osc = float(scan.angle_from_frame(a0)), float(scan.oscillation[1])
+    rgeo = _profile_geometry(table, e1, e2, zeta, db, dm, s0, m2)
+    beam = np.concatenate([s0, m2, [np.linalg.norm(s0)]])
+    scan_rad = np.deg2rad([phi0, osc])
+    geo = _detector_arrays(detector)
+    sizes = ((bbox[:, 1] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 2])
+             * (bbox[:, 5] - bbox[:, 4])).astype(np.int64)
+    n_images = scan.num_images
+    timings["predict"] = timings.get("predict", 0.0) + time.perf_counter() - t0
+
+    # pixel volume in normalised Kabsch coordinates (c1/db, c2/db, c3/dm) per reflection
+    jac, pix_deg = _jacobians(detector, table, e1, e2, zeta, osc, db, dm, panel)
+    fg_pad = np.sqrt(0.5) * pix_deg / db
+
+    # reference-profile regions: resolution rings x azimuthal sectors x scan ranges
+    G = params.grid_size
+    hxy = 1.0 / (2 * G)  # the grid is twice as fine as DIALS's: smoothing widens profiles
+    nxy = nz = 2 * int(round(GRID_EXTENT / hxy)) + 1
+    n_blocks_scan = max(1, int(math.ceil(n_images * abs(osc) / params.scan_step - 1e-9)))
+    sblock = np.clip(np.floor(xyzc[:, 2] * abs(osc) / params.scan_step), 0,
+                     n_blocks_scan - 1).astype(np.int64)
+    u = s1 / np.linalg.norm(s1, axis=1)[:, None]
+    two_theta = np.arccos(np.clip(u @ (s0 / np.linalg.norm(s0)), -1, 1))
+    ring = np.searchsorted(np.quantile(two_theta, np.arange(1, N_RINGS) / N_RINGS), two_theta)
+    perp = u - np.outer(u @ m2, m2)
+    azimuth = np.arctan2(perp @ np.cross(m2, s0 / np.linalg.norm(s0)), u @ m2)
+    sector = np.clip(((azimuth + np.pi) / (2 * np.pi) * N_SECTORS).astype(np.int64), 0,
+                     N_SECTORS - 1)
+    per_block = N_RINGS * N_SECTORS
+    region = sblock * per_block + ring * N_SECTORS + sector
+    n_regions = n_blocks_scan * per_block
+    # accumulators for the scan ranges still open, reused in turn (a range is complete
+    # before the one SLOTS later gets references), and running sums per ring
+    slot_region = (sblock % SLOTS) * per_block + ring * N_SECTORS + sector
+    acc = np.zeros((SLOTS * per_block, nz, nxy, nxy), np.float32)
+    wsum = np.zeros_like(acc)
+    nref_slot = np.zeros(SLOTS * per_block, np.int64)
+    nref = np.zeros(n_regions, np.int64)
+    ring_acc = np.zeros((per_block, nz, nxy, nxy))
+    ring_w = np.zeros_like(ring_acc)
+    profiles = np.zeros((n_regions, nz, nxy, nxy), np.float32)
+    prof_ok = np.zeros(n_regions, bool)
+    prof_index = np.full(n, -1, np.int64)
+    depth_ok = (bbox[:, 5] - bbox[:, 4]) * abs(osc) <= params.scan_step
+    candidate = full & (np.abs(zeta) >= MIN_REFERENCE_ZETA) & depth_ok
+    done_frame = np.zeros(n_blocks_scan, np.int64)
+    np.maximum.at(done_frame, sblock[candidate], bbox[candidate, 5])
+    finalized = np.zeros(n_blocks_scan, bool)
+
+    out_f = np.full((n, 12), np.nan)
+    out_i = np.zeros((n, 6), np.int64)
+    out_prf = np.full((n, 5), np.nan)
+    out_prf[:, 4] = 1.0
+    overlapped = np.zeros(n, bool)
+    overloaded = np.zeros(n, bool)
+    reference = np.zeros(n, bool)
+    alg = 0 if params.background_algorithm == "glm" else 1
+    npar = {"constant3d": 1, "linear3d": 4}[params.simple_model]
+    outlier = {"null": 0, "nsigma": 1, "truncated": 2, "tukey": 3, "normal": 4}[
+        params.simple_outlier]
+
+    block = params.block_size or max(4, min(20, int(math.ceil(1.0 / max(abs(osc), 1e-6)))))
+    block = int(block)
+    scratch = [(np.zeros(geo["n_pixels"], np.int32), np.full(geo["n_pixels"], np.inf, np.float32),
+                np.full(geo["n_pixels"], -1, np.int32)) for _ in range(nproc)]
+    frame_max = np.zeros(n_images)
+    off = np.zeros(n, np.int64)
+    chunks: list[_Chunk] = []
+    next_start = 0
+    executor = ThreadPoolExecutor(nproc) if nproc > 1 else None
+
+    def run(fn, parts):
+        if executor is None:
+            return [fn(p) for p in parts]
+        return list(executor.map(fn, parts))
+
+    def finalize_blocks(upto_frame, last):
+        for j in range(n_blocks_scan):
+            if finalized[j] or (not last and done_frame[j] > upto_frame):
+                continue
+            finalized[j] = True
+            slots = (j % SLOTS) * per_block + np.arange(per_block)
+            nref[j * per_block:(j + 1) * per_block] = nref_slot[slots]
+            ring_acc[:] += acc[slots]
+            ring_w[:] += wsum[slots]
+            for k in range(per_block):
+                g, q = j * per_block + k, slots[k]
+                ring_k = k // N_SECTORS
+                same = slots[ring_k * N_SECTORS:(ring_k + 1) * N_SECTORS]
+                if nref_slot[q] >= params.min_reference_spots:
+                    a, w = acc[q], wsum[q]
+                elif nref_slot[same].sum() >= params.min_reference_spots:
+                    a, w = acc[same].sum(0), wsum[same].sum(0)
+                elif ring_w[k].any():
+                    a, w = ring_acc[k], ring_w[k]
+                else:
+                    continue
+                dens = np.where(w > 1e-3 * w.max(), a / np.where(w > 0, w, 1), 0.0)
+                # the mean of the references as it is, tails and their noise included:
+                # a threshold on the density (DIALS's 2 % of the peak) cuts the tails the
+                # summation keeps, and clipping the negative noise leaves its positive
+                # half as a floor that takes a share from the peak; either biases the fit
+                # of weak spots (by several % in the outer shells)
+                total = dens.sum() * hxy * hxy * hxy
+                if total > 0:
+                    profiles[g] = dens / total
+                    prof_ok[g] = True
+            acc[slots] = 0.0
+            wsum[slots] = 0.0
+            nref_slot[slots] = 0
+        prof_index[:] = np.where(prof_ok[region], region, -1)
+
+    var_bg = out_f[:, 1]
+
+    def fit_ready(last):
+        for c in chunks:
+            if not len(c.waiting):
+                continue
+            ready = c.waiting if last else c.waiting[finalized[sblock[c.waiting]]]
+            if not len(ready):
+                continue
+
+            def fit(part, c=c):
+                K.fit_profiles(part, prof_index, profiles, jac, bbox, off, c.data, c.mask, c.bg,
+                               geo["gain"], rgeo, beam, scan_rad, panel, geo["pix_off"],
+                               geo["pnx"], geo["dirs"], hxy, hxy, var_bg,
+                               MIN_PROFILE_FRACTION, out_prf)
+            run(fit, _chunks(ready, nproc * 2))
+            c.waiting = np.setdiff1d(c.waiting, ready, assume_unique=True)
+
+    t_read = t_extract = t_process = t_fit = 0.0
+    try:
+        for f0 in range(0, n_images, block):
+            f1 = min(f0 + block, n_images)
+            stop = next_start
+            while stop < n and bbox[stop, 4] < f1:
+                stop += 1
+            if stop > next_start:
+                rows = np.arange(next_start, stop, dtype=np.int64)
+                # neighbours on the detector one after another: cache-friendly extraction
+                rows = rows[np.lexsort((bbox[rows, 0], bbox[rows, 2], panel[rows]))]
+                chunks.append(_Chunk(rows, sizes, off))
+            next_start = stop
+            in_use = sum(c.size for c in chunks)
+            result.peak_live_pixels = max(result.peak_live_pixels, in_use)
+            frames = list(range(f0, f1))
+            live_chunks = [c for c in chunks if len(c.live)]
+
+            def work(k, frames=frames, live_chunks=live_chunks):
+                cnt, best, own = scratch[k]
+                tr = te = 0.0
+                for f in frames[k::nproc]:
+                    ta = time.perf_counter()
+                    img = _read(reader, f, scan)
+                    tb = time.perf_counter()
+                    frame_max[f] = img.max() if img.size else 0.0
+                    for pass_ in range(3):
+                        for c in live_chunks:
+                            K.extract_frame(pass_, f, img, geo["tmin"], geo["tmax"], c.live,
+                                            panel, bbox, rgeo, beam, scan_rad, fg_pad, off,
+                                            geo["pix_off"], geo["pnx"], geo["dirs"],
+                                            geo["static_ok"], cnt, best, own, c.data, c.mask,
+                                            overlapped, overloaded)
+                    te += time.perf_counter() - tb
+                    tr += tb - ta
+                return tr, te
+
+            for tr, te in run(work, range(min(nproc, len(frames)))):
+                t_read += tr
+                t_extract += te
+            t2 = time.perf_counter()
+            for c in live_chunks:
+                done = c.live[bbox[c.live, 5] <= f1]
+                if not len(done):
+                    continue
+                c.live = c.live[bbox[c.live, 5] > f1]
+
+                def proc(part, c=c):
+                    K.process(part, bbox, off, c.data, c.mask, c.bg, geo["gain"], panel, alg,
+                              params.glm_tuning_constant, npar, outlier, params.nsigma_lower,
+                              params.nsigma_upper, params.tukey_multiplier, out_f, out_i)
+                run(proc, _chunks(done, nproc * 2))
+                isig = out_f[done, 2] / np.sqrt(np.maximum(out_f[done, 3], 1e-12))
+                lost = out_i[done, 5] / np.maximum(out_i[done, 5] + out_i[done, 2], 1)
+                ref = done[candidate[done] & (lost <= REFERENCE_MAX_LOST) & (out_i[done, 4] == 0)
+                           & (isig >= REFERENCE_MIN_I_OVER_SIGMA)]
+                reference[ref] = True
+                if params.profile_fitting:
+                    if len(ref):
+                        K.accumulate_reference(ref, slot_region, jac, out_f[:, 2], bbox, off,
+                                               c.data, c.mask, c.bg, rgeo, beam, scan_rad,
+                                               panel, geo["pix_off"], geo["pnx"], geo["dirs"],
+                                               hxy, hxy, acc, wsum, nref_slot)
+                    c.waiting = np.concatenate([c.waiting, done])
+            t3 = time.perf_counter()
+            t_process += t3 - t2
+            if params.profile_fitting:
+                finalize_blocks(f1, f1 >= n_images)
+                fit_ready(f1 >= n_images)
+            chunks[:] = [c if c.in_use(sizes) * 2 > c.size else c.compacted(sizes, off)
+                         for c in chunks if len(c.live) or len(c.waiting)]
+            t_fit += time.perf_counter() - t3
+            if progress:
+                progress(f1, n_images)
+        if params.profile_fitting:
+            finalize_blocks(n_images, True)
+            fit_ready(True)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+    result.reference_profiles.append((profiles, nref, hxy))
+    timings["read"] = timings.get("read", 0.0) + t_read
+    timings["extract"] = timings.get("extract", 0.0) + t_extract
+    timings["process"] = timings.get("process", 0.0) + t_process
+    timings["fit"] = timings.get("fit", 0.0) + t_fit
+    if not np.any(frame_max > 0):
+        raise IntegrationError(
+            f"Every pixel of all {n_images} images of {reader_name(reader)} is zero (or "
+            "below the trusted range): there is nothing to integrate. Check that the images "
+            "are the right files (re-import them if they were overwritten).")
+    return _columns(table, bbox, out_f, out_i, out_prf, overlapped, overloaded, reference,
+                    full, a0, dm, params)
+
+
+def reader_name(reader) -> str:
+    t = getattr(reader, "template", "") or ""
+    return t or "the sweep"
+
+
+def _read(reader, f, scan) -> np.ndarray:
+    try:
+        images = reader.read(f)
+    except (FileNotFoundError, OSError) as e:
+        name = getattr(e, "filename", None) or str(e)
+        raise IntegrationError(
+            f"Image {scan.image_range[0] + f} could not be read ({name}): the file may have "
+            "been moved or deleted since the images were imported. Put it back (or import "
+            "the images from their new place, then index and refine again) and run "
+            "integrate again.") from None
+    if not isinstance(images, (tuple, list)):
+        images = (images,)
+    if len(images) == 1:
+        return np.ascontiguousarray(images[0], dtype=np.float32).reshape(-1)
+    return np.concatenate([np.asarray(a, dtype=np.float32).reshape(-1) for a in images])
+
+
+def _jacobians(detector, table, e1, e2, zeta, osc, db, dm, panel):
+    """|d(u, v, t) / d(x, y, z)| at each reflection's predicted position: the volume of one
+    pixel of one image in normalised coordinates (:mod:`.kernels`), and the pixel's size
+    there in deg (square root of its solid angle in the c1, c2 plane)."""
+    from .kabsch import kabsch_c12
+
+    n = len(table)
+    xy = table["xyzcal.px"][:, :2]
+    s1 = table["s1"]
+    d = np.zeros((n, 3, 3))
+    for ip, p in enumerate(detector):
+        sel = panel == ip
+        if not sel.any():
+            continue
+        base = xy[sel]
+        cs = []
+        for dx, dy in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
+            lab = p.lab_coord(p.pixel_to_millimeter(base + [dx, dy]))
+            cs.append(np.stack(kabsch_c12(lab, s1[sel], e1[sel], e2[sel]), axis=1))
+        d[sel, :2, 0] = cs[1] - cs[0]
+        d[sel, :2, 1] = cs[2] - cs[0]
+    jac2 = np.abs(d[:, 0, 0] * d[:, 1, 1] - d[:, 0, 1] * d[:, 1, 0])
+    return jac2 * np.abs(zeta * osc) / (db * db * dm), np.sqrt(jac2)
+
+
+def _columns(table, bbox, out_f, out_i, out_prf, overlapped, overloaded, reference, full, a0,
+             dm, params) -> ReflectionTable:
+    t = table
+    b = bbox.copy()
+    b[:, 4:] += a0
+    t["bbox"] = b
+    t["background.mean"] = out_f[:, 0]
+    t["background.sum.value"] = out_f[:, 10]
+    t["background.sum.variance"] = out_f[:, 11]
+    t["intensity.sum.value"] = out_f[:, 2]
+    t["intensity.sum.variance"] = out_f[:, 3]
+    xyz = out_f[:, 4:7].copy()
+    xyz[:, 2] += a0
+    t["xyzobs.px.value"] = xyz
+    t["xyzobs.px.variance"] = out_f[:, 7:10].copy()
+    t["num_pixels.valid"] = out_i[:, 0].astype(np.int32)
+    t["num_pixels.background"] = out_i[:, 1].astype(np.int32)
+    t["num_pixels.foreground"] = out_i[:, 2].astype(np.int32)
+    t["num_pixels.background_used"] = out_i[:, 3].astype(np.int32)
+    flags = t["flags"]
+    ok_sum = (out_i[:, 4] == 0) & np.isfinite(out_f[:, 2]) & (out_f[:, 3] > 0)
+    flags[ok_sum] |= np.uint64(Flags.integrated_sum)
+    flags[out_i[:, 4] == 1] |= np.uint64(Flags.failed_during_background_modelling)
+    flags[(out_i[:, 4] == 2) | (out_i[:, 4] == 3)] |= np.uint64(Flags.failed_during_summation)
+    flags[out_i[:, 4] == 3] |= np.uint64(Flags.foreground_includes_bad_pixels)
+    flags[overlapped] |= np.uint64(Flags.overlapped_fg)
+    flags[overloaded] |= np.uint64(Flags.overloaded)
+    flags[reference] |= np.uint64(Flags.reference_spot | Flags.used_in_modelling)
+    if params.profile_fitting:
+        t["intensity.prf.value"] = out_prf[:, 0]
+        t["intensity.prf.variance"] = out_prf[:, 1]
+        t["profile.correlation"] = out_prf[:, 2]
+        # a fit far from the summed intensity (when there is one) is a profile that does not
+        # describe the spot (e.g. near the rotation axis): not integrated_prf, as DIALS
+        # leaves failed fits
+        with np.errstate(invalid="ignore", divide="ignore"):
+            misfit = ok_sum & (np.abs(out_prf[:, 0] - out_f[:, 2])
+                               > MAX_PRF_SUM_NSIGMA * np.sqrt(out_f[:, 3]))
+        out_prf[misfit & (out_prf[:, 4] == 0), 4] = 4.0
+        ok_prf = (out_prf[:, 4] == 0) & (out_prf[:, 1] > 0) & np.isfinite(out_prf[:, 0]) \
+            & (out_i[:, 4] != 1)
+        flags[ok_prf] |= np.uint64(Flags.integrated_prf)
+        flags[(out_prf[:, 4] != 0) & ok_sum] |= np.uint64(Flags.failed_during_profile_fitting)
+        bad_ref = np.isnan(out_prf[:, 3]) & (out_prf[:, 4] != 0)
+        flags[bad_ref & ok_sum] |= np.uint64(Flags.bad_reference)
+    t["flags"] = flags
+    t["_full"] = full
+    t["_sigma_m_eff"] = dm / params.n_sigma
+    return t
+
+
+# -- top level -----------------------------------------------------------------------------
+
+
+def _partiality(experiment, s1, frame, bbox, sigma_m_eff) -> np.ndarray:
+    """The part of each reflection's Gaussian rocking curve, sigma_m_eff / |zeta| (deg,
+    :func:`.profile_model.rocking_width_deg`), recorded on its images bbox z0..z1 (DIALS's
+    ``PartialityCalculator3D`` with the widened sigma_m)."""
+    from scipy.special import erf
+
+    from .kabsch import kabsch_basis
+
+    scan = experiment.scan
+    zeta = kabsch_basis(experiment.beam.s0, s1, experiment.goniometer.rotation_axis)[3]
+    c = np.abs(zeta) / (math.sqrt(2.0) * np.deg2rad(sigma_m_eff))
+    phi = np.deg2rad(scan.angle_from_frame(frame))
+    phi_a = np.deg2rad(scan.angle_from_frame(bbox[:, 4]))
+    phi_b = np.deg2rad(scan.angle_from_frame(bbox[:, 5]))
+    return np.abs(0.5 * (erf(c * (phi_b - phi)) - erf(c * (phi_a - phi))))
+
+
+def _add_corrections(experiments, table, models) -> None:
+    """Columns d, lp, qe (when the sensor absorbs: mu > 0) and partiality."""
+    from .corrections import d_spacing, has_qe, lp, qe
+
+    n = len(table)
+    cols = {"d": np.zeros(n), "lp": np.zeros(n), "partiality": np.zeros(n)}
+    want_qe = any(has_qe(e) for e in experiments)
+    if want_qe:
+        cols["qe"] = np.ones(n)
+    for k, e in enumerate(experiments):
+        sel = table["id"] == k
+        if not sel.any():
+            continue
+        s1 = table["s1"][sel]
+        cols["d"][sel] = d_spacing(e, table["miller_index"][sel])
+        cols["lp"][sel] = lp(e, s1)
+        cols["partiality"][sel] = _partiality(e, s1, table["xyzcal.px"][sel, 2],
+                                              table["bbox"][sel], table["_sigma_m_eff"][sel])
+        if want_qe and has_qe(e):
+            cols["qe"][sel] = qe(e, s1, table["panel"][sel])
+    for name, v in cols.items():
+        table[name] = v
+
+
+def _sweep_groups(experiments) -> list[list[int]]:
+    groups: dict = {}
+    for k, e in enumerate(experiments):
+        ref = e.imageset
+        key = (ref.template, tuple(ref.paths), tuple(ref.single_file_indices)) if ref else k
+        groups.setdefault(key, []).append(k)
+    return list(groups.values())
+
+
+def check_inputs(experiments) -> None:
+    """Errors for what integrate cannot start from: no crystal, no sweep, missing images."""
+    if not experiments or not any(e.crystal is not None for e in experiments):
+        raise IntegrationError(
+            "There is nothing to integrate yet: integration needs crystal models. Run index "
+            "(and refine) first.")
+    for k, e in enumerate(experiments):
+        if e.crystal is None:
+            raise IntegrationError(
+                f"Experiment {k} has no crystal model: index it (and refine) first.")
+        if not e.is_sweep:
+            raise IntegrationError(
+                f"Experiment {k} is not a rotation sweep (no scan or goniometer); gonio "
+                "integrates rotation data only.")
+
+
+def check_image_files(reader, scan) -> None:
+    """Name the first image file that is no longer where the import found it."""
+    if not hasattr(reader, "path"):
+        return
+    seen = set()
+    for i in range(len(reader)):
+        p = reader.path(i)
+        if p in seen:
+            continue
+        seen.add(p)
+        if not os.path.exists(p):
+            raise IntegrationError(
+                f"Image {scan.image_range[0] + i} ({p}) is missing: it was moved or deleted "
+                "since the images were imported. Put the file back, or import the images "
+                "from their new place (then index and refine again), and run integrate "
+                "again.")
+
+
+def integrate(experiments, indexed, params: IntegrationParams | None = None, progress=None,
+              readers=None):
+    """Integrate every sweep: (experiments with the profile model set, integrated table,
+    IntegrationResult). ``readers[k]`` reads the images of experiments[k] (default: an
+    ImageSequenceReader per image set). ``progress(done, total)`` after each block."""
+    from ..formats.reader import ImageSequenceReader
+
+    params = params or IntegrationParams()
+    params.validate()
+    experiments = ExperimentList(experiments)
+    check_inputs(experiments)
+    groups = _sweep_groups(experiments)
+    if readers is None:
+        readers = [None] * len(experiments)
+        for g in groups:
+            rd = ImageSequenceReader(experiments[g[0]])
+            for k in g:
+                readers[k] = rd
+    for g in groups:
+        check_image_files(readers[g[0]], experiments[g[0]].scan)
+    nproc = params.effective_nproc()
+    result = IntegrationResult(nproc=nproc)
+    t0 = time.perf_counter()
+    models = profile_models(experiments, indexed, params)
+    result.profile_models = models
+    result.timings["profile_model"] = time.perf_counter() - t0
+    tables = []
+    total = sum(experiments[g[0]].scan.num_images for g in groups)
+    done = [0]
+    for g in groups:
+        def prog(d, n, base=done[0]):
+            if progress:
+                progress(base + d, total)
+        tables.append(_integrate_sweep(experiments, g, models, readers[g[0]], params, nproc,
+                                       prog, result))
+        done[0] += experiments[g[0]].scan.num_images
+    table = ReflectionTable.concatenate(tables)
+    table.experiment_identifiers = {k: e.identifier for k, e in enumerate(experiments)}
+    order = np.lexsort((table["xyzcal.px"][:, 2], table["id"]))
+    table = table.select(order)
+    table["partial_id"] = np.arange(len(table), dtype=np.uint64)
+    t1 = time.perf_counter()
+    _add_corrections(experiments, table, models)
+    del table["_full"]
+    del table["_sigma_m_eff"]
+    result.timings["corrections"] = time.perf_counter() - t1
+    result.timings["total"] = time.perf_counter() - t0
+    result.n_predicted = len(table)
+    result.n_sum = int(table.get_flags(Flags.integrated_sum).sum())
+    result.n_prf = int(table.get_flags(Flags.integrated_prf).sum())
+    result.n_reference = int(table.get_flags(Flags.reference_spot).sum())
+    result.n_overlapped = int(table.get_flags(Flags.overlapped_fg).sum())
+    new = ExperimentList(e.replace(profile=m.to_dict()) for e, m in zip(experiments, models))
+    return new, table, result

@@ -1,0 +1,409 @@
+"""Numba kernels compiled once per machine: where they are cached, and preparing them ahead.
+
+Every numba kernel of gonio is declared with :func:`njit` (instead of
+``numba.njit(cache=True)``) in its own kernels module, imported lazily.
+Compiled code is cached on disk, in this order of places:
+
+1. ``NUMBA_CACHE_DIR`` when the user sets it (numba's own semantics);
+2. a per-user folder, ``$XDG_CACHE_HOME/gonio/numba`` (``~/.cache/gonio/numba``),
+   so that an install into a read-only site-packages, or one shared by
+   several users, still caches (each user compiles once);
+3. numba's defaults (``__pycache__`` beside the source, or numba's user-wide
+   folder) when that folder cannot be written.
+
+Inside the folder numba keeps one sub-folder per source folder (named by a
+hash of its path, so that two installs do not mix) and keys each entry by
+signature, CPU and numba version: a numba upgrade or another CPU compiles
+afresh. A cache file that cannot be read (truncated, or written by an
+incompatible numba) is ignored and overwritten instead of failing the step.
+
+When a kernel really has to be compiled (a cold cache: new machine, new
+numba, changed source), gonio says so once per unit of kernels before the
+pause (:data:`notify`). The units listed in :data:`UNITS` can also be
+prepared ahead, in background processes (``python -m gonio.core.jit UNIT``,
+one per unit, so that they compile in parallel) that the shell starts when
+it opens a session and finds units never prepared with the installed numba
+(:func:`prepare_in_background`); a step that needs a unit while such a
+process compiles it waits for it rather than compiling it twice (a file
+lock per unit in the cache folder). Units already prepared are loaded in a
+thread while the session opens (:func:`load_in_background`).
+
+This module imports numba only inside :func:`njit`: importing it costs
+nothing at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+#: Units of kernels prepared ahead: unit (a package or module prefix) ->
+#: (warm-up function "module:function", seconds it takes to compile on a
+#: 2-core machine with an empty cache). A warm-up calls the unit's entry
+#: points on tiny inputs with the dtypes the steps use, so that every
+#: specialisation a step needs is compiled and cached.
+UNITS: dict[str, tuple[str, float]] = {
+    "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 8.0),
+    "gonio.core.spotfinding": ("gonio.core.spotfinding.warmup:warm_up", 4.0),
+    "gonio.core.simulate": ("gonio.core.simulate.kernels:warm_up", 3.0),
+    "gonio.core.io.shoebox_kernels": ("gonio.core.io.shoebox_kernels:warm_up", 3.0),
+    "gonio.core.export.text_kernels": ("gonio.core.export.text_kernels:warm_up", 2.0),
+}
+
+#: Called with one line of text when compilation really happens (the shell
+#: may replace it); prints to standard error by default.
+notify = None
+
+_ENV_OFF = "GONIO_PREPARE_KERNELS"  # "0": no background preparation or loading
+_LOCK_WAIT = 300.0  # s: the longest a step waits for another process compiling its kernels
+_told: set[str] = set()  # units already announced in this process
+_held: dict[str, tuple[int, object]] = {}  # unit -> (lock fd, cache that took it)
+
+
+def cache_dir() -> str:
+    """The folder gonio's compiled kernels are cached in (see the module docstring)."""
+    user = os.environ.get("NUMBA_CACHE_DIR")
+    if user:
+        return user
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gonio", "numba")
+
+
+def use_cache_dir() -> None:
+    """Make every numba kernel of this process (gonio's or not) cache in :func:`cache_dir`.
+
+    For the ``gonio`` program only (a library must not change the
+    environment): sets ``NUMBA_CACHE_DIR`` unless the user did, and only
+    when the folder can be written.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    path = cache_dir()
+    if _writable(path):
+        os.environ["NUMBA_CACHE_DIR"] = path
+        if "numba" in sys.modules:  # too late for numba's own reading of the variable
+            sys.modules["numba"].config.CACHE_DIR = path
+
+
+def _writable(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def unit_of(module: str) -> str | None:
+    """The unit of :data:`UNITS` a module's kernels belong to (longest prefix), if any."""
+    best = None
+    for unit in UNITS:
+        if (module == unit or module.startswith(unit + ".")) and len(unit) > len(best or ""):
+            best = unit
+    return best
+
+
+def _say(text: str) -> None:
+    if notify is not None:
+        notify(text)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
+# -- cache locks and stamps ----------------------------------------------------------------
+def _state_dir() -> str:
+    return os.path.join(cache_dir(), "gonio-state")
+
+
+def _lock(unit: str, wait: bool) -> int | None:
+    """An exclusive lock on ``unit`` in the cache folder: the fd, or None (held elsewhere
+    and not ``wait``; or locks unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no advisory locks (Windows): no coordination
+        return None
+    path = os.path.join(_state_dir(), unit + ".lock")
+    try:
+        os.makedirs(_state_dir(), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    t_end = time.monotonic() + (_LOCK_WAIT if wait else 0.0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            if time.monotonic() >= t_end:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
+
+
+def _unlock(fd: int) -> None:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _stamp_path(unit: str) -> str:
+    return os.path.join(_state_dir(), unit + ".prepared")
+
+
+def _numba_stamp() -> str:
+    """Which numba is installed, without importing it: its __init__.py's path and time."""
+    from importlib.util import find_spec
+
+    try:
+        origin = find_spec("numba").origin
+        return f"{origin} {os.stat(origin).st_mtime_ns}"
+    except (AttributeError, OSError, ValueError):
+        return ""
+
+
+def is_prepared(unit: str) -> bool:
+    """Has this cache folder been prepared for ``unit`` with the numba installed now
+    (cheap: numba is not imported)?"""
+    try:
+        with open(_stamp_path(unit)) as f:
+            return f.read().strip() == _numba_stamp()
+    except OSError:
+        return False
+
+
+# -- the cache numba uses for gonio's kernels ---------------------------------------------
+def _unit(cache) -> str:
+    module = cache._py_func.__module__
+    return unit_of(module) or module
+
+
+def _wait_or_lock(cache) -> bool:
+    """A kernel of ``cache`` is about to be compiled: take its unit's lock, waiting
+    first if another process holds it (it is preparing the unit). Returns whether it
+    waited (the kernel may be in the cache now)."""
+    unit = _unit(cache)
+    if unit in _held:
+        return False
+    fd = _lock(unit, wait=False)
+    waited = False
+    if fd is None and os.path.exists(os.path.join(_state_dir(), unit + ".lock")):
+        _say(f"waiting for another gonio process preparing the kernels of "
+             f"{unit.rsplit('.', 1)[-1]} for this machine (once)")
+        fd = _lock(unit, wait=True)
+        waited = True
+    if fd is not None:
+        _held[unit] = (fd, cache)
+    return waited
+
+
+def _announce(cache) -> None:
+    """Say once per unit and process that compilation really happens."""
+    unit = _unit(cache)
+    if unit in _told:
+        return
+    _told.add(unit)
+    seconds = UNITS.get(unit, (None, 2.0))[1]
+    _say(f"preparing kernels for this machine, once: ~{seconds:.0f} s "
+         f"({unit.rsplit('.', 1)[-1]})")
+
+
+def _release(cache) -> None:
+    for unit, (fd, owner) in list(_held.items()):
+        if owner is cache:
+            del _held[unit]
+            _unlock(fd)
+
+
+def _kernel_cache_class():
+    from numba.core import caching, config
+
+    class GonioLocator(caching.UserProvidedCacheLocator):
+        """The per-user gonio folder; steps aside for a user's NUMBA_CACHE_DIR."""
+
+        def __init__(self, py_func, py_file):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            self._cache_path = os.path.join(cache_dir(), self.get_suitable_cache_subpath(py_file))
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if config.CACHE_DIR:
+                return None
+            return super(caching.UserProvidedCacheLocator, cls).from_function(py_func, py_file)
+
+    class Impl(caching.CompileResultCacheImpl):
+        _locator_classes = [GonioLocator, *caching.CompileResultCacheImpl._locator_classes]
+
+    class KernelCache(caching.FunctionCache):
+        """numba's function cache, robust to unreadable files and coordinated between
+        processes (see the module docstring)."""
+
+        _impl_class = Impl
+
+        def load_overload(self, sig, target_context):
+            data = self._load(sig, target_context)
+            if data is None and _wait_or_lock(self):
+                data = self._load(sig, target_context)
+            if data is None:
+                _announce(self)
+            else:
+                _release(self)
+            return data
+
+        def _load(self, sig, target_context):
+            try:
+                return super().load_overload(sig, target_context)
+            except Exception:  # unreadable (truncated, foreign): compile and overwrite it
+                return None
+
+        def save_overload(self, sig, data):
+            try:
+                super().save_overload(sig, data)
+            except Exception:  # an unreadable index: start it afresh
+                try:
+                    os.unlink(self._cache_file._index_path)
+                    super().save_overload(sig, data)
+                except Exception:  # not cached this time; the compiled kernel still runs
+                    pass
+            finally:
+                _release(self)
+
+    return KernelCache
+
+
+_CACHE_CLASS = None
+
+
+def njit(fn=None, **options):
+    """``numba.njit`` for gonio kernels: ``nogil=True``, cached as described above.
+
+    Use as ``@njit`` or ``@njit(inline="always")``, in a kernels module that
+    the code using it imports lazily (at the first call, not at start-up).
+    """
+    global _CACHE_CLASS
+
+    def wrap(f):
+        import numba
+
+        global _CACHE_CLASS
+        dispatcher = numba.njit(**{"nogil": True, **options})(f)
+        try:
+            if _CACHE_CLASS is None:
+                _CACHE_CLASS = _kernel_cache_class()
+            dispatcher._cache = _CACHE_CLASS(f)
+        except Exception:  # numba's caching internals changed: its own cache still works
+            dispatcher.enable_caching()
+        return dispatcher
+
+    return wrap(fn) if fn is not None else wrap
+
+
+# -- preparing units ahead ------------------------------------------------------------------
+def prepare(unit: str, wait: bool = True) -> float | None:
+    """Compile (or load) the kernels of ``unit`` now, holding its lock; returns seconds
+    (None, without waiting, when another process holds the lock and not ``wait``)."""
+    t0 = time.perf_counter()
+    fd = _lock(unit, wait=wait)
+    if fd is None and not wait and os.path.exists(os.path.join(_state_dir(), unit + ".lock")):
+        return None
+    if fd is not None:
+        _held[unit] = (fd, None)  # this process's own misses in the unit then wait for nothing
+    try:
+        module, func = UNITS[unit][0].split(":")
+        from importlib import import_module
+
+        getattr(import_module(module), func)()
+    finally:
+        if fd is not None:
+            del _held[unit]
+            _unlock(fd)
+    try:
+        with open(_stamp_path(unit), "w") as f:
+            f.write(_numba_stamp() + "\n")
+    except OSError:
+        pass
+    return time.perf_counter() - t0
+
+
+def load_in_background(units=None):
+    """Load the cached kernels of the prepared ``units`` (all when None) in a thread.
+
+    Loading numba and a unit's cached kernels takes about a second (numba's
+    own start-up, mostly), which a thread overlaps with the work a process
+    does first (opening the session, reading headers and images, which
+    release the GIL while they wait or decompress). Units never prepared are
+    left alone: compiling them belongs to :func:`prepare_in_background`.
+    """
+    if os.environ.get(_ENV_OFF, "1") == "0":
+        return None
+    ready = [u for u in (units or UNITS) if u in UNITS and is_prepared(u)]
+    if not ready:
+        return None
+    import threading
+
+    def load():
+        from importlib import import_module
+
+        for unit in ready:
+            module, func = UNITS[unit][0].split(":")
+            try:
+                getattr(import_module(module), func)()
+            except Exception:  # the step itself meets and reports any problem
+                pass
+
+    thread = threading.Thread(target=load, name="gonio-kernels", daemon=True)
+    thread.start()
+    return thread
+
+
+def prepare_in_background(units=None) -> list:
+    """Start ``python -m gonio.core.jit UNIT``, one process per unit never prepared in
+    this cache folder (they compile in parallel, on the cores the step leaves idle).
+
+    Returns the processes (none when all are prepared, the folder cannot be
+    written, or ``GONIO_PREPARE_KERNELS=0``). They outlive the shell if need
+    be: the work is done once per machine and user.
+    """
+    if os.environ.get(_ENV_OFF, "1") == "0":
+        return []
+    todo = [u for u in (units or UNITS) if u in UNITS and not is_prepared(u)]
+    if not todo or not _writable(_state_dir()):
+        return []
+    import subprocess
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir())
+    procs = []
+    for unit in todo:
+        try:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "gonio.core.jit", unit], env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True))
+        except OSError:
+            break
+    return procs
+
+
+def main(units: list[str]) -> int:
+    """Prepare ``units`` (all of :data:`UNITS` when empty) in turn, skipping those that
+    another process is preparing. At a lower priority: the step running meanwhile keeps
+    its core, and the preparation takes the cores it leaves idle."""
+    try:
+        os.nice(10)
+    except (AttributeError, OSError):  # pragma: no cover - no nice (Windows)
+        pass
+    for unit in units or list(UNITS):
+        if unit in UNITS:
+            seconds = prepare(unit, wait=False)
+            print(f"{unit}: " + (f"{seconds:.1f} s" if seconds is not None else "busy"),
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # run as the module gonio.core.jit, whose state the kernels share
+    from gonio.core.jit import main as _main
+
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,555 @@
+"""Scaling of one or several sweeps together (dials.scale), on whole arrays.
+
+Rounds, as dials.scale: (1) L-BFGS refinement of the model on the initial
+intensities (profile where available) after outlier rejection; (2) the
+intensity choice (``combine``: the profile/summation mix
+I = w I_prf + (1 - w) I_sum, w = 1 / (1 + (I_sum / Imid)^3), with the Imid,
+among pure profile, pure summation, the mean and max/10, max/100, ... of the
+summation intensities (as DIALS), that gives the lowest Rmeas of the
+observations with I/sigma > 1); (3) the error model (a, b), outlier rejection and a second
+L-BFGS round with the new weights; (4) a full-matrix Gauss-Newton round whose
+normal matrix gives the parameter uncertainties and the variance of every
+inverse scale factor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+
+from gonio.core.errors import GonioError
+from gonio.core.merging.equivalents import group_equivalents, map_to_asu
+from gonio.core.models.rotation import rotate_vectors
+from gonio.core.reflection_table import Flags, ReflectionTable
+from gonio.core.scaling.error_model import apply_error_model, refine_basic_error_model
+from gonio.core.scaling.model import SweepModel
+from gonio.core.scaling.params import ScalingParams
+from gonio.core.scaling.targets import best_means, r_meas, reject_outliers
+
+_CHUNK = 25  # L-BFGS iterations between re-whitenings
+
+
+class ScalingError(GonioError):
+    pass
+
+
+@dataclass
+class ScalingResult:
+    """What scaling did: the models, the error model, the intensity choice, counts."""
+
+    models: list[SweepModel]
+    error_model: tuple[float, float] | None
+    intensity_choice: str
+    imid: float | None
+    n_used: int
+    n_outliers: int
+    n_excluded: int
+    r_meas_choices: dict = field(default_factory=dict)
+    target: float = 0.0
+    filtering: list = field(default_factory=list)  # FilterCycle per delta-CC1/2 cycle
+
+
+@dataclass
+class _Obs:
+    """The observations used in scaling (sorted by experiment): their symmetry groups."""
+
+    group: np.ndarray
+    n_groups: int
+
+
+def _conversions(table: ReflectionTable):
+    """(lp/qe, partiality) per row; missing columns count as 1."""
+    n = len(table)
+    lp = table["lp"] if "lp" in table else np.ones(n)
+    qe = table["qe"] if "qe" in table else (table["dqe"] if "dqe" in table else np.ones(n))
+    part = table["partiality"] if "partiality" in table else np.ones(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return lp / qe, part
+
+
+def combined_intensities(table: ReflectionTable, rows: np.ndarray, imid: float):
+    """Corrected intensities and variances of ``rows`` for an Imid, as dials.scale.
+
+    ``imid`` 0: profile (summation where profile fitting failed); 1: summation
+    (profile where summation failed); otherwise, where both succeeded,
+    I = w I_prf + (1 - w) I_sum with w = 1 / (1 + (I_sum / Imid)^3). Corrections:
+    lp / qe for both, and 1 / partiality for summation intensities.
+    """
+    conv, part = _conversions(table)
+    conv, part = conv[rows], part[rows]
+    part = np.where(part > 0, part, np.nan)  # no partiality: unusable summation intensity
+    has_prf = "intensity.prf.value" in table
+    has_sum = "intensity.sum.value" in table
+    if has_sum:
+        i_sum = table["intensity.sum.value"][rows] / part
+        v_sum = table["intensity.sum.variance"][rows] / part ** 2
+        sum_ok = table.get_flags(Flags.integrated_sum)[rows]
+    if not has_prf:
+        return i_sum * conv, v_sum * conv ** 2
+    i_prf = table["intensity.prf.value"][rows]
+    v_prf = table["intensity.prf.variance"][rows]
+    prf_ok = table.get_flags(Flags.integrated_prf)[rows]
+    if not has_sum:
+        return i_prf * conv, v_prf * conv ** 2
+    if imid == 1:
+        i = np.where(sum_ok, i_sum, i_prf)
+        v = np.where(sum_ok, v_sum, v_prf)
+    else:
+        i = np.where(prf_ok, i_prf, i_sum)
+        v = np.where(prf_ok, v_prf, v_sum)
+        if imid != 0:
+            both = prf_ok & sum_ok
+            with np.errstate(over="ignore"):
+                w = 1.0 / (1.0 + (i_sum / imid) ** 3)
+            i = np.where(both, w * i_prf + (1 - w) * i_sum, i)
+            v = np.where(both, w * w * v_prf + (1 - w) ** 2 * v_sum, v)
+    return i * conv, v * conv ** 2
+
+
+def imid_candidates(i_sum_corrected: np.ndarray) -> list[float]:
+    """Imid values dials.scale tries: 0 (profile), 1 (summation), the mean, max/10, max/100, ...
+    down to the mean."""
+    avg = max(10.0, float(np.mean(i_sum_corrected)))
+    imid = float(np.max(i_sum_corrected)) / 10.0
+    out = [0.0, 1.0, avg, imid]
+    while imid > avg:
+        imid /= 10.0
+        out.append(imid)
+    return out
+
+
+def _phi_deg(experiment, table: ReflectionTable, rows) -> np.ndarray:
+    z = None
+    if "xyzobs.px.value" in table:
+        z = table["xyzobs.px.value"][rows, 2]
+        if "xyzcal.px" in table:
+            z = np.where(z != 0, z, table["xyzcal.px"][rows, 2])
+    elif "xyzcal.px" in table:
+        z = table["xyzcal.px"][rows, 2]
+    if z is None:
+        raise ScalingError("The reflections have no xyzobs.px.value or xyzcal.px column, so "
+                           "their rotation angles are unknown: scale needs integrated reflections "
+                           "(run integrate, or import DIALS's integrated.refl).")
+    return experiment.scan.angle_from_frame(z)
+
+
+def _crystal_frame_directions(experiment, table, rows, phi_deg):
+    """Unit s0 and s1 in the crystal frame (rotated by -phi about the spindle), as dials.scale."""
+    s1 = table["s1"][rows]
+    norm = np.linalg.norm(s1, axis=1)
+    s1 = s1 / np.where(norm > 0, norm, 1.0)[:, None]
+    s0 = np.broadcast_to(experiment.beam.unit_s0, s1.shape)
+    axis = experiment.goniometer.rotation_axis
+    ang = -np.radians(phi_deg)
+    return rotate_vectors(s0, axis, ang), rotate_vectors(s1, axis, ang)
+
+
+def _d_spacing(experiments, table) -> np.ndarray:
+    """d (A) of every row from its crystal's UB (DIALS leaves d = 0 on some rows)."""
+    d = np.zeros(len(table))
+    ids = table["id"]
+    for i, e in enumerate(experiments):
+        sel = ids == i
+        q = table["miller_index"][sel] @ e.crystal.A.T
+        norm = np.linalg.norm(q, axis=1)
+        d[sel] = np.where(norm > 0, 1 / np.where(norm > 0, norm, 1.0), 0.0)
+    return d
+
+
+def _parse_exclude(items, n_exp):
+    """[(experiment, first image, last image)] from "0:1:50,1:200:260" or a list of such."""
+    if isinstance(items, str):
+        items = items.replace(",", " ").split()
+    out = []
+    for it in items or []:
+        try:
+            e, a, b = (int(x) for x in str(it).split(":"))
+        except ValueError:
+            raise ScalingError(f"exclude_images={it!r} is not exp:first:last (e.g. 0:1:50 leaves out "
+                               "images 1 to 50 of the first experiment).") from None
+        if not 0 <= e < n_exp:
+            raise ScalingError(f"exclude_images={it!r}: there is no experiment {e} (there are "
+                               f"{n_exp}, counted from 0).")
+        out.append((e, a, b))
+    return out
+
+
+def select_for_scaling(experiments, table: ReflectionTable, p: ScalingParams):
+    """Flags (N,) of user-excluded and excluded-for-scaling rows, and phi (deg), d (A)."""
+    n = len(table)
+    ids = table["id"]
+    d = _d_spacing(experiments, table)
+    phi = np.zeros(n)
+    image = np.zeros(n)
+    for i, e in enumerate(experiments):
+        sel = np.flatnonzero(ids == i)
+        if len(sel):
+            phi[sel] = _phi_deg(e, table, sel)
+            image[sel] = e.scan.frame_from_angle(phi[sel]) + 1
+    user = np.zeros(n, bool)
+    if p.d_min is not None:
+        user |= d < p.d_min
+    for e, a, b in _parse_exclude(p.exclude_images, len(experiments)):
+        user |= (ids == e) & (image >= a) & (image < b + 1)
+    excluded = (ids < 0) | (ids >= len(experiments))
+    if "intensity.prf.value" not in table and "intensity.sum.value" not in table:
+        raise ScalingError("The reflections have no intensity.prf.value or intensity.sum.value "
+                           "column: scale needs integrated reflections; run integrate first.")
+    conv, part = _conversions(table)
+    i0, v0 = combined_intensities(table, np.arange(n), 0.0)
+    need = table.get_flags(Flags.integrated, all_bits=False) & (v0 > 0) & np.isfinite(i0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need &= i0 / np.sqrt(v0) >= p.min_isigi
+    excluded |= ~need | ~np.isfinite(conv) | (conv <= 0) | (part < p.partiality_cutoff)
+    excluded |= ~np.isfinite(d) | (d <= 0)
+    return user, excluded, phi, d
+
+
+def scale(experiments, table: ReflectionTable, p: ScalingParams):
+    """Scale the reflections of ``experiments`` together.
+
+    Returns (experiments with ``scaling_model`` set, a new table with
+    ``inverse_scale_factor``, ``inverse_scale_factor_variance``,
+    ``intensity.scale.value/variance`` and the scaling flags, ScalingResult). With
+    ``filtering_method=deltacchalf``, scaling alternates with delta-CC1/2 filtering
+    (:mod:`gonio.core.scaling.filtering`); removed rows are flagged
+    ``user_excluded_in_scaling``.
+    """
+    out = _scale_once(experiments, table, p, None)
+    if p.filtering_method != "deltacchalf":
+        return out
+    removed = np.zeros(len(table), bool)
+    cycles = []
+    for _ in range(p.filtering_max_cycles):
+        cycle, newly = _filter_cycle(out[0], out[1], p, removed)
+        cycles.append(cycle)
+        if not newly.any():
+            break
+        removed |= newly
+        out = _scale_once(experiments, table, p, removed)
+    out[2].filtering = cycles
+    return out
+
+
+def _filter_cycle(experiments, scaled: ReflectionTable, p: ScalingParams, removed):
+    """One delta-CC1/2 cycle on a scaled table: (FilterCycle, rows newly removed)."""
+    from gonio.core.scaling.filtering import FilterCycle, choose_removals, delta_cc_half
+
+    used = np.flatnonzero(scaled.get_flags(Flags.scaled))
+    all_ids = scaled["id"].astype(np.int64)
+    if p.filtering_mode == "dataset":
+        all_key = all_ids
+        names = {i: f"dataset {i}" for i in range(len(experiments))}
+    else:
+        img = np.zeros(len(scaled), np.int64)
+        for i, e in enumerate(experiments):
+            sel = all_ids == i
+            z = scaled["xyzobs.px.value"][sel, 2]
+            img[sel] = (np.floor(z).astype(np.int64) - e.scan.array_range[0]) // \
+                p.filtering_group_size
+        all_key = all_ids * 1_000_000 + img
+        names = {}
+        for k in np.unique(all_key[used]):
+            i, g = divmod(int(k), 1_000_000)
+            first = experiments[i].scan.image_range[0] + g * p.filtering_group_size
+            names[int(k)] = f"dataset {i} images {first}-{first + p.filtering_group_size - 1}"
+    key = all_key[used]
+    uniq_keys, fgroup = np.unique(key, return_inverse=True)
+    labels = [names[int(k)] for k in uniq_keys]
+    g = scaled["inverse_scale_factor"][used]
+    sg = experiments[0].crystal.space_group
+    m = map_to_asu(scaled["miller_index"][used], sg)
+    grp = group_equivalents(m.hkl_asu, m.friedel_minus if p.anomalous else None)
+    cc_all, delta = delta_cc_half(grp.group, len(grp), scaled["intensity.scale.value"][used] / g,
+                                  fgroup.reshape(-1), labels)
+    sizes = np.bincount(fgroup.reshape(-1), minlength=len(labels))
+    n_total = int((scaled.get_flags(Flags.scaled) | removed).sum())
+    gone, cutoff = choose_removals(delta, sizes, n_total, int(removed.sum()),
+                                   p.filtering_stdcutoff, p.filtering_max_percent_removed)
+    # every row of a removed group goes, not only its scaled ones (outliers could come back)
+    newly = np.isin(all_key, uniq_keys[gone]) if gone else np.zeros(len(scaled), bool)
+    return FilterCycle(cc_all, labels, delta, [labels[k] for k in gone], cutoff), newly
+
+
+def _scale_once(experiments, table: ReflectionTable, p: ScalingParams, removed):
+    """One scaling run; rows in ``removed`` (or None) are user-excluded."""
+    if not len(table) or "miller_index" not in table or "id" not in table:
+        raise ScalingError("There are no indexed, integrated reflections to scale: run integrate "
+                           "first (or import DIALS's integrated .expt/.refl).")
+    for e in experiments:
+        if e.crystal is None or not e.is_sweep:
+            raise ScalingError("Every experiment needs a crystal model and a rotation scan to be "
+                               "scaled; import or index them first.")
+    if "s1" not in table:
+        raise ScalingError("The reflections have no s1 column (the scattered-beam vectors): scale "
+                           "needs integrated reflections; run integrate first.")
+    sg = experiments[0].crystal.space_group
+    lmax, surface_weight = p.resolved_absorption()
+    user, excluded, phi, d = select_for_scaling(experiments, table, p)
+    if removed is not None:
+        user = user | removed
+    if p.d_min is not None and d.max() < p.d_min:
+        raise ScalingError(f"d_min={p.d_min} A is beyond the data, whose lowest-resolution "
+                           f"reflection is at {d.max():.2f} A: nothing would be left. Choose a "
+                           f"d_min below {d.max():.2f} A (the data reach {d[d > 0].min():.2f} A).")
+    use = ~user & ~excluded
+    rows = np.flatnonzero(use)
+    rows = rows[np.argsort(table["id"][rows], kind="stable")]
+    if len(rows) == 0:
+        raise ScalingError("No reflection is usable for scaling (all are excluded by the "
+                           "integration flags, partiality_cutoff, d_min or exclude_images); check "
+                           "those parameters.")
+    m = map_to_asu(table["miller_index"][rows], sg)
+    grp = group_equivalents(m.hkl_asu, m.friedel_minus if p.anomalous else None)
+    if np.max(grp.count) < 2:
+        raise ScalingError(f"No reflection is measured more than once in {sg.xhm()} ({len(rows)} "
+                           "observations, all of different unique reflections), so there is "
+                           "nothing to scale against: scaling needs symmetry-equivalent or "
+                           "repeated observations. Check the space group (run symmetry) or "
+                           "collect more rotation.")
+    exp_idx = table["id"][rows].astype(np.int64)
+    obs = _Obs(grp.group, len(grp))
+
+    # models and designs (for every row of each experiment; scaling uses the selected rows)
+    ids_all = table["id"]
+    models, designs, blocks, full_designs = [], [], [], []
+    for i, e in enumerate(experiments):
+        osc = e.scan.oscillation_range
+        phi_range = (float(min(osc)), float(max(osc)))
+        mdl = SweepModel.new(p.model, phi_range, p.scale_interval, p.decay_interval, lmax,
+                             surface_weight, p.decay_restraint, p.decay_correction,
+                             p.absorption_correction)
+        every = np.flatnonzero(ids_all == i)
+        s0c, s1c = _crystal_frame_directions(e, table, every, phi[every])
+        full = mdl.design(phi[every], np.where(d[every] > 0, d[every], 1.0), s0c, s1c)
+        sel = rows[exp_idx == i]
+        designs.append(full.subset(np.searchsorted(every, sel)))
+        full_designs.append((every, full))
+        models.append(mdl)
+        blocks.append(slice(int(np.searchsorted(exp_idx, i)), int(np.searchsorted(exp_idx, i + 1))))
+
+    has_both = "intensity.prf.value" in table and "intensity.sum.value" in table
+    start = {"profile": 0.0, "sum": 1.0}.get(p.intensity_choice, 0.0)
+    intensity, variance = combined_intensities(table, rows, start)
+    if np.all(intensity <= 0):
+        raise ScalingError("Every intensity to be scaled is zero or negative: there is no signal "
+                           "to scale. Check the integration (background, profile model) and the "
+                           "resolution range.")
+    keep = np.ones(len(rows), bool)
+    g = _g(models, designs, blocks)
+    if p.outlier_rejection == "standard":
+        keep = ~reject_outliers(obs.group, obs.n_groups, intensity, variance, g, p.outlier_zmax)
+    target = _lbfgs(models, designs, blocks, obs, intensity, variance, keep, p.max_iterations)
+    g = _g(models, designs, blocks)
+
+    choices = {}
+    imid = start
+    if p.intensity_choice == "combine" and has_both:
+        conv, part = _conversions(table)
+        raw_sum = table["intensity.sum.value"][rows] / part[rows]
+        for cand in imid_candidates(raw_sum):
+            ci, cv = combined_intensities(table, rows, cand)
+            good = keep & (cv > 0) & (ci / np.sqrt(np.maximum(cv, 1e-300)) > 1.0)
+            choices[cand] = r_meas(obs.group[good], obs.n_groups, (ci / g)[good])
+        imid = min(choices, key=lambda k: choices[k] if np.isfinite(choices[k]) else np.inf)
+        intensity, variance = combined_intensities(table, rows, imid)
+    choice = {0.0: "profile", 1.0: "sum"}.get(imid, "combine")
+    if not has_both:
+        choice = "profile" if "intensity.prf.value" in table else "sum"
+    variance = np.where(variance > 0, variance, np.inf)
+
+    err = None
+    var_used = variance
+    if p.outlier_rejection == "standard":
+        keep = ~reject_outliers(obs.group, obs.n_groups, intensity, var_used, g, p.outlier_zmax)
+    if p.error_model == "basic":
+        err = refine_basic_error_model(obs.group[keep], obs.n_groups, intensity[keep],
+                                       variance[keep], g[keep])
+        var_used = apply_error_model(variance, intensity, *err)
+    target = _lbfgs(models, designs, blocks, obs, intensity, var_used, keep, p.max_iterations)
+    g = _g(models, designs, blocks)
+    if p.outlier_rejection == "standard":
+        keep = ~reject_outliers(obs.group, obs.n_groups, intensity, var_used, g, p.outlier_zmax)
+    if p.error_model == "basic":  # final error model, on the final scales and outliers
+        err = refine_basic_error_model(obs.group[keep], obs.n_groups, intensity[keep],
+                                       variance[keep], g[keep])
+        var_used = apply_error_model(variance, intensity, *err)
+    _normalise(models, designs, blocks, keep)
+    cov = None
+    if p.full_matrix:
+        target, cov = _gauss_newton(models, designs, blocks, obs, intensity, var_used, keep)
+
+    # apply to every reflection of each experiment
+    new = table.copy()
+    n = len(new)
+    inv = np.zeros(n)
+    inv_var = np.zeros(n)
+    for i, (every, full) in enumerate(full_designs):
+        if not len(every):
+            continue
+        gi, jac = models[i].evaluate(full, jacobian=True)
+        inv[every] = gi
+        if cov is not None:
+            lo = sum(mm.n_parameters for mm in models[:i])
+            c = cov[lo:lo + models[i].n_parameters, lo:lo + models[i].n_parameters]
+            inv_var[every] = np.einsum("ij,ij->i", jac @ c, jac)
+    new["inverse_scale_factor"] = inv
+    new["inverse_scale_factor_variance"] = inv_var
+    ival, ivar = combined_intensities(new, np.arange(n), imid)
+    ival = np.where(np.isfinite(ival), ival, 0.0)
+    ivar = np.where(np.isfinite(ivar), ivar, 0.0)
+    if err is not None:
+        ivar = apply_error_model(ivar, ival, *err)
+    new["intensity.scale.value"] = ival
+    new["intensity.scale.variance"] = ivar
+    new.unset_flags(np.ones(n, bool), Flags.bad_for_scaling | Flags.scaled)
+    new.set_flags(user, Flags.user_excluded_in_scaling)
+    new.set_flags(excluded & ~user, Flags.excluded_for_scaling)
+    outl = np.zeros(n, bool)
+    outl[rows[~keep]] = True
+    new.set_flags(outl, Flags.outlier_in_scaling)
+    used = np.zeros(n, bool)
+    used[rows[keep]] = True
+    new.set_flags(used, Flags.scaled)
+
+    out_exps = type(experiments)()
+    for i, e in enumerate(experiments):
+        out_exps.append(e.replace(scaling_model=models[i].to_dict(
+            err, e.scan.image_range, imid, e.scan.oscillation[1])))
+    result = ScalingResult(models, err, choice, imid, int(keep.sum()), int((~keep).sum()),
+                           int((user | excluded).sum()), choices, float(target))
+    return out_exps, new, result
+
+
+def _g(models, designs, blocks) -> np.ndarray:
+    n = blocks[-1].stop if blocks else 0
+    g = np.ones(n)
+    for mdl, des, b in zip(models, designs, blocks):
+        if b.stop > b.start:
+            g[b] = mdl.evaluate(des)
+    return g
+
+
+def _set_all(models, x):
+    lo = 0
+    for mdl in models:
+        mdl.set_parameters(x[lo:lo + mdl.n_parameters])
+        lo += mdl.n_parameters
+
+
+def _lbfgs(models, designs, blocks, obs, intensity, variance, keep, max_iter) -> float:
+    """L-BFGS on the scaling target (gradient with I_h held at its optimum), on parameters
+    whitened by the Gauss-Newton normal matrix (see :func:`_whitening`), renewed every
+    ``_CHUNK`` iterations."""
+    from threadpoolctl import threadpool_limits
+
+    w = np.where(keep, 1.0 / variance, 0.0)
+    x0 = np.concatenate([m.parameters for m in models])
+    offsets = np.cumsum([0] + [m.n_parameters for m in models])
+    def f(y, transform):
+        x = transform @ y
+        _set_all(models, x)
+        g = _g(models, designs, blocks)
+        ih, _ = best_means(obs.group, obs.n_groups, intensity, w, g)
+        r = intensity - g * ih[obs.group]
+        val = float(np.sum(w * r * r))
+        v = -2.0 * w * r * ih[obs.group]
+        grad = np.zeros(len(x))
+        for mdl, des, b, lo in zip(models, designs, blocks, offsets[:-1]):
+            rv, rg = mdl.restraint(jacobian=True)
+            grad[lo:lo + mdl.n_parameters] = mdl.gradient(des, v[b])[1] + rg
+            val += rv
+        return val, transform.T @ grad
+
+    # chunks of iterations, whitened afresh at the start of each (the model is not linear)
+    done, x, fun = 0, x0, 0.0
+    while done < max_iter:
+        transform = _whitening(models, designs, blocks, obs, intensity, w)
+        chunk = min(_CHUNK, max_iter - done)
+        with threadpool_limits(limits=1):  # tiny BLAS calls inside L-BFGS-B: threads only cost
+            res = minimize(f, np.linalg.solve(transform, x), args=(transform,), jac=True,
+                           method="L-BFGS-B",
+                           options={"maxiter": chunk, "ftol": 1e-9, "gtol": 1e-7})
+        x, fun = transform @ res.x, float(res.fun)
+        _set_all(models, x)
+        done += max(res.nit, 1)
+        if res.nit < chunk:
+            break
+    return fun
+
+
+def _whitening(models, designs, blocks, obs, intensity, w) -> np.ndarray:
+    """T with x = T y such that the Gauss-Newton normal matrix in y is the identity
+    (T = L^-T, H = L L^T, block diagonal by sweep): absorption, scale and decay
+    parameters are strongly correlated, and L-BFGS converges in a few tens of
+    iterations in the whitened parameters instead of hundreds."""
+    from threadpoolctl import threadpool_limits
+
+    g = _g(models, designs, blocks)
+    ih, _ = best_means(obs.group, obs.n_groups, intensity, w, g)
+    ihr = ih[obs.group]
+    n_par = sum(m.n_parameters for m in models)
+    t = np.eye(n_par)
+    lo = 0
+    with threadpool_limits(limits=1):
+        for mdl, des, b in zip(models, designs, blocks):
+            jr = mdl.evaluate(des, jacobian=True)[1] * ihr[b][:, None]
+            h = jr.T @ (jr * w[b][:, None]) + np.diag(mdl.restraint_curvature())
+            n = mdl.n_parameters
+            h += np.eye(n) * 1e-9 * max(np.trace(h) / n, 1e-300)
+            try:
+                t[lo:lo + n, lo:lo + n] = np.linalg.inv(np.linalg.cholesky(h)).T
+            except np.linalg.LinAlgError:
+                d = np.diag(h)
+                t[lo:lo + n, lo:lo + n] = np.diag(1 / np.sqrt(np.where(d > 0, d, 1.0)))
+            lo += n
+    return t
+
+
+def _gauss_newton(models, designs, blocks, obs, intensity, variance, keep, cycles: int = 2):
+    """Full-matrix rounds; returns (target, covariance of all parameters).
+
+    With I_h held fixed every observation depends on its own sweep's parameters only, so
+    the normal matrix is block diagonal: one small dense block per sweep.
+    """
+    from threadpoolctl import threadpool_limits
+
+    w = np.where(keep, 1.0 / variance, 0.0)
+    n_par = sum(m.n_parameters for m in models)
+    cov = np.zeros((n_par, n_par))
+    val = 0.0
+    for _ in range(cycles):
+        g = _g(models, designs, blocks)
+        ih, _ = best_means(obs.group, obs.n_groups, intensity, w, g)
+        r = intensity - g * ih[obs.group]
+        val = float(np.sum(w * r * r)) + sum(m.restraint() for m in models)
+        lo = 0
+        with threadpool_limits(limits=1):
+            for mdl, des, b in zip(models, designs, blocks):
+                jr = mdl.evaluate(des, jacobian=True)[1] * ih[obs.group][b][:, None]
+                h = jr.T @ (jr * w[b][:, None]) + np.diag(mdl.restraint_curvature())
+                rhs = jr.T @ (w[b] * r[b]) - mdl.restraint(jacobian=True)[1] / 2
+                try:
+                    c = np.linalg.inv(h)
+                except np.linalg.LinAlgError:
+                    c = np.linalg.pinv(h)
+                mdl.set_parameters(mdl.parameters + c @ rhs)
+                cov[lo:lo + mdl.n_parameters, lo:lo + mdl.n_parameters] = c
+                lo += mdl.n_parameters
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    lo = 0
+    for m in models:
+        m.sd = sd[lo:lo + m.n_parameters]
+        lo += m.n_parameters
+    return val, cov
+
+
+def _normalise(models, designs, blocks, keep) -> None:
+    """Fix the overall scale (free in the target): mean inverse scale factor of the used
+    observations = 1, the same factor for every sweep."""
+    g = _g(models, designs, blocks)
+    f = float(np.mean(g[keep])) if keep.any() else 1.0
+    for m in models:
+        m.p_scale = m.p_scale / f

@@ -1,0 +1,83 @@
+"""Parameters of scaling (names and defaults as in dials.scale)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gonio.core.refinement.params import _p
+
+#: absorption_level -> (lmax, surface_weight), as dials.scale defines the levels
+ABSORPTION_LEVELS = {"low": (4, 5e4), "medium": (6, 5e3), "high": (6, 5e2)}
+
+
+@dataclass
+class ScalingParams:
+    """Scaling of integrated intensities with a physical model (dials.scale)."""
+
+    model: str = _p("physical", "Scaling model: physical (smooth scale and relative B in rotation, "
+                    "spherical-harmonic absorption; Beilsten-Edmands et al. 2020) or KB (one "
+                    "scale and one B per sweep).", "model", choices=["physical", "KB"])
+    scale_interval: float = _p(15.0, "Rotation between the smoothly interpolated scale parameters.",
+                               "physical.scale_interval", units="deg")
+    decay_interval: float = _p(20.0, "Rotation between the smoothly interpolated relative-B "
+                               "parameters.", "physical.decay_interval", units="deg")
+    decay_correction: bool = _p(True, "Refine the relative-B (decay) term.",
+                                "physical.decay_correction")
+    absorption_correction: bool = _p(True, "Refine the spherical-harmonic absorption term.",
+                                     "physical.absorption_correction")
+    lmax: int = _p(4, "Highest spherical-harmonic order of the absorption term.", "physical.lmax")
+    absorption_level: str | None = _p(
+        None, "Expected relative absorption: low (~1%), medium (~5%), high (>25%); sets lmax and "
+        "surface_weight (low: 4, 5e4; medium: 6, 5e3; high: 6, 5e2).",
+        "physical.absorption_level", choices=["low", "medium", "high"])
+    surface_weight: float = _p(1e6, "Restraint weight pulling the absorption surface towards a "
+                               "sphere (larger: smoother, smaller correction).",
+                               "physical.surface_weight")
+    decay_restraint: float = _p(1e-1, "Restraint weight pulling the relative B values towards 0.",
+                                "physical.decay_restraint")
+    d_min: float | None = _p(None, "Leave out reflections beyond this resolution.", "cut_data.d_min",
+                             units="A")
+    partiality_cutoff: float = _p(0.4, "Leave out reflections with a smaller partiality.",
+                                  "cut_data.partiality_cutoff")
+    min_isigi: float = _p(-5.0, "Leave out reflections with a smaller I/sigma.", "cut_data.min_isigi")
+    exclude_images: str | None = _p(None, "Images to leave out, as exp:first:last, several "
+                                    "separated by commas (e.g. 0:1:50,1:200:260); experiments "
+                                    "counted from 0.", "exclude_images")
+    intensity_choice: str = _p("combine", "Intensities to scale: profile, sum, or combine (the "
+                               "profile/summation mix with the Imid that minimises Rmeas).",
+                               "reflection_selection.intensity_choice",
+                               choices=["combine", "profile", "sum"])
+    outlier_zmax: float = _p(6.0, "Reject observations deviating by more than this many sigma "
+                             "from the rest of their symmetry group.", "outlier_zmax")
+    outlier_rejection: str = _p("standard", "Outlier rejection: standard or none.",
+                                "outlier_rejection", choices=["standard", "none"])
+    error_model: str = _p("basic", "Error model: basic (sigma'^2 = a^2 (sigma^2 + (b I)^2)) or "
+                          "none.", "error_model.error_model", choices=["basic", "none"])
+    full_matrix: bool = _p(True, "Finish with a full-matrix (Gauss-Newton) round that gives the "
+                           "parameter uncertainties.", "full_matrix")
+    max_iterations: int = _p(200, "Maximum L-BFGS iterations per round.",
+                             "scaling_refinery.max_iterations")
+    filtering_method: str | None = _p(
+        None, "deltacchalf: remove data sets or image groups that lower CC1/2 (delta CC1/2, "
+        "Assmann et al. 2016), alternating with scaling.", "filtering.method",
+        choices=["deltacchalf"])
+    filtering_mode: str = _p("dataset", "Filter whole data sets or groups of images.",
+                             "filtering.deltacchalf.mode", choices=["dataset", "image_group"])
+    filtering_group_size: int = _p(10, "Images per group for mode=image_group.",
+                                   "filtering.deltacchalf.group_size")
+    filtering_stdcutoff: float = _p(4.0, "Remove groups whose delta CC1/2 is below the mean by "
+                                    "more than this many standard deviations.",
+                                    "filtering.deltacchalf.stdcutoff")
+    filtering_max_cycles: int = _p(6, "Scaling and filtering cycles at most.",
+                                   "filtering.deltacchalf.max_cycles")
+    filtering_max_percent_removed: float = _p(10.0, "Never remove more than this percentage of "
+                                              "the observations.",
+                                              "filtering.deltacchalf.max_percent_removed")
+    anomalous: bool = _p(False, "Keep Friedel mates apart in scaling and statistics.", "anomalous")
+    n_bins: int = _p(20, "Resolution shells of the merging statistics.", "output.n_bins")
+
+    def resolved_absorption(self) -> tuple[int, float]:
+        """(lmax, surface_weight) after absorption_level."""
+        if self.absorption_level:
+            return ABSORPTION_LEVELS[self.absorption_level]
+        return self.lmax, self.surface_weight

@@ -1,0 +1,180 @@
+"""Where gonio's compiled kernels are cached, and what happens to a stale or damaged cache.
+
+Each case runs a small kernels module (declared with ``gonio.core.jit.njit``)
+in a fresh Python process, the way an installed gonio runs, and looks at the
+cache folder it leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+KERNELS = textwrap.dedent('''
+    import numpy as np
+    from gonio.core.jit import njit
+
+    @njit
+    def weighted_sum(values, weights):
+        s = 0.0
+        for i in range(len(values)):
+            s += values[i] * weights[i]
+        return s
+''')
+
+RUN = textwrap.dedent('''
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import tiny_kernels
+    v = np.arange(10, dtype=np.float64)
+    print("RESULT", tiny_kernels.weighted_sum(v, v))
+    print("MISSES", sum(tiny_kernels.weighted_sum.stats.cache_misses.values()))
+''')
+
+
+def run_kernel(src: Path, env: dict) -> tuple[float, int, str]:
+    """(result, cache misses, stderr) of one process calling the kernel."""
+    r = subprocess.run([sys.executable, "-c", RUN, str(src)], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    return float(out["RESULT"]), int(out["MISSES"]), r.stderr
+
+
+@pytest.fixture
+def install(tmp_path):
+    """A kernels module in its own folder, and an environment with a private home."""
+    src = tmp_path / "install"
+    src.mkdir()
+    (src / "tiny_kernels.py").write_text(KERNELS)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "xdg"),
+               GONIO_PREPARE_KERNELS="0")
+    return src, env
+
+
+def cache_files(folder: Path, suffix: str) -> list[Path]:
+    return sorted(folder.rglob(f"tiny_kernels.*{suffix}")) if folder.exists() else []
+
+
+def test_read_only_install_caches_in_the_users_folder(install, tmp_path):
+    src, env = install
+    src.chmod(0o555)  # a read-only install location (root ignores this; see the last check)
+    try:
+        value, misses, err = run_kernel(src, env)
+        assert value == sum(i * i for i in range(10))
+        assert misses == 1
+        assert "preparing kernels for this machine, once" in err
+        user_cache = tmp_path / "xdg" / "gonio" / "numba"
+        assert cache_files(user_cache, ".nbi") and cache_files(user_cache, ".nbc")
+        # the second process loads the compiled code: no compilation, no message
+        value, misses, err = run_kernel(src, env)
+        assert value == 285.0 and misses == 0
+        assert "preparing kernels" not in err
+        # nothing was written into the install location
+        assert not list(src.rglob("*.nbi")) and not list(src.rglob("*.nbc"))
+    finally:
+        src.chmod(0o755)
+
+
+def test_numba_cache_dir_of_the_user_is_honoured(install, tmp_path):
+    src, env = install
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "mine")
+    assert run_kernel(src, env)[:2] == (285.0, 1)
+    assert cache_files(tmp_path / "mine", ".nbi")
+    assert not cache_files(tmp_path / "xdg", ".nbi")
+    assert run_kernel(src, env)[:2] == (285.0, 0)
+
+
+def test_several_users_each_have_their_own_cache(install, tmp_path):
+    src, env = install
+    other = dict(env, HOME=str(tmp_path / "home2"), XDG_CACHE_HOME=str(tmp_path / "xdg2"))
+    assert run_kernel(src, env)[:2] == (285.0, 1)
+    assert run_kernel(src, other)[:2] == (285.0, 1)  # compiles once for this user too
+    assert run_kernel(src, other)[:2] == (285.0, 0)
+
+
+def test_cache_of_another_numba_version_is_ignored(install, tmp_path):
+    src, env = install
+    run_kernel(src, env)
+    (index,) = cache_files(tmp_path / "xdg", ".nbi")
+    with open(index, "rb") as f:  # as written by another numba: its version, then its data
+        pickle.load(f)
+        data = f.read()
+    with open(index, "wb") as f:
+        pickle.dump("0.1.0", f, protocol=-1)
+        f.write(data[: len(data) // 2])
+    value, misses, _ = run_kernel(src, env)
+    assert (value, misses) == (285.0, 1)  # recompiled, and the cache rewritten
+    assert run_kernel(src, env)[:2] == (285.0, 0)
+
+
+@pytest.mark.parametrize("damage", ["index", "data"])
+def test_damaged_cache_files_are_recompiled_not_fatal(install, tmp_path, damage):
+    src, env = install
+    run_kernel(src, env)
+    (path,) = cache_files(tmp_path / "xdg", ".nbi" if damage == "index" else ".nbc")
+    if damage == "index":  # this numba's version, then garbage (a truncated write)
+        import numba
+
+        with open(path, "wb") as f:
+            pickle.dump(numba.__version__, f, protocol=-1)
+            f.write(b"\x80\x05garbage")
+    else:
+        path.write_bytes(path.read_bytes()[:40])
+    value, misses, _ = run_kernel(src, env)
+    assert (value, misses) == (285.0, 1)
+    assert run_kernel(src, env)[:2] == (285.0, 0)
+
+
+def test_a_step_waits_for_the_process_preparing_the_same_kernels(install, tmp_path):
+    """While another process holds a unit's lock, a kernel of that unit waits for it
+    (then loads what it compiled) instead of compiling it a second time."""
+    src, env = install
+    holder = textwrap.dedent('''
+        import sys, time
+        sys.path.insert(0, sys.argv[1])
+        from gonio.core import jit
+        fd = jit._lock("tiny_kernels", wait=False)
+        jit._held["tiny_kernels"] = (fd, None)
+        print("locked", flush=True)
+        time.sleep(4.0)  # the other process reaches the kernel meanwhile, and waits
+        import numpy as np, tiny_kernels
+        v = np.arange(10, dtype=np.float64)
+        tiny_kernels.weighted_sum(v, v)
+        jit._unlock(fd)
+    ''')
+    p = subprocess.Popen([sys.executable, "-c", holder, str(src)], env=env,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        value, misses, err = run_kernel(src, env)
+    finally:
+        p.wait(timeout=60)
+    assert value == 285.0
+    assert "waiting for another gonio process" in err
+    assert misses == 0  # loaded what the other process compiled
+
+
+def test_a_numba_upgrade_makes_units_unprepared(tmp_path, monkeypatch):
+    """Units are prepared ahead again after numba changes (the stamp names the numba)."""
+    from gonio.core import jit
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    unit = "gonio.core.simulate"
+    assert not jit.is_prepared(unit)
+    stamp = Path(jit._stamp_path(unit))
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text(jit._numba_stamp() + "\n")  # as prepare() leaves it
+    assert jit.is_prepared(unit)
+    stamp.write_text("/old/site-packages/numba/__init__.py 1\n")  # written by another numba
+    assert not jit.is_prepared(unit)
+    monkeypatch.setenv("GONIO_PREPARE_KERNELS", "0")
+    assert jit.prepare_in_background([unit]) == []  # switched off
