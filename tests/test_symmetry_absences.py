@@ -127,3 +127,13 @@ def test_i222_output_names_both_groups():
     text = absences_text(res.absences)
     assert "No screw axes to check" in text and "I 21 21 21" in text
     assert res.space_group.xhm() == "I 2 2 2"
+
+
+def test_an_axis_without_its_would_be_absent_reflections_is_said_to_be_undecided():
+    """A sweep that measured only even h00 (as a 120-image simulated lysozyme sweep does):
+    the 2_1 along a cannot be judged, and the output says so instead of implying absence."""
+    t = ScrewAxisTest("21a", [2], 2)
+    h = np.array([2, 4, 6])
+    i_over_sigma = np.full(3, 30.0)
+    assert score_axis_direct(t, h, i_over_sigma, i_over_sigma * 10, 0.95) == 0.0
+    assert t.n_absent == 0 and "cannot tell" in t.note

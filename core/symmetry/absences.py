@@ -130,6 +130,9 @@ def score_axis_direct(test: ScrewAxisTest, values: np.ndarray, i_over_sigma: np.
     pres, absn = i_over_sigma[expected], i_over_sigma[~expected]
     test.n_present, test.n_absent = int(len(pres)), int(len(absn))
     if not len(pres) or not len(absn):
+        which = "absent" if not len(absn) else "present"
+        test.note = (f"no reflection of the axis that it would leave {which} was measured: the "
+                     "data cannot tell whether this screw axis is there (scored 0, as DIALS)")
         return 0.0
     test.mean_i_sigma, test.mean_i_sigma_abs = float(pres.mean()), float(absn.mean())
     test.mean_i, test.mean_i_abs = float(intensity[expected].mean()), float(
