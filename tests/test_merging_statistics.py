@@ -168,3 +168,20 @@ def test_lcysteine_dials_scaled_self_consistent():
     assert st.shells[0].d_max > st.shells[-1].d_max
     assert all(s.completeness <= 1.0 for s in st.shells)
     assert 10 < o.mean_i_over_sigma < 100
+
+
+def test_cc_ano_needs_enough_friedel_pairs():
+    """A few pairs correlate by chance (-0.8 was seen on data without anomalous signal):
+    below MIN_ANOMALOUS_PAIRS measured in both halves CC_ano is not given."""
+    from gonio.core.merging.statistics import MIN_ANOMALOUS_PAIRS
+
+    rng = np.random.default_rng(5)
+    sg = gemmi.SpaceGroup("P 21 21 21")
+    full = gemmi.make_miller_array(gemmi.UnitCell(*CELL), sg, 2.5, 0, unique=True)
+    full = full[~sg.operations().centric_flag_array(full).astype(bool)][:MIN_ANOMALOUS_PAIRS - 5]
+    base = rng.exponential(1000, len(full))
+    hkl = np.concatenate([s * full for s in (1, 1, -1, -1)])
+    i = np.tile(base, 4) + rng.normal(0, 10, 4 * len(full))
+    st = merging_statistics(hkl, i, np.full(len(i), 10.0), CELL, sg, anomalous=True, n_bins=1)
+    assert np.isnan(st.overall.cc_anom)
+    assert st.overall.anom_completeness > 0  # the pairs are still counted

@@ -142,6 +142,11 @@ def _bin_of(d: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(e3, s3, side="right") - 1, 0, len(edges) - 2)
 
 
+#: fewest Friedel pairs (measured in both halves) for a CC_ano: below it the figure is noise
+#: (a handful of strong pairs gave -0.8 on data without anomalous signal)
+MIN_ANOMALOUS_PAIRS = 20
+
+
 def _corr(x, y) -> float:
     if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
         return float("nan")
@@ -239,7 +244,8 @@ def merging_statistics(hkl, intensity, sigma, unit_cell, space_group, anomalous:
         else:
             cc_half = float("nan")
         both = sel_g & np.isfinite(dano_a) & np.isfinite(dano_b)
-        cc_anom = _corr(dano_a[both], dano_b[both])
+        cc_anom = (_corr(dano_a[both], dano_b[both]) if both.sum() >= MIN_ANOMALOUS_PAIRS
+                   else float("nan"))
         n_acen = int((sel_full & acentric_full).sum())
         sp = sel_g & pair
         return ShellStatistics(
