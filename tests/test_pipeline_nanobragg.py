@@ -55,6 +55,8 @@ def test_import_to_merge_matches_the_true_structure_factors(tmp_path):
     ft = t["F"][order][pos][found]
     i, f = m["IMEAN"][found], m["F"][found]
     assert len(i) > 9000
-    assert np.corrcoef(i, it)[0, 1] >= 0.998
+    # issue 12 asks >= 0.998 and < 0.03; gonio reaches 0.9998 and 0.014 (the profile model's
+    # resolution term: with DIALS's constant sigma_m it was 0.9986 and 0.019)
+    assert np.corrcoef(i, it)[0, 1] >= 0.9995
     k = (f @ ft) / (f @ f)
-    assert np.sum(np.abs(k * f - ft)) / np.sum(ft) < 0.03
+    assert np.sum(np.abs(k * f - ft)) / np.sum(ft) < 0.02

@@ -65,7 +65,8 @@ class IntegrationResult:
     timings: dict = field(default_factory=dict)
     nproc: int = 1
     peak_live_pixels: int = 0
-    reference_profiles: list = field(default_factory=list)  # per sweep: (profiles, n ref, step)
+    # per sweep: (profiles, n references, grid step, mean x, y px and image per region)
+    reference_profiles: list = field(default_factory=list)
 
 
 # -- geometry per panel -------------------------------------------------------------------
@@ -536,7 +537,11 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-    result.reference_profiles.append((profiles, nref, hxy))
+    count = np.maximum(np.bincount(region, minlength=n_regions), 1)
+    where = np.stack([np.bincount(region, xyzc[:, i], minlength=n_regions) / count
+                      for i in range(3)], axis=1)
+    where[:, 2] += scan.image_range[0] - 0.5  # frame -> image number
+    result.reference_profiles.append((profiles, nref, hxy, where))
     timings["read"] = timings.get("read", 0.0) + t_read
     timings["extract"] = timings.get("extract", 0.0) + t_extract
     timings["process"] = timings.get("process", 0.0) + t_process
@@ -548,6 +553,44 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
             "are the right files (re-import them if they were overwritten).")
     return _columns(table, bbox, out_f, out_i, out_prf, overlapped, overloaded, reference,
                     full, a0, dm, params)
+
+
+def reference_summary(result: IntegrationResult, max_blocks: int = 3, max_rings: int = 4,
+                      stride: int = 2) -> dict:
+    """A compact, JSON-ready view of the reference profiles (Kabsch (2010)) learnt per
+    resolution ring and scan range: for at most ``max_blocks`` scan ranges (first, middle,
+    last) x ``max_rings`` rings of each sweep, the mean position (x, y px, image) of the
+    reflections the profile fits, the number of references that made it, its e1-e2
+    profile summed over e3 (every ``stride``-th grid point, rows e2, columns e1) and its e3
+    (rocking) profile summed over e1 and e2, each as a fraction of its peak (sums, not
+    central slices: a grid learnt from few references has empty points). Grid steps are
+    in the normalised coordinates where the foreground ends at 1."""
+    per_block = N_RINGS * N_SECTORS
+    refs, step = [], None
+    for sweep, (profiles, nref, hxy, where) in enumerate(result.reference_profiles):
+        step = hxy
+        n_blocks = len(profiles) // per_block
+        blocks = np.unique(np.linspace(0, n_blocks - 1, min(max_blocks, n_blocks)).round())
+        rings = np.unique(np.linspace(0, N_RINGS - 1, min(max_rings, N_RINGS)).round())
+        for j in blocks.astype(int):
+            for ring in rings.astype(int):
+                for sector in range(N_SECTORS):
+                    g = j * per_block + ring * N_SECTORS + sector
+                    p = profiles[g]
+                    e12, e3 = p.sum(0), p.sum((1, 2))
+                    if not (e12.max() > 0 and e3.max() > 0):
+                        continue
+                    cy, cx = (s // 2 for s in e12.shape)
+                    e12 = e12[cy % stride::stride, cx % stride::stride] / e12.max()
+                    refs.append({
+                        "sweep": sweep, "scan_block": int(j), "ring": int(ring),
+                        "sector": sector, "n_reference": int(nref[g]),
+                        "x": round(float(where[g, 0]), 1), "y": round(float(where[g, 1]), 1),
+                        "image": round(float(where[g, 2]), 1),
+                        "slice": np.round(e12, 2).tolist(),
+                        "rocking": np.round(e3 / e3.max(), 2).tolist()})
+    return {"n_rings": N_RINGS, "slice_step": None if step is None else step * stride,
+            "rocking_step": step, "references": refs}
 
 
 def reader_name(reader) -> str:

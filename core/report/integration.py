@@ -80,7 +80,59 @@ def has_integrated(table: ReflectionTable) -> bool:
         else False
 
 
-def section(series: list[Series]) -> Section:
+def _ref_label(r: dict) -> str:
+    return f"ring {r['ring']}, image {r['image']:.0f}"
+
+
+def reference_profile_slices(summary: dict) -> dict:
+    """Heatmaps of the reference profiles' central e1-e2 slices (Kabsch (2010) frame), a
+    column per scan range and a row per resolution ring, from the integrate step's summary
+    (:func:`gonio.core.integration.integrate.reference_summary`)."""
+    refs = summary["references"]
+    cols = sorted({(r["sweep"], r["scan_block"]) for r in refs})
+    rows = sorted({r["ring"] for r in refs})
+    gap = 0.04
+    w, h = (1 - gap * (len(cols) - 1)) / len(cols), (1 - gap * (len(rows) - 1)) / len(rows)
+    traces, layout = [], {}
+    for r in refs:
+        i, j = rows.index(r["ring"]), cols.index((r["sweep"], r["scan_block"]))
+        k = i * len(cols) + j + 1
+        n = len(r["slice"])
+        e = ((np.arange(n) - n // 2) * summary["slice_step"]).round(3).tolist()
+        traces.append({"type": "heatmap", "z": r["slice"], "x": e, "y": e,
+                       "xaxis": f"x{k}", "yaxis": f"y{k}", "zmin": 0, "zmax": 1,
+                       "colorscale": "Viridis", "showscale": k == 1,
+                       "name": f"{_ref_label(r)}, x {r['x']:.0f} y {r['y']:.0f} px, "
+                               f"{r['n_reference']} references"})
+        x0, y1 = j * (w + gap), 1 - i * (h + gap)
+        layout[f"xaxis{k}"] = {"domain": [x0, x0 + w], "anchor": f"y{k}",
+                               "showticklabels": i == len(rows) - 1,
+                               "title": {"text": f"images ~{r['image']:.0f}"} if i == 0 else {}}
+        layout[f"yaxis{k}"] = {"domain": [y1 - h, y1], "anchor": f"x{k}",
+                               "scaleanchor": f"x{k}", "showticklabels": j == 0,
+                               "title": {"text": f"ring {r['ring']}"} if j == 0 else {}}
+    return {"data": traces, "layout": {
+        "title": {"text": "Reference profiles: central e1-e2 slice (rows: resolution rings, "
+                          "low to high angle; columns: scan ranges)", "x": 0.02},
+        "height": 140 * len(rows) + 80, "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
+        **layout}}
+
+
+def reference_rocking_profiles(summary: dict) -> dict:
+    """The reference profiles along e3 (the rotation) through their centre."""
+    traces = []
+    for k, r in enumerate(summary["references"]):
+        n = len(r["rocking"])
+        e3 = ((np.arange(n) - n // 2) * summary["rocking_step"]).round(3).tolist()
+        traces.append({"type": "scatter", "mode": "lines", "x": e3, "y": r["rocking"],
+                       "name": _ref_label(r), "line": {"color": COLOURS[k % 10]}})
+    return figure(traces, "Reference profiles along e3 (rocking) through the centre",
+                  "e3 (foreground edge = 1)", "fraction of the peak")
+
+
+def section(series: list[Series], references: dict | None = None) -> Section:
+    """``references``: the integrate step's reference-profile summary, drawn when given and
+    not empty (tables imported from DIALS have none)."""
     text = ""
     if len(series) == 1:
         t = series[0][2]
@@ -90,4 +142,8 @@ def section(series: list[Series]) -> Section:
                 "fitting.</p>")
     figs = [isigma_vs_resolution(series), isigma_vs_image(series)]
     bg = background_vs_image(series)
-    return Section("Integration", text, figs + ([bg] if bg is not None else []))
+    if bg is not None:
+        figs.append(bg)
+    if references and references.get("references"):
+        figs += [reference_profile_slices(references), reference_rocking_profiles(references)]
+    return Section("Integration", text, figs)

@@ -57,7 +57,7 @@ def _tables(experiments, table) -> list[str]:
 
 def run(ctx: Context, parsed) -> Outcome:
     from gonio.core.integration import summary
-    from gonio.core.integration.integrate import integrate
+    from gonio.core.integration.integrate import integrate, reference_summary
     from gonio.core.integration.params import IntegrationParams
     from gonio.core.reflection_table import Flags
     from gonio.shell.dataclass_params import dataclass_from_values
@@ -102,5 +102,7 @@ def run(ctx: Context, parsed) -> Outcome:
     }
     if not s.any():
         lines.append("No reflection could be integrated by summation.")
-    new_state = state.evolve(experiments=experiments, reflections={"integrated": table})
+    new_state = state.evolve(experiments=experiments, reflections={"integrated": table},
+                             data={"integrate": {"reference_profiles": {
+                                 **reference_summary(result), "n_integrated": len(table)}}})
     return Outcome(state=new_state, text="\n".join(lines), metrics=metrics)

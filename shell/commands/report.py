@@ -140,6 +140,19 @@ def _integrated_table(state):
     return _newest(state, PREDICTED[1:], has_integrated)
 
 
+def _reference_profiles(states):
+    """The integrate step's reference-profile summary, for a report (not a comparison) of a
+    state whose ``integrated`` table is the one that step made (not one imported later)."""
+    if len(states) != 1:
+        return None
+    state = states[0][1]
+    summary = state.data.get("integrate", {}).get("reference_profiles")
+    table = state.reflections.get("integrated")
+    if not summary or table is None or summary.get("n_integrated") != len(table):
+        return None
+    return summary
+
+
 def _scaled_stats(state):
     from gonio.core.report.scaling import statistics
 
@@ -173,7 +186,7 @@ def data_sections(states: list[tuple[str, object]]) -> list:
         out.append(refinement.section(series))
     series = [(label, s.experiments, _integrated_table(s)) for label, s in states]
     if all(t is not None for _, _, t in series):
-        out.append(integration.section(series))
+        out.append(integration.section(series, _reference_profiles(states)))
     stats = [_scaled_stats(s) for _, s in states]
     if all(x is not None for x in stats):
         out.append(scaling.section([scaling.ScaledSeries(label, s.experiments,
