@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from ..params import param as _p
 
 FORMATS = ("mtz", "xds_ascii", "shelx", "mmcif", "json")
 
 
-def _p(default, help, phil, units="", **meta):
-    m = {"help": help, "phil": phil, "units": units, **meta}
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata=m)
-    return field(default=default, metadata=m)
 
 
 @dataclass

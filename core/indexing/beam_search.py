@@ -39,6 +39,7 @@ from ..errors import GonioError
 from ..geometry.spots import centroid_px_to_mm
 from ..models.experiment import ExperimentList
 from ..models.rotation import rotate_vectors
+from ..params import param as _p
 from ..reflection_table import ReflectionTable
 from .directions import hemisphere, local_maxima, periodicity
 from .max_cell import nearest_neighbour_max_cell
@@ -55,10 +56,6 @@ PLANE_TOLERANCE = 0.25  # |v . r - n| for a spot to join a refit
 
 class BeamSearchError(GonioError):
     """The beam centre search could not run."""
-
-
-def _p(default, help, dials, units=""):
-    return field(default=default, metadata={"help": help, "dials": dials, "units": units})
 
 
 @dataclass

@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..params import param as _p
 from ..refinement.params import RefinementParams
-
-
-def _p(default, help, dials, units="", choices=None):
-    meta = {"help": help, "dials": dials, "units": units}
-    if choices is not None:
-        meta["choices"] = choices
-    return field(default=default, metadata=meta)
 
 
 @dataclass

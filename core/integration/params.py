@@ -7,20 +7,16 @@ parameter name) so that the shell can expose them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import GonioError
+from ..params import param as _p
 
 
 class IntegrationError(GonioError):
     pass
 
 
-def _p(default, help, dials, units="", choices=None, **extra):
-    meta = {"help": help, "dials": dials, "units": units, **extra}
-    if choices is not None:
-        meta["choices"] = choices
-    return field(default=default, metadata=meta)
 
 
 @dataclass

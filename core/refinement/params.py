@@ -6,16 +6,9 @@ dotted DIALS parameter name), so that the shell can expose them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-
-def _p(default, help, dials, units="", choices=None, **extra):
-    meta = {"help": help, "dials": dials, "units": units, **extra}
-    if choices is not None:
-        meta["choices"] = choices
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+from ..params import param as _p
 
 
 @dataclass

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-
-def _p(default, help, phil, units="", **extra):
-    meta = {"help": help, "phil": phil, "units": units, **extra}
-    return field(default=default, metadata=meta)
+from ..params import param as _p
 
 
 @dataclass
