@@ -145,7 +145,8 @@ COMMANDS: list[Command] = [
             "gonio.shell.commands.rbs:run_rbs", _rbs_params, aliases=("rbs",)),
     Command("reindex", "change of basis of crystals and Miller indices (an rbs solution, an operator, "
             "or a reference)", "gonio.shell.commands.rbs:run_reindex", _reindex_params),
-    Command("refine", "static refinement of the indexed models (dials.refine, scan-static)",
+    Command("refine", "refine the models: static, then scan-varying (smoothed over the scan) "
+            "when the scan allows (dials.refine)",
             "gonio.shell.commands.refine:run", _refine_params),
     Command("integrate", "predict every reflection and measure its intensity by summation and 3D "
             "profile fitting (dials.integrate)", "gonio.shell.commands.integrate:run",
