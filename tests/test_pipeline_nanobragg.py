@@ -36,6 +36,7 @@ def test_import_to_merge_matches_the_true_structure_factors(tmp_path):
     html = (tmp_path / "gonio_report.html").read_text()
     for section in ("Indexing and refinement", "Integration", "Symmetry", "Scaling"):
         assert f">{section}<" in html
+    assert "Absorption surface" in html  # gonio's own scaling model is drawn
     assert "\n0 reflections; RMSD" not in html and ">0 reflections; RMSD" not in html
     merged = gemmi.read_mtz_file(str(tmp_path / "merged.mtz"))
     assert merged.spacegroup.xhm() == "C 1 2 1"

@@ -193,6 +193,31 @@ def model_figures(series: list[ScaledSeries]) -> list[dict]:
     return figs
 
 
+def absorption_figures(series: list[ScaledSeries]) -> list[dict]:
+    """The absorption surface (crystal frame) of each experiment scaled by gonio: models
+    written by other programs are left out, their harmonics' order and phases being theirs."""
+    from ..scaling.model import HARMONICS, absorption_surface
+
+    figs = []
+    for x in series:
+        for i, e in enumerate(x.experiments):
+            m = e.scaling_model or {}
+            cfg = m.get("configuration_parameters", {})
+            if "absorption" not in m or cfg.get("gonio_harmonics") != HARMONICS:
+                continue
+            p = m["absorption"]["parameters"]
+            if len(p) != cfg["lmax"] * (cfg["lmax"] + 2):
+                continue
+            polar, azimuth, values = absorption_surface(p, cfg["lmax"])
+            name = " ".join(q for q in (x.label, f"expt {i}") if q)
+            figs.append(figure([{"type": "heatmap", "x": azimuth, "y": polar, "z": values,
+                                 "colorscale": "RdBu", "reversescale": True,
+                                 "colorbar": {"title": {"text": "term"}}}],
+                               f"Absorption surface {name}".strip(),
+                               "azimuth (deg, crystal frame)", "polar angle (deg)"))
+    return figs
+
+
 def statistics_table(stats: MergingStatistics) -> str:
     return table_html(list(stats.HEADERS), stats.table_rows(),
                       "Merging statistics (the last row is overall)")
@@ -206,5 +231,5 @@ def section(series: list[ScaledSeries]) -> Section:
         text = (statistics_table(series[0].stats)
                 + f"<p>Resolution where CC1/2 falls to {r.cc_half_limit}: {cut}.</p>")
     figs = statistics_vs_resolution(series) + [scale_vs_image(series)] + model_figures(series) \
-        + [wilson_plot(series), normal_probability_plot(series)]
+        + absorption_figures(series) + [wilson_plot(series), normal_probability_plot(series)]
     return Section("Scaling", text, figs)

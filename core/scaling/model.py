@@ -70,6 +70,23 @@ def smoother_design(phi_deg, phi_range, interval) -> SmootherDesign:
     return SmootherDesign(idx, np.take_along_axis(w, idx, axis=1), n_param)
 
 
+#: the harmonics of :func:`real_spherical_harmonics`, as named in a written model
+HARMONICS = "real orthonormal Y_lm, l=1..lmax, m=-l..l, no Condon-Shortley phase"
+
+
+def absorption_surface(p_abs, lmax: int, n_polar: int = 60, n_azimuth: int = 120):
+    """The absorption term 1 + sum p_lm Y_lm(v) of one beam direction v (crystal frame) on a
+    grid: (polar angles (deg, n_polar), azimuths (deg, n_azimuth), values (n_polar, n_azimuth)).
+    A reflection's term is the mean of the surface at its incident and diffracted beams."""
+    polar = np.linspace(0.0, 180.0, n_polar)
+    azimuth = np.linspace(0.0, 360.0, n_azimuth)
+    t, a = np.meshgrid(np.radians(polar), np.radians(azimuth), indexing="ij")
+    v = np.column_stack([(np.sin(t) * np.cos(a)).ravel(), (np.sin(t) * np.sin(a)).ravel(),
+                         np.cos(t).ravel()])
+    values = 1.0 + real_spherical_harmonics(v, lmax) @ np.asarray(p_abs, float)
+    return polar, azimuth, values.reshape(t.shape)
+
+
 def real_spherical_harmonics(unit_vectors, lmax: int) -> np.ndarray:
     """(N, lmax (lmax + 2)) orthonormal real spherical harmonics of unit vectors, l = 1..lmax,
     m = -l..l: sqrt(2) N_lm P_l^|m|(cos theta) cos(m phi) (m > 0), ... sin(|m| phi) (m < 0),
@@ -280,5 +297,8 @@ class SweepModel:
             if self.p_abs is not None:
                 cfg["lmax"] = self.lmax
                 cfg["abs_surface_weight"] = self.surface_weight
+                # which harmonics the absorption parameters multiply (DIALS ignores the key);
+                # the report draws the surface only for models that name them
+                cfg["gonio_harmonics"] = HARMONICS
         out["configuration_parameters"] = cfg
         return out
