@@ -555,16 +555,18 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
                     full, a0, dm, params)
 
 
-def reference_summary(result: IntegrationResult, max_blocks: int = 3, max_rings: int = 4,
-                      stride: int = 2) -> dict:
+def reference_summary(result: IntegrationResult, max_blocks: int = 3,
+                      max_rings: int = 4) -> dict:
     """A compact, JSON-ready view of the reference profiles (Kabsch (2010)) learnt per
     resolution ring and scan range: for at most ``max_blocks`` scan ranges (first, middle,
     last) x ``max_rings`` rings of each sweep, the mean position (x, y px, image) of the
     reflections the profile fits, the number of references that made it, its e1-e2
-    profile summed over e3 (every ``stride``-th grid point, rows e2, columns e1) and its e3
-    (rocking) profile summed over e1 and e2, each as a fraction of its peak (sums, not
-    central slices: a grid learnt from few references has empty points). Grid steps are
-    in the normalised coordinates where the foreground ends at 1."""
+    profile summed over e3 (binomially smoothed, then every second grid point: rows e2,
+    columns e1) and its e3 (rocking) profile summed over e1 and e2, each in integer percent
+    of its peak (sums, not central slices: a grid learnt from few references has empty
+    points). Grid steps are in the normalised coordinates where the foreground ends at 1."""
+    from scipy.ndimage import convolve1d
+
     per_block = N_RINGS * N_SECTORS
     refs, step = [], None
     for sweep, (profiles, nref, hxy, where) in enumerate(result.reference_profiles):
@@ -580,16 +582,18 @@ def reference_summary(result: IntegrationResult, max_blocks: int = 3, max_rings:
                     e12, e3 = p.sum(0), p.sum((1, 2))
                     if not (e12.max() > 0 and e3.max() > 0):
                         continue
-                    cy, cx = (s // 2 for s in e12.shape)
-                    e12 = e12[cy % stride::stride, cx % stride::stride] / e12.max()
+                    c = e12.shape[0] // 2
+                    for axis in (0, 1):
+                        e12 = convolve1d(e12, [0.25, 0.5, 0.25], axis=axis, mode="constant")
+                    e12 = e12[c % 2::2, c % 2::2] * (100 / e12.max())
                     refs.append({
                         "sweep": sweep, "scan_block": int(j), "ring": int(ring),
                         "sector": sector, "n_reference": int(nref[g]),
                         "x": round(float(where[g, 0]), 1), "y": round(float(where[g, 1]), 1),
                         "image": round(float(where[g, 2]), 1),
-                        "slice": np.round(e12, 2).tolist(),
-                        "rocking": np.round(e3 / e3.max(), 2).tolist()})
-    return {"n_rings": N_RINGS, "slice_step": None if step is None else step * stride,
+                        "slice": np.round(e12).astype(int).tolist(),
+                        "rocking": np.round(e3 * (100 / e3.max())).astype(int).tolist()})
+    return {"n_rings": N_RINGS, "slice_step": None if step is None else step * 2,
             "rocking_step": step, "references": refs}
 
 

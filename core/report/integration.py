@@ -85,7 +85,7 @@ def _ref_label(r: dict) -> str:
 
 
 def reference_profile_slices(summary: dict) -> dict:
-    """Heatmaps of the reference profiles' central e1-e2 slices (Kabsch (2010) frame), a
+    """Heatmaps of the reference profiles in the e1-e2 plane (Kabsch (2010) frame), a
     column per scan range and a row per resolution ring, from the integrate step's summary
     (:func:`gonio.core.integration.integrate.reference_summary`)."""
     refs = summary["references"]
@@ -97,37 +97,38 @@ def reference_profile_slices(summary: dict) -> dict:
     for r in refs:
         i, j = rows.index(r["ring"]), cols.index((r["sweep"], r["scan_block"]))
         k = i * len(cols) + j + 1
+        a = "" if k == 1 else str(k)  # plotly's first axes are x, y
         n = len(r["slice"])
         e = ((np.arange(n) - n // 2) * summary["slice_step"]).round(3).tolist()
         traces.append({"type": "heatmap", "z": r["slice"], "x": e, "y": e,
-                       "xaxis": f"x{k}", "yaxis": f"y{k}", "zmin": 0, "zmax": 1,
+                       "xaxis": f"x{a}", "yaxis": f"y{a}", "zmin": 0, "zmax": 100,
                        "colorscale": "Viridis", "showscale": k == 1,
                        "name": f"{_ref_label(r)}, x {r['x']:.0f} y {r['y']:.0f} px, "
                                f"{r['n_reference']} references"})
         x0, y1 = j * (w + gap), 1 - i * (h + gap)
-        layout[f"xaxis{k}"] = {"domain": [x0, x0 + w], "anchor": f"y{k}",
-                               "showticklabels": i == len(rows) - 1,
-                               "title": {"text": f"images ~{r['image']:.0f}"} if i == 0 else {}}
-        layout[f"yaxis{k}"] = {"domain": [y1 - h, y1], "anchor": f"x{k}",
-                               "scaleanchor": f"x{k}", "showticklabels": j == 0,
-                               "title": {"text": f"ring {r['ring']}"} if j == 0 else {}}
+        last = i == len(rows) - 1
+        layout[f"xaxis{a}"] = {"domain": [x0, x0 + w], "anchor": f"y{a}", "constrain": "domain",
+                               "showticklabels": last,
+                               "title": {"text": f"e1, image ~{r['image']:.0f}"} if last else {}}
+        layout[f"yaxis{a}"] = {"domain": [y1 - h, y1], "anchor": f"x{a}", "constrain": "domain",
+                               "scaleanchor": f"x{a}", "showticklabels": j == 0,
+                               "title": {"text": f"e2, ring {r['ring']}"} if j == 0 else {}}
     return {"data": traces, "layout": {
-        "title": {"text": "Reference profiles: central e1-e2 slice (rows: resolution rings, "
-                          "low to high angle; columns: scan ranges)", "x": 0.02},
+        "title": {"text": "Reference profiles in e1-e2 (rings: low to high angle)", "x": 0.02},
         "height": 140 * len(rows) + 80, "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
         **layout}}
 
 
 def reference_rocking_profiles(summary: dict) -> dict:
-    """The reference profiles along e3 (the rotation) through their centre."""
+    """The reference profiles along e3 (the rotation): their rocking curves."""
     traces = []
     for k, r in enumerate(summary["references"]):
         n = len(r["rocking"])
         e3 = ((np.arange(n) - n // 2) * summary["rocking_step"]).round(3).tolist()
         traces.append({"type": "scatter", "mode": "lines", "x": e3, "y": r["rocking"],
                        "name": _ref_label(r), "line": {"color": COLOURS[k % 10]}})
-    return figure(traces, "Reference profiles along e3 (rocking) through the centre",
-                  "e3 (foreground edge = 1)", "fraction of the peak")
+    return figure(traces, "Reference profiles along e3 (rocking curves)",
+                  "e3 (foreground edge = 1)", "% of the peak")
 
 
 def section(series: list[Series], references: dict | None = None) -> Section:
