@@ -81,16 +81,24 @@ def partiality(experiment: Experiment, s1, frame, bbox, model: ProfileModel) -> 
     """DIALS's ``partiality`` column: the part of each reflection's Gaussian reflecting
     range recorded on the images bbox z0..z1 (``frame`` = xyzcal.px z, the predicted
     frame). A scan-varying model gives sigma_m of image floor(frame)."""
+    _, sigma_m = model.at_frames(experiment, np.asarray(frame, dtype=float))
+    return partiality_of_width(experiment, s1, frame, bbox, sigma_m)
+
+
+def partiality_of_width(experiment: Experiment, s1, frame, bbox, sigma_m_deg) -> np.ndarray:
+    """:func:`partiality` for given rocking widths ``sigma_m_deg`` (deg; one per reflection
+    or one for all), e.g. the resolution-dependent ones of
+    :func:`.profile_model.rocking_width_deg`."""
     scan = experiment.scan
     frame = np.asarray(frame, dtype=float)
     bbox = np.asarray(bbox).reshape(-1, 6)
-    _, sigma_m = model.at_frames(experiment, frame)
     zeta = kabsch_basis(experiment.beam.s0, s1, experiment.goniometer.rotation_axis)[3]
-    c = np.abs(zeta) / (math.sqrt(2.0) * np.deg2rad(sigma_m))
+    c = np.abs(zeta) / (math.sqrt(2.0) * np.deg2rad(sigma_m_deg))
     phi = np.deg2rad(scan.angle_from_frame(frame))
     phi_a = np.deg2rad(scan.angle_from_frame(bbox[:, 4]))
     phi_b = np.deg2rad(scan.angle_from_frame(bbox[:, 5]))
-    return 0.5 * (erf(c * (phi_b - phi)) - erf(c * (phi_a - phi)))
+    # abs: a negative oscillation runs the images' angles backwards
+    return np.abs(0.5 * (erf(c * (phi_b - phi)) - erf(c * (phi_a - phi))))
 
 
 def d_spacing(experiment: Experiment, miller_index) -> np.ndarray:

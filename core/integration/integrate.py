@@ -698,26 +698,9 @@ def _columns(table, bbox, out_f, out_i, out_prf, overlapped, overloaded, referen
 # -- top level -----------------------------------------------------------------------------
 
 
-def _partiality(experiment, s1, frame, bbox, sigma_m_eff) -> np.ndarray:
-    """The part of each reflection's Gaussian rocking curve, sigma_m_eff / |zeta| (deg,
-    :func:`.profile_model.rocking_width_deg`), recorded on its images bbox z0..z1 (DIALS's
-    ``PartialityCalculator3D`` with the widened sigma_m)."""
-    from scipy.special import erf
-
-    from .kabsch import kabsch_basis
-
-    scan = experiment.scan
-    zeta = kabsch_basis(experiment.beam.s0, s1, experiment.goniometer.rotation_axis)[3]
-    c = np.abs(zeta) / (math.sqrt(2.0) * np.deg2rad(sigma_m_eff))
-    phi = np.deg2rad(scan.angle_from_frame(frame))
-    phi_a = np.deg2rad(scan.angle_from_frame(bbox[:, 4]))
-    phi_b = np.deg2rad(scan.angle_from_frame(bbox[:, 5]))
-    return np.abs(0.5 * (erf(c * (phi_b - phi)) - erf(c * (phi_a - phi))))
-
-
 def _add_corrections(experiments, table, models) -> None:
     """Columns d, lp, qe (when the sensor absorbs: mu > 0) and partiality."""
-    from .corrections import d_spacing, has_qe, lp, qe
+    from .corrections import d_spacing, has_qe, lp, partiality_of_width, qe
 
     n = len(table)
     cols = {"d": np.zeros(n), "lp": np.zeros(n), "partiality": np.zeros(n)}
@@ -731,8 +714,10 @@ def _add_corrections(experiments, table, models) -> None:
         s1 = table["s1"][sel]
         cols["d"][sel] = d_spacing(e, table["miller_index"][sel])
         cols["lp"][sel] = lp(e, s1)
-        cols["partiality"][sel] = _partiality(e, s1, table["xyzcal.px"][sel, 2],
-                                              table["bbox"][sel], table["_sigma_m_eff"][sel])
+        # the widths the boxes were made with (resolution term included)
+        cols["partiality"][sel] = partiality_of_width(e, s1, table["xyzcal.px"][sel, 2],
+                                                      table["bbox"][sel],
+                                                      table["_sigma_m_eff"][sel])
         if want_qe and has_qe(e):
             cols["qe"][sel] = qe(e, s1, table["panel"][sel])
     for name, v in cols.items():
