@@ -292,36 +292,64 @@ def _plane_basis(R: np.ndarray, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     raise LatticeSearchError("internal: no plane basis for a monoclinic twofold")
 
 
+_COEFFS = np.array(sorted(itertools.product(range(-2, 3), repeat=4),
+                          key=lambda m: sum(map(abs, m))), dtype=float)
+_COEFFS = _COEFFS[np.abs(_COEFFS[:, 0] * _COEFFS[:, 3] - _COEFFS[:, 2] * _COEFFS[:, 1]) == 1]
+_C_TO_I = np.array([[1.0, 0, 0], [0, 1, 0], [1, 0, 1]])  # a+c,b,c: the I2 cell of a C2 cell
+
+
+def _monoclinic_params(P: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """(n, 6) cells of bases P (n, 3, 3) with the twofold along b imposed on the metric."""
+    M = np.einsum("nji,jk,nkl->nil", P, G, P)
+    a, b, c = (np.sqrt(M[:, i, i]) for i in range(3))
+    beta = np.degrees(np.arccos(np.clip(M[:, 0, 2] / (a * c), -1, 1)))
+    return np.column_stack([a, b, c, np.full(len(a), 90.0), beta, np.full(len(a), 90.0)])
+
+
 def _monoclinic(rots, G, best_monoclinic_beta):
+    """(lattice, P) of the conventional monoclinic cell of a twofold group: among the bases
+    a, c = small combinations of the plane perpendicular to b (coefficients -2..2, fewest
+    first) and b = +-the twofold, a primitive basis (mP) or a C-centred one (mC; with
+    ``best_monoclinic_beta`` the I2 cell when its beta is closer to 90), the one
+    :func:`_compare_monoclinic` prefers; candidate bases are tested as whole arrays."""
     (b_axis, R2), = _axes(rots, 2)
     v1, v2 = _plane_basis(R2, G)
-    found = []
-    coeffs = sorted(itertools.product(range(-2, 3), repeat=4), key=lambda m: sum(map(abs, m)))
-    for m11, m21, m13, m23 in coeffs:
-        if abs(m11 * m23 - m13 * m21) != 1:
-            continue
-        a = m11 * v1 + m21 * v2
-        c = m13 * v1 + m23 * v2
-        for b in (b_axis.astype(float), -b_axis.astype(float)):
-            P = np.column_stack([a, b, c])
-            for lat in ("mP", "mC"):
-                if _matches(P, rots, lat):
-                    found.append((lat, P))
-    if not found:
+    a = _COEFFS[:, 0, None] * v1 + _COEFFS[:, 1, None] * v2
+    c = _COEFFS[:, 2, None] * v1 + _COEFFS[:, 3, None] * v2
+    bs = np.array([b_axis, -b_axis], dtype=float)
+    P = np.stack([np.stack([a, np.broadcast_to(b, a.shape), c], axis=2) for b in bs],
+                 axis=1).reshape(-1, 3, 3)  # candidate order: coefficients, then b sign
+    det = np.linalg.det(P)
+    prim = np.abs(det - 1) < 1e-6
+    cent = np.abs(det - 2) < 1e-6
+    if cent.any():
+        t = np.linalg.inv(P[cent]) % 1.0  # columns: old basis vectors in the new basis
+        t[np.isclose(t, 1.0)] = 0.0
+        ok = np.all((np.abs(t[:, 2, :]) < 1e-6)
+                    & ((np.abs(t[:, 0, :]) < 1e-6) & (np.abs(t[:, 1, :]) < 1e-6)
+                       | (np.abs(t[:, 0, :] - 0.5) < 1e-6) & (np.abs(t[:, 1, :] - 0.5) < 1e-6)),
+                    axis=1)
+        cent[np.flatnonzero(cent)[~ok]] = False
+    if prim.any():
+        lattice, Ps = "mP", P[prim]
+    elif cent.any():
+        lattice, Ps = "mC", P[cent]
+    else:
         return None
-    lattice = found[0][0]
-    best_P, best_cell = None, None
-    for lat, P in found:
-        cell = _cell_params(_symmetrised_metric(P.T @ G @ P, _rots_in(P, rots)))
-        if lat == "mC" and best_monoclinic_beta:
-            Pi = P @ np.array([[1.0, 0, 0], [0, 1, 0], [1, 0, 1]])  # a+c,b,c: C2 -> I2
-            alt = _cell_params(_symmetrised_metric(Pi.T @ G @ Pi, _rots_in(Pi, rots)))
-            if 90 <= alt[4] < cell[4]:
-                P, cell = Pi, alt
-        if best_cell is None or _compare_monoclinic(best_cell, cell) > 0:
-            best_P, best_cell = P, cell
+    cells = _monoclinic_params(Ps, G)
+    if lattice == "mC" and best_monoclinic_beta:
+        Pi = Ps @ _C_TO_I
+        alt = _monoclinic_params(Pi, G)
+        use = (alt[:, 4] >= 90) & (alt[:, 4] < cells[:, 4])
+        Ps = np.where(use[:, None, None], Pi, Ps)
+        cells = np.where(use[:, None], alt, cells)
+    best = 0
+    for i in range(1, len(Ps)):
+        if _compare_monoclinic(tuple(cells[best]), tuple(cells[i])) > 0:
+            best = i
+    best_P = Ps[best]
     if lattice == "mC" and _matches(best_P, rots, "mI"):
-        lattice = "mI"  # the I2 cell of a centred monoclinic lattice, labelled as DIALS does
+        lattice = "mI"
     return lattice, best_P
 
 

@@ -16,19 +16,14 @@ hexagonal axes. The group names, centring and settings are gemmi's
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import dataclass
 
 import gemmi
 import numpy as np
 
 from gonio.core.lattice.bravais import (
-    _axes,
-    _compare_monoclinic,
     _conventional,
     _key,
-    _matches,
-    _plane_basis,
     _prefer_identity,
     _rotation_order,
     lattice_group,
@@ -154,68 +149,7 @@ def _group_ops(rots_new: list[np.ndarray], centring: list, centric: bool) -> gem
     return g
 
 
-_COEFFS = np.array(sorted(itertools.product(range(-2, 3), repeat=4),
-                          key=lambda m: sum(map(abs, m))), dtype=float)
-_COEFFS = _COEFFS[np.abs(_COEFFS[:, 0] * _COEFFS[:, 3] - _COEFFS[:, 2] * _COEFFS[:, 1]) == 1]
-_C_TO_I = np.array([[1.0, 0, 0], [0, 1, 0], [1, 0, 1]])  # a+c,b,c: the I2 cell of a C2 cell
-
-
-def _monoclinic_params(P: np.ndarray, G: np.ndarray) -> np.ndarray:
-    """(n, 6) cells of bases P (n, 3, 3) with the twofold along b imposed on the metric."""
-    M = np.einsum("nji,jk,nkl->nil", P, G, P)
-    a, b, c = (np.sqrt(M[:, i, i]) for i in range(3))
-    beta = np.degrees(np.arccos(np.clip(M[:, 0, 2] / (a * c), -1, 1)))
-    return np.column_stack([a, b, c, np.full(len(a), 90.0), beta, np.full(len(a), 90.0)])
-
-
-def _monoclinic_setting(rots, G, best_monoclinic_beta):
-    """The conventional monoclinic cell of a twofold group: the choice of
-    :func:`gonio.core.lattice.bravais._monoclinic` (same candidates, same order, same
-    preference rules), with the candidate bases tested as whole arrays."""
-    (b_axis, R2), = _axes(rots, 2)
-    v1, v2 = _plane_basis(R2, G)
-    a = _COEFFS[:, 0, None] * v1 + _COEFFS[:, 1, None] * v2
-    c = _COEFFS[:, 2, None] * v1 + _COEFFS[:, 3, None] * v2
-    bs = np.array([b_axis, -b_axis], dtype=float)
-    P = np.stack([np.stack([a, np.broadcast_to(b, a.shape), c], axis=2) for b in bs],
-                 axis=1).reshape(-1, 3, 3)  # candidate order: coefficients, then b sign
-    det = np.linalg.det(P)
-    prim = np.abs(det - 1) < 1e-6
-    cent = np.abs(det - 2) < 1e-6
-    if cent.any():
-        t = np.linalg.inv(P[cent]) % 1.0  # columns: old basis vectors in the new basis
-        t[np.isclose(t, 1.0)] = 0.0
-        ok = np.all((np.abs(t[:, 2, :]) < 1e-6)
-                    & ((np.abs(t[:, 0, :]) < 1e-6) & (np.abs(t[:, 1, :]) < 1e-6)
-                       | (np.abs(t[:, 0, :] - 0.5) < 1e-6) & (np.abs(t[:, 1, :] - 0.5) < 1e-6)),
-                    axis=1)
-        cent[np.flatnonzero(cent)[~ok]] = False
-    if prim.any():
-        lattice, Ps = "mP", P[prim]
-    elif cent.any():
-        lattice, Ps = "mC", P[cent]
-    else:
-        return None
-    cells = _monoclinic_params(Ps, G)
-    if lattice == "mC" and best_monoclinic_beta:
-        Pi = Ps @ _C_TO_I
-        alt = _monoclinic_params(Pi, G)
-        use = (alt[:, 4] >= 90) & (alt[:, 4] < cells[:, 4])
-        Ps = np.where(use[:, None, None], Pi, Ps)
-        cells = np.where(use[:, None], alt, cells)
-    best = 0
-    for i in range(1, len(Ps)):
-        if _compare_monoclinic(tuple(cells[best]), tuple(cells[i])) > 0:
-            best = i
-    best_P = Ps[best]
-    if lattice == "mC" and _matches(best_P, rots, "mI"):
-        lattice = "mI"
-    return lattice, best_P
-
-
 def _conventional_safe(rots, G, best_monoclinic_beta):
-    if len(rots) == 2:
-        return _monoclinic_setting(rots, G, best_monoclinic_beta)
     try:
         return _conventional(rots, G, best_monoclinic_beta)
     except ValueError:  # the group lacks the axis a holohedry of this order would have
