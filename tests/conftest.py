@@ -25,3 +25,16 @@ def session(tmp_path):
     s = Session(tmp_path)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def x4_session(tmp_path_factory):
+    """A session holding DIALS's indexed x4 models and reflections (one per test module)."""
+    from gonio.shell.session import Session
+
+    folder = data_path("x4_xds")
+    s = Session(tmp_path_factory.mktemp("x4"))
+    r = s.run_line(f"import {folder / 'indexed.expt'} {folder / 'indexed.refl'}")
+    assert r.ok, r.text
+    yield s, folder
+    s.close()

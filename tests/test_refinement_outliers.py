@@ -69,20 +69,6 @@ def test_sauter_poon_bad_pixel_size_is_an_error():
                                              sauter_poon_px_sz=(0.172, -1.0)))
 
 
-@pytest.fixture(scope="module")
-def x4_session(tmp_path_factory):
-    from conftest import data_path
-
-    from gonio.shell.session import Session
-
-    folder = data_path("x4_xds")
-    s = Session(tmp_path_factory.mktemp("x4"))
-    r = s.run_line(f"import {folder / 'indexed.expt'} {folder / 'indexed.refl'}")
-    assert r.ok, r.text
-    yield s, folder
-    s.close()
-
-
 def test_x4_sauter_poon_and_lbfgs_from_the_shell_reach_dials_rmsds(x4_session):
     from gonio.core.io.dials_refl import read_refl
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import data_path
 
 from gonio.core.io.dials_refl import read_refl
 from gonio.core.reflection_table import Flags
@@ -13,18 +12,6 @@ from gonio.core.reflection_table import Flags
 def _rmsd_px(table, rows):
     d = (table["xyzcal.px"] - table["xyzobs.px.value"])[rows]
     return np.sqrt(np.mean(d**2, axis=0))
-
-
-@pytest.fixture(scope="module")
-def x4_session(tmp_path_factory):
-    from gonio.shell.session import Session
-
-    folder = data_path("x4_xds")
-    s = Session(tmp_path_factory.mktemp("x4"))
-    r = s.run_line(f"import {folder / 'indexed.expt'} {folder / 'indexed.refl'}")
-    assert r.ok, r.text
-    yield s, folder
-    s.close()
 
 
 def test_x4_static_refinement_reaches_dials_rmsds(x4_session):
