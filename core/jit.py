@@ -49,6 +49,7 @@ UNITS: dict[str, tuple[str, float]] = {
     "gonio.core.simulate": ("gonio.core.simulate.kernels:warm_up", 3.0),
     "gonio.core.io.shoebox_kernels": ("gonio.core.io.shoebox_kernels:warm_up", 3.0),
     "gonio.core.export.text_kernels": ("gonio.core.export.text_kernels:warm_up", 2.0),
+    "gonio.core.integration": ("gonio.core.integration.warmup:warm_up", 12.0),
 }
 
 #: Called with one line of text when compilation really happens (the shell

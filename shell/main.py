@@ -58,8 +58,13 @@ def run_lines(session, lines, echo: bool = False) -> int:
 STEP_KERNELS = {
     "simulate": ("gonio.core.simulate",),
     "findspots": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding"),
-    "process": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding"),
+    "integrate": ("gonio.core.integration",),
+    "process": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding",
+                "gonio.core.integration"),
 }
+#: Units a step needs only after a while (process integrates after finding spots, indexing
+#: and refining): prepared in the background even when the step comes first.
+LATER_KERNELS = {"process": ("gonio.core.integration",)}
 
 
 def prepare_kernels(lines: list[str] | None = None) -> None:
@@ -76,7 +81,8 @@ def prepare_kernels(lines: list[str] | None = None) -> None:
         return
     steps = [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
     needed = list(dict.fromkeys(u for step in steps for u in STEP_KERNELS.get(step, ())))
-    first = STEP_KERNELS.get(steps[0], ()) if steps else ()
+    first = tuple(u for u in STEP_KERNELS.get(steps[0], ())
+                  if u not in LATER_KERNELS.get(steps[0], ())) if steps else ()
     if [u for u in needed if u not in first]:
         jit.prepare_in_background([u for u in needed if u not in first])
     if needed:

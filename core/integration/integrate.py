@@ -77,9 +77,9 @@ def _directions(panel, xy_px) -> np.ndarray:
     return (lab / np.linalg.norm(lab, axis=1)[:, None]).astype(np.float32)
 
 
-def _detector_arrays(detector):
+def _detector_arrays(detector, masks=None):
     """Unit directions to the pixel centres of all panels, offsets, static mask, trusted
-    ranges, gains."""
+    ranges, gains. ``masks``: a user mask per panel (slow, fast), True = good pixel."""
     dirs, ok, pix_off, pnx = [], [], [0], []
     for p in detector:
         nx, ny = p.image_size
@@ -88,6 +88,8 @@ def _detector_arrays(detector):
         m = np.ones((ny, nx), bool)
         for f0, s0, f1, s1 in p.mask:
             m[max(s0, 0):max(s1, 0), max(f0, 0):max(f1, 0)] = False
+        if masks is not None:
+            m &= masks[len(ok)]
         ok.append(m.ravel())
         pix_off.append(pix_off[-1] + nx * ny)
         pnx.append(nx)
@@ -241,6 +243,18 @@ def _shoeboxes(experiments, models, table, members):
     return bbox, db, dm, full
 
 
+def _shoeboxes_in_parts(experiments, models, table, members, nproc):
+    """:func:`_shoeboxes` of ``nproc`` parts of the table in threads (numpy releases the
+    GIL on the large arrays)."""
+    if nproc < 2 or len(table) < 2000:
+        return _shoeboxes(experiments, models, table, members)
+    parts = _chunks(np.arange(len(table)), nproc)
+    with ThreadPoolExecutor(nproc) as ex:
+        done = list(ex.map(lambda rows: _shoeboxes(experiments, models, table.select(rows),
+                                                   members), parts))
+    return tuple(np.concatenate([d[i] for d in done]) for i in range(4))
+
+
 def _profile_geometry(table, e1, e2, zeta, db, dm, s0, m2):
     """Per-reflection geometry for the kernels (see :mod:`.kernels`): p, e1, e2, s1^,
     |s1| db, |s1| dn, phi, |zeta| / dm (rad)."""
@@ -303,7 +317,8 @@ def _chunks(rows: np.ndarray, n: int) -> list[np.ndarray]:
 
 
 def _integrate_sweep(experiments, members, models, reader, params: IntegrationParams,
-                     nproc: int, progress, result: IntegrationResult) -> ReflectionTable:
+                     nproc: int, progress, result: IntegrationResult,
+                     masks=None) -> ReflectionTable:
     from . import kernels as K
     from .kabsch import kabsch_basis
 
@@ -312,7 +327,7 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
     timings = result.timings
     t0 = time.perf_counter()
     table = _predict(experiments, models, params, members)
-    bbox, db, dm, full = _shoeboxes(experiments, models, table, members)
+    bbox, db, dm, full = _shoeboxes_in_parts(experiments, models, table, members, nproc)
     keep = (bbox[:, 1] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 2]) & (bbox[:, 5] > bbox[:, 4])
     table, bbox, db, dm, full = table.select(keep), bbox[keep], db[keep], dm[keep], full[keep]
     order = np.lexsort((bbox[:, 5], bbox[:, 4]))
@@ -331,7 +346,7 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
     rgeo = _profile_geometry(table, e1, e2, zeta, db, dm, s0, m2)
     beam = np.concatenate([s0, m2, [np.linalg.norm(s0)]])
     scan_rad = np.deg2rad([phi0, osc])
-    geo = _detector_arrays(detector)
+    geo = _detector_arrays(detector, masks)
     sizes = ((bbox[:, 1] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 2])
              * (bbox[:, 5] - bbox[:, 4])).astype(np.int64)
     n_images = scan.num_images
@@ -515,11 +530,14 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
                            & (isig >= REFERENCE_MIN_I_OVER_SIGMA)]
                 reference[ref] = True
                 if params.profile_fitting:
-                    if len(ref):
-                        K.accumulate_reference(ref, slot_region, jac, out_f[:, 2], bbox, off,
+                    def learn(part, c=c):
+                        K.accumulate_reference(part, slot_region, jac, out_f[:, 2], bbox, off,
                                                c.data, c.mask, c.bg, rgeo, beam, scan_rad,
                                                panel, geo["pix_off"], geo["pnx"], geo["dirs"],
                                                hxy, hxy, acc, wsum, nref_slot)
+                    # one thread per set of rings: no two add to the same profile
+                    run(learn, [g for g in (ref[ring[ref] % nproc == k] for k in range(nproc))
+                                if len(g)])
                     c.waiting = np.concatenate([c.waiting, done])
             t3 = time.perf_counter()
             t_process += t3 - t2
@@ -768,10 +786,11 @@ def check_image_files(reader, scan) -> None:
 
 
 def integrate(experiments, indexed, params: IntegrationParams | None = None, progress=None,
-              readers=None):
+              readers=None, masks=None):
     """Integrate every sweep: (experiments with the profile model set, integrated table,
     IntegrationResult). ``readers[k]`` reads the images of experiments[k] (default: an
-    ImageSequenceReader per image set). ``progress(done, total)`` after each block."""
+    ImageSequenceReader per image set). ``progress(done, total)`` after each block.
+    ``masks``: a user mask per panel (slow, fast; True = good pixel, generate_mask)."""
     from ..formats.reader import ImageSequenceReader
 
     params = params or IntegrationParams()
@@ -801,7 +820,7 @@ def integrate(experiments, indexed, params: IntegrationParams | None = None, pro
             if progress:
                 progress(base + d, total)
         tables.append(_integrate_sweep(experiments, g, models, readers[g[0]], params, nproc,
-                                       prog, result))
+                                       prog, result, masks))
         done[0] += experiments[g[0]].scan.num_images
     table = ReflectionTable.concatenate(tables)
     table.experiment_identifiers = {k: e.identifier for k, e in enumerate(experiments)}

@@ -44,26 +44,35 @@ SHARED = 64  # gonio's own: a foreground pixel also inside another reflection's 
 RAD = 180.0 / math.pi
 
 
-@njit(inline="always")
-def _coords(ux, uy, uz, geo, r, beam, cs, sn):
-    """(u, v, t) of direction (ux, uy, uz) for reflection r, rotated by the angle whose
-    cosine and sine are cs, sn (phi - phi') about m2."""
+@njit
+def _frame_axes(geo, r, beam, ang):
+    """The normalised coordinates of reflection r as linear functions of a pixel's unit
+    direction, for the rotation angle phi - phi' = ``ang`` (rad): (u, v, t) =
+    A . dir + c, returned as 12 numbers (A_u, c_u, A_v, c_v, A_t, c_t).
+
+    d = R(m2, ang) w - p with w = |s0| dir - s0, so e.d = (R^T e).w - e.p: rotating the
+    reflection's three axes once per image instead of every pixel's w."""
+    cs, sn = math.cos(ang), math.sin(ang)
+    a_u = _rotated_axis(geo[r, 3], geo[r, 4], geo[r, 5], geo, r, beam, cs, sn, geo[r, 12])
+    a_v = _rotated_axis(geo[r, 6], geo[r, 7], geo[r, 8], geo, r, beam, cs, sn, geo[r, 12])
+    a_t = _rotated_axis(geo[r, 9], geo[r, 10], geo[r, 11], geo, r, beam, cs, sn, geo[r, 13])
+    return a_u + a_v + a_t
+
+
+@njit
+def _rotated_axis(e0, e1, e2, geo, r, beam, cs, sn, scale):
+    """(A (3), c) of one axis e: e.d / scale = A . dir + c (see :func:`_frame_axes`)."""
     k0 = beam[6]
-    w0 = ux * k0 - beam[0]
-    w1 = uy * k0 - beam[1]
-    w2 = uz * k0 - beam[2]
     m0, m1, m2 = beam[3], beam[4], beam[5]
-    md = m0 * w0 + m1 * w1 + m2 * w2
-    c0 = m1 * w2 - m2 * w1
-    c1 = m2 * w0 - m0 * w2
-    c2 = m0 * w1 - m1 * w0
-    d0 = w0 * cs + c0 * sn + m0 * md * (1.0 - cs) - geo[r, 0]
-    d1 = w1 * cs + c1 * sn + m1 * md * (1.0 - cs) - geo[r, 1]
-    d2 = w2 * cs + c2 * sn + m2 * md * (1.0 - cs) - geo[r, 2]
-    u = (geo[r, 3] * d0 + geo[r, 4] * d1 + geo[r, 5] * d2) / geo[r, 12]
-    v = (geo[r, 6] * d0 + geo[r, 7] * d1 + geo[r, 8] * d2) / geo[r, 12]
-    t = (geo[r, 9] * d0 + geo[r, 10] * d1 + geo[r, 11] * d2) / geo[r, 13]
-    return u, v, t
+    inv = 1.0 / scale
+    md = (m0 * e0 + m1 * e1 + m2 * e2) * (1.0 - cs)
+    # R(m2, -ang) e = e cos - (m2 x e) sin + m2 (m2.e)(1 - cos)
+    q0 = e0 * cs - (m1 * e2 - m2 * e1) * sn + m0 * md
+    q1 = e1 * cs - (m2 * e0 - m0 * e2) * sn + m1 * md
+    q2 = e2 * cs - (m0 * e1 - m1 * e0) * sn + m2 * md
+    ep = e0 * geo[r, 0] + e1 * geo[r, 1] + e2 * geo[r, 2]
+    return (q0 * k0 * inv, q1 * k0 * inv, q2 * k0 * inv,
+            -(q0 * beam[0] + q1 * beam[1] + q2 * beam[2] + ep) * inv)
 
 
 @njit
@@ -95,53 +104,74 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
         p = panel[r]
         nx = pnx[p]
         w = x1 - x0
-        h = y1 - y0
-        base = off[r] + (f - z0) * w * h
-        ang = geo[r, 14] - phi_mid
-        cs, sn = math.cos(ang), math.sin(ang)
-        lim = (1.0 + fg_pad[r]) ** 2
-        # |t| changes by at most dt_half across the image's rotation range
-        dt_half = half * geo[r, 15]
-        for y in range(y0, y1):
-            for x in range(x0, x1):
-                pix = pix_off[p] + y * nx + x
-                j = base + (y - y0) * w + (x - x0)
-                if pass_ == 0:
-                    u, v, t = _coords(dirs[pix, 0], dirs[pix, 1], dirs[pix, 2], geo, r,
-                                      beam, cs, sn)
-                    if u * u + v * v <= lim and abs(t) - dt_half <= 1.0:
-                        sb_mask[j] = FOREGROUND
+        base = off[r] + (f - z0) * w * (y1 - y0) - x0
+        if pass_ == 0:
+            ax = _frame_axes(geo, r, beam, geo[r, 14] - phi_mid)
+            au0, au1, au2, cu = ax[0], ax[1], ax[2], ax[3]
+            av0, av1, av2, cv = ax[4], ax[5], ax[6], ax[7]
+            at0, at1, at2, ct = ax[8], ax[9], ax[10], ax[11]
+            lim = (1.0 + fg_pad[r]) ** 2
+            # |t| changes by at most dt_half across the image's rotation range
+            tlim = 1.0 + half * geo[r, 15]
+            for y in range(y0, y1):
+                row = pix_off[p] + y * nx
+                jrow = base + (y - y0) * w
+                for x in range(x0, x1):
+                    pix = row + x
+                    d0, d1, d2 = dirs[pix, 0], dirs[pix, 1], dirs[pix, 2]
+                    u = au0 * d0 + au1 * d1 + au2 * d2 + cu
+                    v = av0 * d0 + av1 * d1 + av2 * d2 + cv
+                    t = at0 * d0 + at1 * d1 + at2 * d2 + ct
+                    uv = u * u + v * v
+                    if uv <= lim and abs(t) <= tlim:
+                        sb_mask[jrow + x] = FOREGROUND
                         cnt[pix] += 1
-                        d2 = u * u + v * v + t * t
+                        d2 = uv + t * t
                         if d2 < best[pix]:
                             best[pix] = d2
                             own[pix] = r
                     else:
-                        sb_mask[j] = 0
-                elif pass_ == 1:
-                    fg = sb_mask[j] != 0
+                        sb_mask[jrow + x] = 0
+        elif pass_ == 1:
+            lo, hi = tmin[p], tmax[p]
+            over = False
+            shared = False
+            for y in range(y0, y1):
+                row = pix_off[p] + y * nx
+                jrow = base + (y - y0) * w
+                for x in range(x0, x1):
+                    pix = row + x
+                    j = jrow + x
                     val = frame[pix]
                     sb_data[j] = val
                     code = 0
-                    if static_ok[pix] and val >= tmax[p]:
-                        overloaded[r] = True
-                    if static_ok[pix] and val > tmin[p] and val < tmax[p]:
-                        code |= VALID
-                    if fg:
+                    if static_ok[pix]:
+                        if val >= hi:
+                            over = True
+                        elif val > lo:
+                            code = VALID
+                    if sb_mask[j] != 0:
                         if cnt[pix] > 1:
-                            overlapped[r] = True
+                            shared = True
                             code |= SHARED
-                        if own[pix] == r:
-                            code |= FOREGROUND
-                        else:
-                            code |= OVERLAPPED
+                        code |= FOREGROUND if own[pix] == r else OVERLAPPED
                     elif cnt[pix] == 0:
                         code |= BACKGROUND
                     sb_mask[j] = code
-                elif sb_mask[j] & (FOREGROUND | OVERLAPPED):
-                    cnt[pix] = 0
-                    best[pix] = np.inf
-                    own[pix] = -1
+            if over:
+                overloaded[r] = True
+            if shared:
+                overlapped[r] = True
+        else:
+            for y in range(y0, y1):
+                row = pix_off[p] + y * nx
+                jrow = base + (y - y0) * w
+                for x in range(x0, x1):
+                    if sb_mask[jrow + x] & (FOREGROUND | OVERLAPPED):
+                        pix = row + x
+                        cnt[pix] = 0
+                        best[pix] = np.inf
+                        own[pix] = -1
 
 
 @njit
@@ -159,27 +189,51 @@ def repack(rows, old_off, new_off, sizes, src, dst):
 
 
 @njit
-def _poisson_cdf(j, mu):
-    """P(Y <= j) for Y ~ Poisson(mu), summed over the window where the mass is."""
-    if j < 0:
-        return 0.0
-    lo = max(0, int(mu - 12.0 * math.sqrt(mu) - 10.0))
-    if j < lo:
-        return 0.0
+def _poisson_terms(j1, j2, mu):
+    """P(Y <= j1), P(Y <= j2), P(Y = j1), P(Y = j2) for Y ~ Poisson(mu), j1 <= j2: the
+    probabilities by the recurrence P(k + 1) = P(k) mu / (k + 1) from the start of the
+    window where the mass is (one exponential per call)."""
+    k0 = max(0, int(mu - 12.0 * math.sqrt(mu) - 10.0))
+    c1 = c2 = p1 = p2 = 0.0
+    if j2 < k0:
+        return c1, c2, p1, p2
+    pk = math.exp(k0 * math.log(mu) - mu - math.lgamma(k0 + 1.0))
     s = 0.0
-    lm = math.log(mu)
-    for k in range(lo, j + 1):
-        s += math.exp(k * lm - mu - math.lgamma(k + 1.0))
-        if k > mu + 12.0 * math.sqrt(mu) + 10.0:
-            break
-    return min(s, 1.0)
+    for k in range(k0, j2 + 1):
+        s += pk
+        if k == j1:
+            c1, p1 = s, pk
+        if k == j2:
+            c2, p2 = s, pk
+        pk *= mu / (k + 1.0)
+    return min(c1, 1.0), min(c2, 1.0), p1, p2
 
 
 @njit
-def _poisson_pmf(j, mu):
-    if j < 0:
-        return 0.0
-    return math.exp(j * math.log(mu) - mu - math.lgamma(j + 1.0))
+def _argsort(y, n):
+    """Indices that sort y[:n] ascending (heapsort: a few lines that compile in a
+    fraction of the time numba's np.argsort takes)."""
+    idx = np.arange(n)
+    for start in range(n // 2 - 1, -1, -1):
+        _sift(y, idx, start, n)
+    for end in range(n - 1, 0, -1):
+        idx[0], idx[end] = idx[end], idx[0]
+        _sift(y, idx, np.int64(0), end)
+    return idx
+
+
+@njit
+def _sift(y, idx, root, end):
+    while True:
+        child = 2 * root + 1
+        if child >= end:
+            return
+        if child + 1 < end and y[idx[child + 1]] > y[idx[child]]:
+            child += 1
+        if y[idx[root]] >= y[idx[child]]:
+            return
+        idx[root], idx[child] = idx[child], idx[root]
+        root = child
 
 
 @njit
@@ -195,15 +249,15 @@ def _glm_score(vals, cnts, m, n, mu, c):
         s += cnts[i] * max(-c, min(c, r))
     j1 = int(math.floor(mu - c * sd))
     j2 = int(math.floor(mu + c * sd))
-    e = c * (1.0 - _poisson_cdf(j2, mu) - _poisson_cdf(j1, mu)) + sd * (
-        _poisson_pmf(j1, mu) - _poisson_pmf(j2, mu))
+    c1, c2, p1, p2 = _poisson_terms(j1, j2, mu)
+    e = c * (1.0 - c2 - c1) + sd * (p1 - p2)
     return s - n * e
 
 
 @njit
 def glm_constant(y, n, c):
     """Robust Poisson GLM with a constant model (DIALS ``glm`` background): the mean
-    mu solving the Cantoni-Ronchetti estimating equation, by bisection in log(mu).
+    mu solving the Cantoni-Ronchetti estimating equation (root in log(mu)).
     Returns mu (counts per pixel)."""
     if n == 0:
         return np.nan
@@ -219,23 +273,26 @@ def glm_constant(y, n, c):
         hist = np.zeros(int(ymax) + 1)
         for i in range(n):
             hist[int(y[i])] += 1.0
-        m = 0
+        m = np.int64(0)
         for v in range(hist.shape[0]):
             if hist[v] > 0:
                 m += 1
         vals = np.empty(m)
         cnts = np.empty(m)
-        m = 0
+        m = np.int64(0)
         for v in range(hist.shape[0]):
             if hist[v] > 0:
                 vals[m] = v
                 cnts[m] = hist[v]
                 m += 1
     else:
-        ys = np.sort(y[:n])
+        order = _argsort(y, n)
+        ys = np.empty(n)
+        for i in range(n):
+            ys[i] = y[order[i]]
         vals = np.empty(n)
         cnts = np.empty(n)
-        m = 0
+        m = np.int64(0)
         for i in range(n):
             if m > 0 and ys[i] == vals[m - 1]:
                 cnts[m - 1] += 1.0
@@ -243,19 +300,35 @@ def glm_constant(y, n, c):
                 vals[m] = ys[i]
                 cnts[m] = 1.0
                 m += 1
+    # the root in x = log(mu) by false position with the Illinois modification (a
+    # bracket that shrinks from both sides: ~10 evaluations instead of bisection's ~30)
     lo = math.log(1e-6)
     hi = math.log(ymax + 1.0)
-    if _glm_score(vals, cnts, m, n, math.exp(lo), c) <= 0.0:
+    f_lo = _glm_score(vals, cnts, m, n, math.exp(lo), c)
+    if f_lo <= 0.0:
         return 0.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if _glm_score(vals, cnts, m, n, math.exp(mid), c) > 0.0:
-            lo = mid
+    f_hi = _glm_score(vals, cnts, m, n, math.exp(hi), c)
+    if f_hi > 0.0:
+        return math.exp(hi)
+    side = 0
+    for _ in range(100):
+        x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        if not (lo < x < hi):
+            x = 0.5 * (lo + hi)
+        fx = _glm_score(vals, cnts, m, n, math.exp(x), c)
+        if fx > 0.0:
+            lo, f_lo = x, fx
+            if side == -1:
+                f_hi *= 0.5
+            side = -1
         else:
-            hi = mid
-        if hi - lo < 1e-7:
+            hi, f_hi = x, fx
+            if side == 1:
+                f_lo *= 0.5
+            side = 1
+        if hi - lo < 1e-7 or fx == 0.0:
             break
-    return math.exp(0.5 * (lo + hi))
+    return math.exp(0.5 * (lo + hi)) if fx != 0.0 else math.exp(x)
 
 
 @njit
@@ -271,7 +344,35 @@ def _fit_plane(y, X, keep, n, npar):
                     A[a, q] += X[i, a] * X[i, q]
     for a in range(npar):
         A[a, a] += 1e-9
-    return np.linalg.solve(A, b)
+    return _solve_small(A, b, npar)
+
+
+@njit
+def _solve_small(A, b, n):
+    """x with A x = b for a small n x n system, by Gaussian elimination with partial
+    pivoting (A and b are overwritten; a few lines instead of LAPACK's binding, which
+    costs seconds to compile)."""
+    for k in range(n):
+        piv = k
+        for i in range(k + 1, n):
+            if abs(A[i, k]) > abs(A[piv, k]):
+                piv = i
+        if piv != k:
+            for q in range(n):
+                A[k, q], A[piv, q] = A[piv, q], A[k, q]
+            b[k], b[piv] = b[piv], b[k]
+        for i in range(k + 1, n):
+            f = A[i, k] / A[k, k]
+            for q in range(k, n):
+                A[i, q] -= f * A[k, q]
+            b[i] -= f * b[k]
+    x = np.zeros(n)
+    for k in range(n - 1, -1, -1):
+        s = b[k]
+        for q in range(k + 1, n):
+            s -= A[k, q] * x[q]
+        x[k] = s / A[k, k]
+    return x
 
 
 @njit
@@ -309,7 +410,7 @@ def simple_background(y, X, n, npar, outlier, lower, upper, tukey):
             if not changed:
                 break
     elif outlier == 2 or outlier == 3:
-        order = np.argsort(y[:n])
+        order = _argsort(y, n)
         if outlier == 2:
             cut = int(0.05 * n)
             for i in range(cut):
@@ -323,7 +424,7 @@ def simple_background(y, X, n, npar, outlier, lower, upper, tukey):
                 if y[i] < q1 - tukey * iqr or y[i] > q3 + tukey * iqr:
                     keep[i] = False
     elif outlier == 4:
-        order = np.argsort(y[:n])
+        order = _argsort(y, n)
         k = n
         while k > 10:
             m = 0.0
@@ -415,14 +516,15 @@ def process(rows, bbox, off, sb_data, sb_mask, sb_bg, gain, panel, algorithm, gl
         if nbg < 1:
             status = 1
         elif algorithm == 0:
-            mu = glm_constant(yv, nbg, glm_c)
+            mu = glm_constant(yv, yv.shape[0], glm_c)  # = nbg, typed int64 (not literal 0)
             coef[0] = mu
             nused = nbg
             for q in range(nbg):
                 sb_mask[o + idx[q]] |= BACKGROUND_USED
             var_b = max(mu, 1.0 / nbg) / nbg
         else:
-            c, keep = simple_background(yv, X, nbg, npar, outlier, lower, upper, tukey)
+            c, keep = simple_background(yv, X, yv.shape[0], npar, outlier, lower, upper,
+                                        tukey)
             for a in range(npar):
                 coef[a] = c[a]
             rss = 0.0
@@ -523,17 +625,15 @@ def _shoebox_coords(r, bbox, geo, beam, scan, panel, pix_off, pnx, dirs, sb_mask
     p = panel[r]
     j = 0
     for zz in range(z1 - z0):
-        ang = geo[r, 14] - (scan[0] + (z0 + zz + 0.5) * scan[1])
-        cs, sn = math.cos(ang), math.sin(ang)
+        ax = _frame_axes(geo, r, beam, geo[r, 14] - (scan[0] + (z0 + zz + 0.5) * scan[1]))
         for yy in range(h):
             pix = pix_off[p] + (y0 + yy) * pnx[p] + x0
             for xx in range(w):
                 if sb_mask[o + j] & bits:
-                    u, v, t = _coords(dirs[pix + xx, 0], dirs[pix + xx, 1], dirs[pix + xx, 2],
-                                      geo, r, beam, cs, sn)
-                    out[j, 0] = u
-                    out[j, 1] = v
-                    out[j, 2] = t
+                    d0, d1, d2 = dirs[pix + xx, 0], dirs[pix + xx, 1], dirs[pix + xx, 2]
+                    out[j, 0] = ax[0] * d0 + ax[1] * d1 + ax[2] * d2 + ax[3]
+                    out[j, 1] = ax[4] * d0 + ax[5] * d1 + ax[6] * d2 + ax[7]
+                    out[j, 2] = ax[8] * d0 + ax[9] * d1 + ax[10] * d2 + ax[11]
                 j += 1
     return out
 
