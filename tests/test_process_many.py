@@ -154,3 +154,47 @@ def test_many_on_an_existing_scheduler(sweeps, tmp_path):
             if p is not None:
                 p.terminate()
                 p.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_many_killed_then_started_again_resumes(sweeps, tmp_path):
+    """The batch killed (SIGKILL of the whole process group, workers included) after the
+    first sweep finished: started again, it skips that one and finishes the other from the
+    last step its session recorded, with no step done twice."""
+    import os
+    import signal
+
+    sweeps, _ = sweeps
+    listing = tmp_path / "sweeps.txt"
+    listing.write_text(f"{sweeps}/sweep_1/image_#####.cbf\n{sweeps}/sweep_2/image_#####.cbf\n")
+    args = ["--many", str(listing), "--out", "sessions", "--workers", "1",
+            "stop_after=index"]
+    batch = subprocess.Popen([sys.executable, "-m", "gonio.shell.main", "process", *args],
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    first = tmp_path / "sessions" / "sweep_1_image" / MARKER
+    try:
+        for _ in range(1200):
+            if first.exists() and json.loads(first.read_text() or "{}").get("finished"):
+                break
+            assert batch.poll() is None, "the batch ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("the first sweep did not finish in 60 s")
+    finally:
+        os.killpg(batch.pid, signal.SIGKILL)
+        batch.wait(timeout=30)
+    second = tmp_path / "sessions" / "sweep_2_image" / MARKER
+    assert not (second.exists() and json.loads(second.read_text() or "{}").get("finished"))
+    rc, text = run(args, tmp_path)
+    assert rc == 0, text
+    assert "2 sweeps, 1 already finished (skipped)" in text, text
+    table = rows(text)
+    assert "skipped (finished)" in table["sweep_1_image"] and " ok " in table["sweep_2_image"]
+    s = Session(tmp_path / "sessions" / "sweep_2_image")
+    try:
+        assert [x.command for x in s.history.steps()] == ["import", "findspots", "index"]
+        cell = sorted(s.state.experiments[0].crystal.unit_cell.parameters[:3])
+        assert np.allclose(cell, TRUE_CELL, rtol=5e-3)
+    finally:
+        s.close()
