@@ -85,6 +85,7 @@ def test_many_on_a_local_cluster_then_rerun(sweeps, tmp_path):
     assert "FAILED" in table["sweep_3_image"] and "image_00005.cbf is truncated" in text
     assert "process stopped at findspots" in table["sweep_3_image"]
     assert "[done 2 | running 0 | failed 1 | queued 0]" in text
+    assert "; dashboard http://" in text  # bokeh installed: the Dask dashboard runs
     out = tmp_path / "sessions"
     for k in (1, 2):
         folder = out / f"sweep_{k}_image"
