@@ -212,7 +212,7 @@ def _shoeboxes(experiments, models, table, members):
         m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
         k1 = np.linalg.norm(s1, axis=1)[:, None]
         xs, ys = [], []
-        for frac in np.linspace(0.0, 1.0, 7):
+        for frac in np.linspace(0.0, 1.0, 4):
             ang = lo + frac * (hi - lo)
             for a, c in ((-1, -1), (1, -1), (-1, 1), (1, 1)):
                 off = k1 * np.deg2rad(2.0 * db[sel])[:, None] * (a * e1 + c * e2)
