@@ -16,6 +16,10 @@ same detector and a consistent rotation (reading every header costs about
 half a millisecond per uncompressed or gzip file but 100 ms per bzip2 file,
 so gonio reads two, as dxtbx reads one for a template).
 
+Several sweeps become several experiments; their beams, detectors and goniometers
+are shared (one object) where they agree within the tolerances of dials.import
+(:func:`share_models`), scans never.
+
 Geometry overrides (:class:`ImportOverrides`) are applied as dxtbx applies
 the ``geometry.*`` options of ``dials.import``: a new distance moves the
 detector along its normal, keeping the in-plane position (so the beam
@@ -313,7 +317,56 @@ def import_images(
     experiments = ExperimentList()
     for group in _group_files(expand_inputs(inputs)):
         experiments.extend(_import_group(group, image_range, overrides))
-    return experiments
+    return share_models(experiments)
+
+
+# -- shared models --------------------------------------------------------------------------
+#: tolerances of dials.import (``input.tolerance``): unit vectors and rotation matrices
+#: 1e-6, wavelength 1e-6 (relative), detector origin 0.05 mm
+AXIS_TOLERANCE = 1e-6
+ORIGIN_TOLERANCE_MM = 5e-2
+
+
+def _close(a, b, tol: float = AXIS_TOLERANCE, absolute: bool = False) -> bool:
+    """Two to_dict() trees equal: numbers within ``tol`` relative to their size (at least
+    1), or within ``tol`` absolutely; the detector origin within ORIGIN_TOLERANCE_MM."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(
+            _close(a[k], b[k], ORIGIN_TOLERANCE_MM, True) if k == "origin" else
+            _close(a[k], b[k], tol, absolute) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(
+            _close(x, y, tol, absolute) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b) <= tol * (1.0 if absolute else max(1.0, abs(a), abs(b)))
+    return a == b
+
+
+def share_models(experiments: ExperimentList) -> ExperimentList:
+    """The experiments with equal beams, detectors and goniometers made one shared object.
+
+    As dials.import (dxtbx merges the models of consecutive imagesets that compare equal
+    within ``input.tolerance``): sweeps taken on one instrument share one beam and one
+    detector, so joint refinement refines one model of each; a goniometer is shared
+    only when its axes and setting agree (a different kappa/omega setting is its own
+    goniometer). Scans stay one per sweep. Models already shared stay shared.
+    """
+    seen: dict[str, list] = {"beam": [], "detector": [], "goniometer": []}
+    out = ExperimentList()
+    for e in experiments:
+        kw = {}
+        for kind, pool in seen.items():
+            model = getattr(e, kind)
+            if model is None:
+                continue
+            same = next((m for m in pool if m is model or
+                         _close(m.to_dict(), model.to_dict())), None)
+            if same is None:
+                pool.append(model)
+            elif same is not model:
+                kw[kind] = same
+        out.append(e.replace(**kw) if kw else e)
+    return out
 
 
 def _within(image_range, lo: int, hi: int, source: str) -> tuple[int, int]:
@@ -431,6 +484,7 @@ __all__ = [
     "override_models",
     "set_beam_centre_mm",
     "set_distance",
+    "share_models",
     "split_name",
     "template_path",
 ]

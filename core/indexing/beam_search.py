@@ -41,6 +41,7 @@ from ..models.experiment import ExperimentList
 from ..models.rotation import rotate_vectors
 from ..params import param as _p
 from ..reflection_table import ReflectionTable
+from .beam_search_projection import METHODS, ProjectionParams
 from .directions import hemisphere, local_maxima, periodicity
 from .max_cell import nearest_neighbour_max_cell
 
@@ -60,8 +61,14 @@ class BeamSearchError(GonioError):
 
 @dataclass
 class BeamSearchParams:
-    """Beam-centre search (names after dials.search_beam_position, method=default)."""
+    """Beam-centre search (names after dials.search_beam_position): ``method=default`` from
+    the strong spots (this module), the others from the images
+    (:mod:`.beam_search_projection`)."""
 
+    method: str = _p("default", "default: from the strong spots (Sauter et al. 2004); "
+                     "midpoint, maximum, inversion: from projections of the average image "
+                     "(for visible scattering around the beam, e.g. electron diffraction).",
+                     "method", choices=["default", *METHODS])
     mm_search_scope: float = _p(4.0, "Half-width of the square of beam-centre shifts searched "
                                 "first; when the best lies at its edge the square moves there "
                                 "(up to max_widenings times).", "default.mm_search_scope",
@@ -90,6 +97,9 @@ class BeamSearchParams:
                               "default.max_reflections")
     coarse_reflections: int = _p(600, "Spots (lowest resolution first) that score the "
                                  "coarse grid.", "default.coarse_reflections")
+    projection: ProjectionParams = field(default_factory=ProjectionParams, metadata={
+        "help": "Parameters of the projection methods (midpoint, maximum, inversion).",
+        "dials": "projection", "units": ""})
 
 
 @dataclass
@@ -256,15 +266,21 @@ def _prepare(experiments, strong):
     return refl
 
 
-def search_beam_position(experiments: ExperimentList, strong: ReflectionTable,
-                         params: BeamSearchParams | None = None
-                         ) -> tuple[ExperimentList, BeamSearchResult]:
+def search_beam_position(experiments: ExperimentList, strong: ReflectionTable | None,
+                         params: BeamSearchParams | None = None, readers=None, masks=None):
     """Experiments with every detector moved to the best beam position, and the result.
 
-    All experiments share one shift (in the plane of the panel the first
-    experiment's beam meets), as dials.search_beam_position does.
+    ``method=default``: all experiments share one shift (in the plane of the panel the
+    first experiment's beam meets), as dials.search_beam_position does. The projection
+    methods work on each imageset's average image (``readers``, ``masks``: see
+    :func:`.beam_search_projection.search_by_projection`) and return a ProjectionResult.
     """
     params = params or BeamSearchParams()
+    if params.method != "default":
+        from .beam_search_projection import search_by_projection
+
+        return search_by_projection(experiments, params.method, params.projection, readers,
+                                    masks)
     _check_params(params)
     t0 = time.perf_counter()
     refl = _prepare(experiments, strong)

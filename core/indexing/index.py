@@ -13,6 +13,9 @@ The workflow of dials.index (Gildea et al. 2014, Acta Cryst. D70, 2652):
    new rlps from the refined geometry;
 5. with ``max_lattices`` > 1 the unindexed spots are searched again.
 
+Several sweeps are indexed jointly (one lattice search over all their spots, one
+crystal model shared) or each on its own, by ``joint_indexing`` (see :func:`index`).
+
 Returns the experiments with crystals (one experiment per lattice and
 imageset), the strong spots with ``miller_index``, ``id`` (-1 when
 unindexed), ``xyzcal.mm``, ``xyzcal.px``, ``s1``, ``rlp``, ``entering`` and
@@ -117,15 +120,15 @@ def _known_symmetry(params: IndexParams):
     return sg, cell
 
 
-def _imagesets(experiments: ExperimentList) -> ExperimentList:
-    """One experiment (without crystal) per imageset: re-indexing an indexed state with
-    several lattices on one sweep starts again from the sweep."""
+def _imagesets(experiments: ExperimentList, keep_crystal: bool = False) -> ExperimentList:
+    """One experiment per imageset (its first): without crystal, re-indexing an indexed
+    state with several lattices on one sweep starts again from the sweep."""
     out, seen = ExperimentList(), set()
     for e in experiments:
         key = id(e.imageset) if e.imageset is not None else id(e)
         if key not in seen:
             seen.add(key)
-            out.append(e.replace(crystal=None))
+            out.append(e if keep_crystal else e.replace(crystal=None))
     return out
 
 
@@ -249,19 +252,227 @@ def _schedule(d_spots, d_start_default, params):
     return out
 
 
+def _joint(value) -> bool | None:
+    """joint_indexing as True, False or None (Auto)."""
+    if value is None or (isinstance(value, str) and value.lower() == "auto"):
+        return None
+    if isinstance(value, str):
+        return value.lower() in ("true", "yes", "1")
+    return bool(value)
+
+
 def index(experiments: ExperimentList, strong: ReflectionTable,
           params: IndexParams | None = None, log=None):
-    """Index the strong spots of rotation sweeps; see the module docstring."""
+    """Index the strong spots of rotation sweeps; see the module docstring.
+
+    Several imagesets (sweeps) are indexed as dials.index does with ``joint_indexing``:
+    True searches one lattice in the spots of all sweeps together (each sweep's spots
+    mapped to reciprocal space with its own beam, detector, goniometer and scan, so
+    the sweeps must be one crystal in one goniometer frame) and refines one crystal
+    model shared by every sweep; False indexes each sweep on its own, one crystal model
+    per sweep. Auto (where dials.index stops and asks for True or False) tries the
+    joint indexing and keeps it when its one lattice indexes every sweep (at least
+    JOINT_MIN_PERCENT, or JOINT_MIN_RATIO of the best sweep's percentage), else indexes
+    each sweep on its own; the result says which and why.
+    """
     params = params or IndexParams()
     _check_experiments(experiments)
+    _check_params(params)
+    imagesets = _imagesets(experiments)
+    joint = _joint(params.joint_indexing)
+    if len(imagesets) == 1:
+        return _index_together(experiments, strong, params, log)
+    if joint:
+        return _index_jointly(experiments, strong, params, log)
+    if joint is False:
+        out = _index_separately(imagesets, strong, params, log)
+        out[2].messages.extend(_one_crystal_note(out[0]))
+        return out
+    try:
+        out = _index_jointly(experiments, strong, params, log)
+    except JointIndexingError as err:
+        _log(log, f"Joint indexing does not fit ({err.reason}): indexing each sweep alone")
+        out = _index_separately(imagesets, strong, params, log)
+        out[2].messages.append(
+            f"joint_indexing=Auto: one lattice does not index every sweep ({err.reason}), "
+            f"so each of the {len(imagesets)} sweeps was indexed on its own (one crystal "
+            "model per sweep). joint_indexing=False skips the joint attempt.")
+        return out
+    out[2].messages.append(
+        f"joint_indexing=Auto: one lattice indexes all {len(imagesets)} sweeps, so they were "
+        "indexed jointly as one crystal (one crystal model shared by every sweep); "
+        "joint_indexing=False indexes each sweep on its own.")
+    return out
+
+
+def _check_params(params: IndexParams) -> None:
+    """Errors in the parameters themselves, before any sweep is indexed."""
     if params.method == "real_space_grid_search" and params.unit_cell in (None, "", "None"):
         raise IndexingError("indexing.method=real_space_grid_search searches orientations of "
                             "a known cell: give unit_cell=a,b,c,alpha,beta,gamma (and "
                             "space_group=), or use method=fft3d.")
-    sg, target_cell = _known_symmetry(params)
+    _known_symmetry(params)
     if params.index_assignment not in ("simple", "local"):
         raise IndexingError(f"index_assignment.method={params.index_assignment} is not simple "
                             "or local.")
+
+
+class JointIndexingError(IndexingError):
+    """Joint indexing found no lattice that fits every sweep; ``reason`` in a few words."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _imageset_ids(strong: ReflectionTable) -> np.ndarray:
+    """The imageset of each strong spot (``imageset_id``, else ``id``)."""
+    col = "imageset_id" if "imageset_id" in strong else "id"
+    if col not in strong:
+        return np.zeros(len(strong), np.int64)
+    return np.asarray(strong[col], np.int64)
+
+
+#: joint indexing is refused when a sweep indexes less than this fraction of the
+#: best-indexed sweep's percentage (and under JOINT_MIN_PERCENT): one lattice does not fit all
+JOINT_MIN_RATIO = 0.5
+JOINT_MIN_PERCENT = 50.0
+
+
+def _index_jointly(experiments, strong, params, log):
+    """One lattice for the spots of every sweep, one crystal model shared by them."""
+    advice = ("joint_indexing=True assumes the sweeps are one crystal in one goniometer "
+              "frame (the same sample, measured with different start angles or goniometer "
+              "settings). If they are different crystals, index them separately "
+              "(joint_indexing=False); if they are one crystal, check the goniometer "
+              "(axes, angles) of each sweep.")
+    try:
+        out = _index_together(experiments, strong, params, log)
+    except IndexingError as err:
+        raise JointIndexingError(f"Joint indexing of {len(_imagesets(experiments))} sweeps "
+                                 f"failed: {err} {advice}",
+                                 "the joint lattice search failed") from err
+    result = out[2]
+    pct = [r["% indexed"] for r in result.indexed_table]
+    worst = int(np.argmin(pct))
+    if pct[worst] < JOINT_MIN_PERCENT and pct[worst] < JOINT_MIN_RATIO * max(pct):
+        best = int(np.argmax(pct))
+        raise JointIndexingError(
+            f"Joint indexing found a lattice that indexes {pct[best]:.1f}% of the spots of "
+            f"sweep {best} but only {pct[worst]:.1f}% of those of sweep {worst}: one crystal "
+            f"model does not fit both. {advice}",
+            f"{pct[best]:.0f}% of sweep {best} indexed, {pct[worst]:.0f}% of sweep {worst}")
+    return out
+
+
+def _index_separately(imagesets, strong, params, log):
+    """Each imageset indexed on its own; experiments and tables concatenated."""
+    iset_of = _imageset_ids(strong)
+    experiments, tables, results = ExperimentList(), [], []
+    for i, e in enumerate(imagesets):
+        sub = strong.select(iset_of == i)
+        if "imageset_id" in sub:
+            sub["imageset_id"] = np.zeros(len(sub), np.int32)
+        sub["id"] = np.zeros(len(sub), np.int32)
+        sub.experiment_identifiers = {0: e.identifier}
+        _log(log, f"Indexing imageset {i} ({i + 1}/{len(imagesets)})")
+        try:
+            el, table, res = _index_together(ExperimentList([e]), sub, params, log)
+        except IndexingError as err:
+            raise IndexingError(
+                f"Sweep {i} ({_name(e)}) could not be indexed on its own: {err} The "
+                "sweeps are indexed separately; to index the "
+                "others, select them with experiments= (e.g. experiments="
+                f"{','.join(str(k) for k in range(len(imagesets)) if k != i)}), or index "
+                "jointly (joint_indexing=True) if the sweeps are one crystal.") from err
+        offset = len(experiments)
+        ids = table["id"]
+        table["id"] = np.where(ids >= 0, ids + offset, ids).astype(np.int32)
+        table["imageset_id"] = np.full(len(table), i, np.int32)
+        table.experiment_identifiers = {k + offset: x.identifier for k, x in enumerate(el)}
+        experiments.extend(el)
+        tables.append(table)
+        results.append(res)
+    result = _combine_results(results)
+    table = ReflectionTable.concatenate(tables)
+    table.experiment_identifiers = {k: e.identifier for k, e in enumerate(experiments)}
+    return experiments, table, result
+
+
+def _name(e) -> str:
+    ref = e.imageset
+    return (ref.template or (ref.paths[0] if ref.paths else "")) if ref is not None else ""
+
+
+def _combine_results(results: list[IndexResult]) -> IndexResult:
+    """One result for sweeps indexed separately: per-sweep tables concatenated."""
+    out = IndexResult(method=results[0].method, max_cell=max(r.max_cell for r in results),
+                      max_cell_estimated=results[0].max_cell_estimated)
+    n_exp = n_indexed = n_spots = 0
+    weights, rmsds = [], []
+    for i, r in enumerate(results):
+        for cyc in r.macro_cycles:
+            out.macro_cycles.append({**cyc, "cycle": f"{cyc['cycle']} (sweep {i})"})
+        for row in r.rmsds_by_experiment:
+            out.rmsds_by_experiment.append({**row, "Exp id": row["Exp id"] + n_exp})
+        for row in r.indexed_table:
+            out.indexed_table.append({**row, "Imageset": i})
+            n_indexed += row["# indexed"]
+            n_spots += row["# indexed"] + row["# unindexed"]
+        out.crystals.extend(r.crystals)
+        out.refined_parameters.extend(r.refined_parameters)
+        for k, v in r.timings.items():
+            out.timings[k] = out.timings.get(k, 0.0) + v
+        out.messages.append(
+            f"Sweep {i}: max_cell {r.max_cell:.1f} A, {r.percent_indexed:.1f}% indexed, cell "
+            + ", ".join(f"{x:.3f}" for x in r.crystals[0]["unit_cell"]))
+        n_exp += max(len(r.rmsds_by_experiment), 1)
+        weights.append(sum(row["# indexed"] for row in r.indexed_table))
+        rmsds.append(r.rmsds)
+    out.percent_indexed = 100.0 * n_indexed / max(n_spots, 1)
+    w = np.asarray(weights, float)[:, None]
+    out.rmsds = tuple(np.sqrt((w * np.asarray(rmsds, float) ** 2).sum(0) / max(w.sum(), 1)))
+    return out
+
+
+def same_crystal(a: Crystal, b: Crystal, tolerance: float = 0.1):
+    """(True, angle deg) when ``b`` is the lattice of ``a`` in the same orientation (in the
+    goniometer's datum frame, where A = UB is defined), in any basis; (False, nan) else.
+
+    The basis of ``b`` written in that of ``a`` is then an integer matrix of determinant
+    +-1 (within ``tolerance`` per element); the angle is the largest between the
+    corresponding basis vectors.
+    """
+    real_a, real_b = a.real_space_vectors, b.real_space_vectors
+    M = real_b @ np.linalg.inv(real_a)  # rows: b's vectors in a's basis
+    Mi = np.rint(M)
+    if np.abs(M - Mi).max() > tolerance or abs(round(np.linalg.det(Mi))) != 1:
+        return False, float("nan")
+    ideal = Mi @ real_a
+    cos = np.sum(ideal * real_b, axis=1) / (np.linalg.norm(ideal, axis=1)
+                                             * np.linalg.norm(real_b, axis=1))
+    return True, float(np.degrees(np.arccos(np.clip(cos, -1, 1))).max())
+
+
+def _one_crystal_note(experiments: ExperimentList) -> list[str]:
+    """joint_indexing=False: a note when every sweep's (first) crystal is the first one's."""
+    firsts = [e.crystal for e in _imagesets(experiments, keep_crystal=True)]
+    angles = []
+    for c in firsts[1:]:
+        same, angle = same_crystal(firsts[0], c)
+        if not same:
+            return []
+        angles.append(angle)
+    return [f"The {len(firsts)} sweeps were indexed separately (joint_indexing=False) and "
+            "their crystals are one lattice in one orientation (largest difference "
+            f"{max(angles):.2f} deg): they look like one crystal. index joint_indexing=True "
+            "refines one crystal model across them."]
+
+
+def _index_together(experiments: ExperimentList, strong: ReflectionTable,
+                    params: IndexParams, log=None):
+    """Index all imagesets with one lattice search (one imageset, or joint indexing)."""
+    sg, target_cell = _known_symmetry(params)
     refl = _prepare(_imagesets(experiments), strong)
     if len(refl) < MIN_SPOTS:
         raise IndexingError(f"Only {len(refl)} strong spots: indexing needs at least "

@@ -77,6 +77,13 @@ class IndexParams:
                                    "indexing.refinement_protocol.d_min_start", units="A")
     d_min_final: float | None = _p(None, "Resolution of the last macro-cycle (None: all spots).",
                                    "indexing.refinement_protocol.d_min_final", units="A")
+    joint_indexing: bool | str = _p(
+        "Auto", "Several sweeps: True indexes them together as one crystal (one crystal model "
+        "shared by every sweep: a single crystal measured in several sweeps or goniometer "
+        "settings); False indexes each sweep on its own (one crystal model per sweep: "
+        "different crystals). Auto: jointly when one lattice indexes every sweep, else each "
+        "on its own (DIALS's Auto stops and asks instead).",
+        "indexing.joint_indexing", type="bool")
     max_lattices: int = _p(1, "Search for up to this many lattices among the unindexed spots.",
                            "indexing.multiple_lattice_search.max_lattices")
     refinement: RefinementParams = field(

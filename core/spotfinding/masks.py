@@ -3,13 +3,14 @@
 What DIALS's ``dials.util.masking.generate_mask`` applies before
 thresholding, per panel: the panel's own untrusted rectangles
 (``Panel.mask``, (f0, s0, f1, s1) px, end exclusive), a border, untrusted
-rectangles (x0, x1, y0, y1; end exclusive) and circles (xc, yc, r; pixel
-centres within r), resolution limits d_min / d_max and ice rings (pixels
-whose d-spacing at the pixel centre is <= d_min, >= d_max or inside a range are masked; ice ring
-ranges are +-width/2 in 1/d^2 around each reflection of hexagonal ice,
-P 63/m m c, a = 4.498, c = 7.338 A, out to the panel's corner resolution),
-and a user mask. The per-image trusted-range test is done by the threshold
-kernel itself.
+rectangles (x0, x1, y0, y1; end exclusive), circles (xc, yc, r; pixel
+centres within r) and polygons (pixel centres inside, even-odd rule),
+resolution limits d_min / d_max, untrusted resolution ranges and ice rings
+(pixels whose d-spacing at the pixel centre is <= d_min, >= d_max or inside
+a range are masked; ice ring ranges are +-width/2 in 1/d^2 around each
+reflection of hexagonal ice, P 63/m m c, a = 4.498, c = 7.338 A, out to the
+panel's corner resolution), and a user mask. The per-image trusted-range
+test is done by the threshold kernel itself.
 """
 
 from __future__ import annotations
@@ -74,9 +75,34 @@ def ice_ring_ranges(d_min: float, unit_cell=(4.498, 4.498, 7.338, 90, 90, 120),
             for l, h in zip(lo, hi)]
 
 
+def polygon_mask(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """True at the pixels (slow, fast) whose centres lie inside the polygon (even-odd
+    rule); ``vertices`` (V, 2) px as (fast, slow), in order."""
+    ny, nx = shape
+    inside = np.zeros(shape, dtype=bool)
+    v = np.asarray(vertices, float)
+    x0, x1 = max(int(np.floor(v[:, 0].min())), 0), min(int(np.ceil(v[:, 0].max())), nx)
+    y0, y1 = max(int(np.floor(v[:, 1].min())), 0), min(int(np.ceil(v[:, 1].max())), ny)
+    if x1 <= x0 or y1 <= y0:
+        return inside
+    yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
+    box = np.zeros(xx.shape, dtype=bool)
+    for (ax, ay), (bx, by) in zip(v, np.roll(v, -1, axis=0)):
+        if ay == by:
+            continue
+        crosses = (ay > yy) != (by > yy)
+        box ^= crosses & (xx < ax + (yy - ay) * (bx - ax) / (by - ay))
+    inside[y0:y1, x0:x1] = box
+    return inside
+
+
 def static_mask(panel: Panel, beam: Beam | None, params, panel_index: int = 0,
-                user_mask: np.ndarray | None = None) -> np.ndarray:
-    """The static (image-independent) mask of one panel, shape (slow, fast)."""
+                user_mask: np.ndarray | None = None,
+                resolution_ranges=()) -> np.ndarray:
+    """The static (image-independent) mask of one panel, shape (slow, fast).
+
+    ``resolution_ranges``: (d1, d2) A pairs whose pixels are masked (dials.generate_mask
+    ``resolution_range``)."""
     nx, ny = panel.image_size
     mask = np.ones((ny, nx), dtype=bool)
     for f0, s0, f1, s1 in panel.mask:
@@ -88,7 +114,7 @@ def static_mask(panel: Panel, beam: Beam | None, params, panel_index: int = 0,
     for region in params.untrusted:
         if region.panel != panel_index:
             continue
-        if region.rectangle is None and region.circle is None:
+        if region.rectangle is None and region.circle is None and region.polygon is None:
             mask[:] = False
         if region.rectangle is not None:
             x0, x1, y0, y1 = region.rectangle
@@ -97,15 +123,19 @@ def static_mask(panel: Panel, beam: Beam | None, params, panel_index: int = 0,
             xc, yc, r = region.circle
             yy, xx = np.ogrid[:ny, :nx]
             mask[(xx + 0.5 - xc) ** 2 + (yy + 0.5 - yc) ** 2 <= r * r] = False
+        if region.polygon is not None:
+            mask[polygon_mask(np.reshape(region.polygon, (-1, 2)), (ny, nx))] = False
     if user_mask is not None:
         mask &= np.asarray(user_mask, dtype=bool).reshape(ny, nx)
     if beam is not None and (params.d_min is not None or params.d_max is not None
-                             or params.ice_rings_filter):
+                             or params.ice_rings_filter or len(resolution_ranges)):
         d = resolution_map(panel, beam)
         if params.d_min is not None:
             mask &= d > params.d_min
         if params.d_max is not None:
             mask &= d < params.d_max
+        for d1, d2 in resolution_ranges:
+            mask &= ~((d >= min(d1, d2)) & (d <= max(d1, d2)))
         if params.ice_rings_filter:
             finite = d[np.isfinite(d)]
             d_lim = params.ice_rings_d_min or (float(finite.min()) if finite.size else 1.0)

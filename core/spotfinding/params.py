@@ -31,12 +31,14 @@ class UntrustedRegion:
     """An untrusted region of one panel (DIALS ``spotfinder.filter.untrusted``).
 
     ``rectangle`` (x0, x1, y0, y1) px, end exclusive; ``circle`` (xc, yc, r)
-    px. With neither given the whole panel is untrusted.
+    px; ``polygon`` (x1, y1, x2, y2, ...) px, its vertices in order. With none
+    given the whole panel is untrusted.
     """
 
     panel: int = 0
     rectangle: tuple[int, int, int, int] | None = None
     circle: tuple[float, float, float] | None = None
+    polygon: tuple[float, ...] | None = None
 
 
 @dataclass

@@ -139,6 +139,9 @@ COMMANDS: list[Command] = [
     Command("find_rotation_axis", "the rotation-axis azimuth from the strong spots of 3D-ED data "
             "(Gorelik et al.), applied as a new import step",
             "gonio.shell.commands.find_rotation_axis:run", _params_of("find_rotation_axis")),
+    Command("generate_mask", "a pixel mask (border, resolution, ice rings, untrusted shapes, or "
+            "a mask file) that findspots and integrate then use (dials.generate_mask)",
+            "gonio.shell.commands.generate_mask:run", _params_of("generate_mask")),
     Command("index", "find the lattice, assign indices and refine a static model (dials.index)",
             "gonio.shell.commands.index:run", _index_params),
     Command("refine_bravais_settings", "Bravais lattices compatible with the P1 solution, each refined",
@@ -171,6 +174,10 @@ COMMANDS: list[Command] = [
             _params_of("view"), step=False, usage="image=N | lattice | threshold image=N"),
     Command("simulate", "write a simulated rotation sweep with known truth",
             "gonio.shell.commands.simulate:run", _simulate_params),
+    Command("split", "keep only some experiments (split experiments=0,2, a new step), or "
+            "write one file pair per experiment (dials.split_experiments)",
+            "gonio.shell.commands.split:run", _params_of("split"),
+            usage="[experiments=N,M] [output.prefix=split]"),
     Command("save", "write DIALS files of the current state (PREFIX.expt, PREFIX.refl)",
             "gonio.shell.commands.save:run", _save_params, step=False),
     Command("history", "the step tree with each step's parameters and key figures",

@@ -20,15 +20,22 @@ def params() -> list[Param]:
 
 def run(ctx: Context, parsed) -> Outcome:
     from gonio.core.indexing.beam_search import BeamSearchParams, search_beam_position
+    from gonio.core.spotfinding.generate_mask import masks_for
     from gonio.shell.commands.findspots import DOWNSTREAM
     from gonio.shell.dataclass_params import dataclass_from_values
 
     state = ctx.state
     strong = state.reflections.get("strong")
-    if not state.experiments or strong is None:
-        raise BeamSearchInputError("search_beam_position needs strong spots: import images and "
-                                   "run findspots first (or import a strong.refl / SPOT.XDS).")
     p = dataclass_from_values(BeamSearchParams, parsed.values)
-    experiments, result = search_beam_position(state.experiments, strong, p)
+    if not state.experiments:
+        raise BeamSearchInputError("There is nothing to search yet: run import first, e.g. "
+                                   "import /data/th_8_2_####.cbf.")
+    if p.method == "default" and strong is None:
+        raise BeamSearchInputError("search_beam_position (method=default) needs strong spots: "
+                                   "run findspots first (or import a strong.refl / SPOT.XDS), "
+                                   "or use a method that works on the images (method=midpoint, "
+                                   "maximum or inversion).")
+    masks = masks_for(state.data.get("mask"), state.experiments[0].detector)  # generate_mask
+    experiments, result = search_beam_position(state.experiments, strong, p, masks=masks)
     new_state = state.evolve(experiments=experiments, drop=DOWNSTREAM)
     return Outcome(state=new_state, text=result.format_text(), metrics=result.metrics())

@@ -21,9 +21,10 @@ class IndexInputError(GonioError):
 
 def params() -> list[Param]:
     from gonio.core.indexing.params import IndexParams
+    from gonio.shell.commands.split import selection_param
     from gonio.shell.dataclass_params import params_from_dataclass
 
-    return params_from_dataclass(IndexParams, overrides=OVERRIDES)
+    return params_from_dataclass(IndexParams, overrides=OVERRIDES) + [selection_param()]
 
 
 def run(ctx: Context, parsed) -> Outcome:
@@ -39,13 +40,33 @@ def run(ctx: Context, parsed) -> Outcome:
     if strong is None or len(strong) == 0:
         raise IndexInputError("There are no strong spots to index: run findspots first (or "
                               "import a strong.refl with the experiments).")
+    from gonio.shell.commands.split import (
+        merge_selected,
+        parse_selection,
+        select_state,
+        whole_imagesets,
+    )
+
     p = dataclass_from_values(IndexParams, parsed.values)
-    experiments, indexed, result = index(state.experiments, strong, p)
+    sel = parse_selection(parsed.values.get("experiments"), len(state.experiments))
+    if sel is not None:  # experiments=: these sweeps only (with all their lattices)
+        sel = whole_imagesets(state.experiments, sel)
+    work = state if sel is None else select_state(state, sel)
+    if sel is not None and not len(work.reflections.get("strong", ())):
+        raise IndexInputError(f"The chosen experiments ({','.join(map(str, sel))}) have no "
+                              "strong spots: run findspots on them first.")
+    experiments, indexed, result = index(work.experiments, work.reflections["strong"], p)
     text = result.format_text() if hasattr(result, "format_text") else str(result)
     metrics = result.metrics() if hasattr(result, "metrics") else {}
     text += _hint(metrics, indexed)
-    new_state = state.evolve(experiments=experiments, reflections={"indexed": indexed},
-                             drop=("refined", "integrated", "rbs"))
+    if sel is None:
+        new_state = state.evolve(experiments=experiments, reflections={"indexed": indexed},
+                                 drop=("refined", "integrated", "rbs"))
+    else:
+        text = (f"Indexed experiments {','.join(map(str, sel))} (numbered from 0 in the tables "
+                "below); the others are unchanged.\n" + text)
+        new_state = merge_selected(state, sel, experiments, {"indexed": indexed},
+                                   stale=("refined", "integrated"))
     return Outcome(state=new_state, text=text, metrics=metrics)
 
 

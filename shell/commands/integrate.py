@@ -19,9 +19,10 @@ class IntegrateInputError(GonioError):
 
 def params() -> list[Param]:
     from gonio.core.integration.params import IntegrationParams
+    from gonio.shell.commands.split import selection_param
     from gonio.shell.dataclass_params import params_from_dataclass
 
-    return params_from_dataclass(IntegrationParams, overrides=OVERRIDES)
+    return params_from_dataclass(IntegrationParams, overrides=OVERRIDES) + [selection_param()]
 
 
 def _fmt(row, first_int: int) -> list[str]:
@@ -60,6 +61,7 @@ def run(ctx: Context, parsed) -> Outcome:
     from gonio.core.integration.integrate import integrate, reference_summary
     from gonio.core.integration.params import IntegrationParams
     from gonio.core.reflection_table import Flags
+    from gonio.core.spotfinding.generate_mask import masks_for
     from gonio.shell.dataclass_params import dataclass_from_values
 
     state = ctx.state
@@ -70,12 +72,21 @@ def run(ctx: Context, parsed) -> Outcome:
     p = dataclass_from_values(IntegrationParams, parsed.values)
     if p.nproc is None and ctx.nproc:
         p.nproc = ctx.nproc
-    indexed = state.reflections.get("indexed")
+    from gonio.shell.commands.split import merge_selected, parse_selection, select_state
+
+    sel = parse_selection(parsed.values.get("experiments"), len(state.experiments))
+    work = state if sel is None else select_state(state, sel)  # experiments=: these only
+    if sel is not None and not any(e.crystal is not None for e in work.experiments):
+        raise IntegrateInputError(f"The chosen experiments ({','.join(map(str, sel))}) have "
+                                  "no crystal model: index (and refine) them first.")
+    indexed = work.reflections.get("indexed")
 
     def progress(done, total):
         ctx.progress("integrate", done, total)
 
-    experiments, table, result = integrate(state.experiments, indexed, p, progress=progress)
+    masks = masks_for(state.data.get("mask"), state.experiments[0].detector)  # generate_mask
+    experiments, table, result = integrate(work.experiments, indexed, p, progress=progress,
+                                           masks=masks)
     lines = ["Profile model:"]
     for k, m in enumerate(result.profile_models):
         sb, sm = np.mean(m.sigma_b_deg), np.mean(m.sigma_m_deg)
@@ -102,7 +113,13 @@ def run(ctx: Context, parsed) -> Outcome:
     }
     if not s.any():
         lines.append("No reflection could be integrated by summation.")
-    new_state = state.evolve(experiments=experiments, reflections={"integrated": table},
-                             data={"integrate": {"reference_profiles": {
-                                 **reference_summary(result), "n_integrated": len(table)}}})
+    data = {"integrate": {"reference_profiles": {
+        **reference_summary(result), "n_integrated": len(table)}}}
+    if sel is None:
+        new_state = state.evolve(experiments=experiments, reflections={"integrated": table},
+                                 data=data)
+    else:
+        lines.insert(0, f"Integrated experiments {','.join(map(str, sel))} (numbered 0 to "
+                     f"{len(sel) - 1} below); the others are unchanged.")
+        new_state = merge_selected(state, sel, experiments, {"integrated": table}, data=data)
     return Outcome(state=new_state, text="\n".join(lines), metrics=metrics)

@@ -23,9 +23,10 @@ class RefineInputError(GonioError):
 def params() -> list[Param]:
     from gonio.core.refinement.params import RefineParams
     from gonio.shell.commands.index import OVERRIDES
+    from gonio.shell.commands.split import selection_param
     from gonio.shell.dataclass_params import params_from_dataclass
 
-    return params_from_dataclass(RefineParams, overrides=OVERRIDES) + [
+    return params_from_dataclass(RefineParams, overrides=OVERRIDES) + [selection_param(),
         Param("plot", "bool", False, "write scan_varying_model.png (cell and orientation "
               "against the image, like dials.plot_scan_varying_model) to the session folder")]
 
@@ -94,6 +95,41 @@ def _plot(ctx: Context, experiments) -> str:
     return "Wrote " + ", ".join(written)
 
 
+def _shared_over_scans(experiments) -> bool:
+    """A crystal model shared by experiments of different scans (joint indexing)."""
+    scans: dict[int, set] = {}
+    for e in experiments:
+        if e.crystal is not None:
+            scans.setdefault(id(e.crystal), set()).add(id(e.scan))
+    return any(len(v) > 1 for v in scans.values())
+
+
+def _refine_per_scan(refine, experiments, indexed, p):
+    """A crystal shared by several scans cannot follow each of them: refine it jointly
+    (static), then give each scan its own copy for the scan-varying stage, beam, detector
+    and goniometer staying shared -- what DIALS users do by hand with
+    dials.split_experiments and dials.combine_experiments reference_from_experiment=0.
+    Returns (experiments, table, result, note); Auto without a scan-varying stage keeps
+    the joint static model."""
+    import dataclasses
+
+    from gonio.core.models.experiment import ExperimentList
+
+    experiments, table, result = refine(experiments, indexed,
+                                        dataclasses.replace(p, scan_varying=False))
+    copies: dict = {}
+    per_scan = ExperimentList(
+        e if e.crystal is None else e.replace(crystal=copies.setdefault(
+            (id(e.crystal), id(e.scan)), e.crystal.replace())) for e in experiments)
+    sv_experiments, sv_table, sv_result = refine(per_scan, table, p)
+    if not sv_result.scan_varying:
+        return experiments, table, result, ""
+    return sv_experiments, sv_table, sv_result, (
+        "The crystal shared by several sweeps (joint indexing) was refined jointly (static), "
+        "then each sweep got its own copy for the scan-varying model (a scan-varying crystal "
+        "follows one scan); beam, detector and goniometer stay shared.")
+
+
 def run(ctx: Context, parsed) -> Outcome:
     from gonio.core.refinement import refine
     from gonio.core.refinement.params import RefineParams
@@ -105,9 +141,23 @@ def run(ctx: Context, parsed) -> Outcome:
     if indexed is None or not any(e.crystal is not None for e in state.experiments):
         raise RefineInputError("There is nothing to refine yet: run index first (refine works on "
                                "the indexed reflections and crystal models).")
+    from gonio.shell.commands.split import merge_selected, parse_selection, select_state
+
     p = dataclass_from_values(RefineParams, parsed.values)
-    experiments, table, result = refine(state.experiments, indexed, p)
-    lines = []
+    sel = parse_selection(parsed.values.get("experiments"), len(state.experiments))
+    work = state if sel is None else select_state(state, sel)  # experiments=: these only
+    if sel is not None and not any(e.crystal is not None for e in work.experiments):
+        raise RefineInputError(f"The chosen experiments ({','.join(map(str, sel))}) have no "
+                               "crystal model: index them first.")
+    note = ""
+    if str(p.scan_varying).lower() != "false" and _shared_over_scans(work.experiments):
+        experiments, table, result, note = _refine_per_scan(
+            refine, work.experiments, work.reflections["indexed"], p)
+    else:
+        experiments, table, result = refine(work.experiments, work.reflections["indexed"], p)
+    lines = [] if sel is None else [
+        f"Refined experiments {','.join(map(str, sel))} (numbered 0 to {len(sel) - 1} in the "
+        "tables below); the others are unchanged."]
     for stage in ([result.static] if result.static is not None else []) + [result]:
         kind = "Scan-varying" if stage.scan_varying else "Static"
         lines += [f"{kind} refinement steps:", _steps_table(stage),
@@ -136,6 +186,8 @@ def run(ctx: Context, parsed) -> Outcome:
                 metrics["sv_cell_min"], metrics["sv_cell_max"] = list(lo), list(hi)
         if i == 0:
             metrics["cell"] = list(c.parameters)
+    if note:
+        lines.append(note)
     if result.n_outliers:
         lines.append(f"{result.n_reflections} reflections used; {result.n_outliers} rejected as "
                      "outliers.")
@@ -144,6 +196,10 @@ def run(ctx: Context, parsed) -> Outcome:
     rx, ry, rz = result.rmsds
     metrics.update({"rmsd_x_px": rx, "rmsd_y_px": ry, "rmsd_z_images": rz,
                     "reflections": result.n_reflections, "scan_varying": result.scan_varying})
-    new_state = state.evolve(experiments=experiments, reflections={"indexed": table},
-                             drop=("integrated",))
+    if sel is None:
+        new_state = state.evolve(experiments=experiments, reflections={"indexed": table},
+                                 drop=("integrated",))
+    else:
+        new_state = merge_selected(state, sel, experiments, {"indexed": table},
+                                   stale=("integrated",))
     return Outcome(state=new_state, text="\n".join(x for x in lines if x), metrics=metrics)

@@ -149,6 +149,10 @@ def _image(ctx, state, v, expt_index: int, i: int) -> Outcome:
     marks = image_marks(state.experiments, expt_index, frame, v["panel"],
                         strong=state.reflections.get("strong"), predicted=_predicted(state))
     panel = expt.detector[v["panel"]]
+    user = _user_mask(state, expt, v["panel"])
+    if user is not None and "mask" in v["overlays"]:
+        # pixels masked by generate_mask are drawn in the mask colour, as invalid ones are
+        image = np.where(user, image, min(panel.trusted_range[0], float(image.min())))
     r = render(image, panel.trusted_range, marks, region, v["brightness"], v["overlays"])
     n = v["image"]
     out = _out(ctx, v, f"view_image_{n:04d}.png")
@@ -156,6 +160,14 @@ def _image(ctx, state, v, expt_index: int, i: int) -> Outcome:
     shown = f"{len(marks.strong)} strong spots, {len(marks.predictions)} predictions on this image"
     return Outcome(text=f"Wrote {out} ({r.size[0]} x {r.size[1]} px, {r.scale:g} display px per "
                    f"detector px; {shown}).")
+
+
+def _user_mask(state, expt, panel: int) -> np.ndarray | None:
+    """The panel's mask from generate_mask (True = good pixel), if the session has one."""
+    from gonio.core.spotfinding.generate_mask import masks_for
+
+    masks = masks_for(state.data.get("mask"), expt.detector)
+    return None if masks is None else masks[panel]
 
 
 def _threshold(ctx, state, v, expt_index: int, i: int) -> Outcome:
@@ -169,7 +181,8 @@ def _threshold(ctx, state, v, expt_index: int, i: int) -> Outcome:
     image = _read(expt, i, v["panel"])
     region = _region(v, image)
     panel = expt.detector[v["panel"]]
-    st = stages(image, static_mask(panel, expt.beam, p, v["panel"]), panel.trusted_range, p)
+    st = stages(image, static_mask(panel, expt.beam, p, v["panel"],
+                                   _user_mask(state, expt, v["panel"])), panel.trusted_range, p)
     title = (f"image {v['image']}: {p.threshold_algorithm}, gain {p.gain:g}, sigma_background "
              f"{p.sigma_background:g}, sigma_strong {p.sigma_strong:g}, kernel_size "
              f"{p.kernel_size[0]},{p.kernel_size[1]}")
