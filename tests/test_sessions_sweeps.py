@@ -321,3 +321,25 @@ def test_selection_follows_identifiers_after_a_second_lattice(sweeps):
     np.testing.assert_array_equal(out["xyzobs.px.value"][out["id"] == 3],
                                   strong["xyzobs.px.value"][strong["id"] == 2])
     assert (out["imageset_id"][out["id"] == 3] == 2).all()  # what index reads the spots by
+
+
+def test_spots_found_after_two_lattices_on_one_sweep_index_again(sweeps):
+    """Experiments [a (lattice 1), a (lattice 2), b]: the spots of b are experiment 2 but
+    image set 1; find_spots says so (imageset_id) and index takes them."""
+    from gonio.core.formats.reader import ImageSequenceReader
+    from gonio.core.indexing.index import index
+    from gonio.core.indexing.params import IndexParams
+    from gonio.core.models.experiment import ExperimentList
+    from gonio.core.spotfinding.finder import find_spots
+
+    s, _, steps, truth = sweeps
+    a, b, _ = s.state_at(steps["import"]).experiments
+    el = ExperimentList([a, a.replace(identifier="a-lattice-2"), b])
+    ra, rb = ImageSequenceReader(a), ImageSequenceReader(b)
+    strong, _ = find_spots(el, [ra, ra, rb])
+    assert set(strong["id"].tolist()) == {0, 2}
+    assert np.array_equal(strong["imageset_id"], np.where(strong["id"] == 2, 1, 0))
+    indexed_el, table, _ = index(el, strong, IndexParams(joint_indexing=False))
+    assert len(indexed_el) == 2
+    for e, t in zip(indexed_el, truth[:2]):
+        _cell_ok(e.crystal, t)
