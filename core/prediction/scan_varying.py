@@ -23,18 +23,26 @@ and calls :func:`scan_varying_rays`; this module uses only :mod:`.rays`.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..models.experiment import Experiment
 from ..reflection_table import ReflectionTable
 from .rays import PredictionError, lab_rlp, rays_table
 
+#: candidates handed to each thread at least (numpy releases the GIL on large arrays)
+THREAD_MIN = 100_000
+
 
 def scan_varying_rays(experiment: Experiment, static: ReflectionTable, d_min: float,
                       d_max: float | None = None, window: int = 5) -> ReflectionTable:
     """Crossings with ``crystal.A_at_scan_points`` of the candidates in ``static`` (a static
-    prediction of the same experiment, widened by ``window`` images): see the module."""
-    scan, gonio, crystal = experiment.scan, experiment.goniometer, experiment.crystal
+    prediction of the same experiment, widened by ``window`` images): see the module.
+    Large predictions run in two threads, the reflections split by Miller index (every
+    row of one index in the same part, so that no crossing is found twice)."""
+    scan, crystal = experiment.scan, experiment.crystal
     A_sp = crystal.A_at_scan_points
     n = scan.num_images
     if A_sp is None or len(A_sp) != n + 1:
@@ -42,6 +50,27 @@ def scan_varying_rays(experiment: Experiment, static: ReflectionTable, d_min: fl
             f"the crystal has {0 if A_sp is None else len(A_sp)} scan-point A matrices; a "
             f"scan-varying prediction over {n} images needs {n + 1} (one per image boundary). "
             "Refine scan-varying again, or predict with the static model.")
+    parts = 2 if len(static) * (2 * window + 1) >= 2 * THREAD_MIN and (os.cpu_count() or 1) > 1 \
+        else 1
+    if parts == 1:
+        table = _crossings(experiment, static, d_min, d_max, window)
+    else:
+        part = np.asarray(static["miller_index"], np.int64).sum(axis=1) % parts
+        with ThreadPoolExecutor(parts) as ex:
+            tables = list(ex.map(lambda k: _crossings(experiment, static.select(part == k),
+                                                      d_min, d_max, window), range(parts)))
+        table = ReflectionTable.concatenate(tables)
+    table = table.select(np.argsort(table["xyzcal.px"][:, 2], kind="stable"))
+    if experiment.identifier:
+        table.experiment_identifiers = {0: experiment.identifier}
+    return table
+
+
+def _crossings(experiment: Experiment, static: ReflectionTable, d_min: float,
+               d_max: float | None, window: int) -> ReflectionTable:
+    scan, gonio = experiment.scan, experiment.goniometer
+    A_sp = experiment.crystal.A_at_scan_points
+    n = scan.num_images
     z0 = scan.array_range[0]
     centre = np.floor(static["xyzcal.px"][:, 2] - z0).astype(np.int64)
     offsets = np.arange(-window, window + 1)
@@ -84,7 +113,4 @@ def scan_varying_rays(experiment: Experiment, static: ReflectionTable, d_min: fl
     table = rays_table(experiment, hkl.astype(np.int32), phi, s0 + r, out1,
                        1.0 / np.linalg.norm(r, axis=1))
     del table["_source_index"]
-    table = table.select(np.argsort(table["xyzcal.px"][:, 2], kind="stable"))
-    if experiment.identifier:
-        table.experiment_identifiers = {0: experiment.identifier}
     return table
