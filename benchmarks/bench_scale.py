@@ -1,6 +1,6 @@
 """Speed of ``scale`` (dials.scale) on a ~60k-reflection synthetic sweep.
 
-Run:  python benchmarks/bench_scale.py [--d-min 1.65] [--repeat 3]
+Run:  python benchmarks/bench_scale.py [--d-min 1.65] [--repeat 3] [--model physical|KB|array]
 
 The sweep (tests/scaling_synthetic.py) has the geometry of one L-cysteine
 sweep (170 deg) with a 40 x 50 x 60 A P 21 21 21 crystal, Wilson intensities
@@ -34,16 +34,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--d-min", type=float, default=1.65)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--model", default="physical", choices=["physical", "KB", "array"])
     args = ap.parse_args()
+    params = ScalingParams(model=args.model)
     expt = ROOT.parent / "shared" / "data" / "l_cysteine_4_sweeps_scaled" / "scaled_30.expt"
     sweep = make_sweep(expt, d_min=args.d_min)
-    print(f"{len(sweep.table)} reflections, 170 deg")
-    scale(sweep.experiments, sweep.table, ScalingParams())  # imports, caches
+    print(f"{len(sweep.table)} reflections, 170 deg, model={args.model}")
+    scale(sweep.experiments, sweep.table, params)  # imports, caches
     best_scale = best_stats = best_cpu = float("inf")
     for _ in range(args.repeat):
         c0 = time.process_time()
         t0 = time.perf_counter()
-        exps, table, result = scale(sweep.experiments, sweep.table, ScalingParams())
+        exps, table, result = scale(sweep.experiments, sweep.table, params)
         t1 = time.perf_counter()
         best_cpu = min(best_cpu, time.process_time() - c0)
         used = table.get_flags(Flags.scaled)

@@ -1,10 +1,22 @@
-"""Scaling the four L-cysteine sweeps from DIALS's unscaled intensities, against DIALS's own scaling.
+"""Scaling the four L-cysteine sweeps from DIALS's unscaled intensities, against DIALS's own scaling,
+shell by shell.
 
 DIALS's reference statistics are recomputed with gonio's merging code from DIALS's
 ``inverse_scale_factor`` and DIALS's error model (a, b from the scaling models in the
-.expt files) applied to the intensities DIALS chose (Imid = 1: summation). The
-``intensity.scale.variance`` column of these (DIALS 1.x) files is not used: it exceeds that
-error model applied once by 1.1 (weak) to 2.1 (strong reflections), close to it applied twice.
+.expt files) applied to the intensities DIALS chose (Imid = 1: summation), on the
+observations DIALS kept. The ``intensity.scale.variance`` column of these (DIALS 1.x) files
+is not used: it exceeds that error model applied once by 1.1 (weak) to 2.1 (strong
+reflections), close to it applied twice.
+
+What agrees and what does not (docs/scale.md, "Against DIALS"):
+
+- CC1/2 agrees within 2 % in every shell.
+- With the same observations, intensities and error model, gonio's scale factors alone
+  give the same CC1/2 and <I/sigma> (0.5 %) and a LOWER Rmeas in every shell (by 3 to
+  14 %): they fit the data better than DIALS's (a lower sum w (I - g I_h)^2 with DIALS's
+  own final weights; DIALS 1.x most likely fitted a subset of the reflections).
+- <I/sigma> follows the error model, whose b absorbs DIALS's larger scale errors; with
+  DIALS's a, b applied to gonio's own scaled data it agrees to -3..+6 % per shell.
 """
 
 from __future__ import annotations
@@ -16,11 +28,13 @@ from conftest import data_path
 from gonio.core.io.dials_expt import read_expt
 from gonio.core.io.dials_refl import read_refl
 from gonio.core.merging import merging_statistics
+from gonio.core.merging.equivalents import group_equivalents, map_to_asu
 from gonio.core.models.experiment import ExperimentList
 from gonio.core.reflection_table import Flags, ReflectionTable
 from gonio.core.scaling import ScalingParams, scale
 from gonio.core.scaling.engine import combined_intensities
 from gonio.core.scaling.error_model import apply_error_model
+from gonio.core.scaling.targets import best_means
 
 PAIRS = ("scaled_20_25", "scaled_30", "scaled_35")
 
@@ -38,63 +52,146 @@ def lcys():
     return exps, ReflectionTable.concatenate(tables)
 
 
-def _stats(exps, t, i, v):
-    g = t["inverse_scale_factor"]
+@pytest.fixture(scope="module")
+def runs(lcys):
+    """gonio's scaling with summation intensities and with the default (combine)."""
+    exps, table = lcys
+    return {choice: scale(exps, table, ScalingParams(intensity_choice=choice))
+            for choice in ("sum", "combine")}
+
+
+def _stats(exps, t, g, i, v):
     c = exps[0].crystal
     return merging_statistics(t["miller_index"], i / g, np.sqrt(v) / g, c.unit_cell.parameters,
                               "P 21 21 21")
 
 
+def dials_used(table):
+    return ~table.get_flags(Flags.bad_for_scaling, all_bits=False) & (
+        table["inverse_scale_factor"] > 0)
+
+
+def dials_error_model(exps):
+    return exps[0].scaling_model["configuration_parameters"]["error_model_parameters"]
+
+
+def dials_intensities(exps, table):
+    """DIALS's intensities (its Imid: summation) and their variances with its error model."""
+    i, v = combined_intensities(table, np.arange(len(table)), 1.0)
+    return i, apply_error_model(v, i, *dials_error_model(exps))
+
+
 def dials_statistics(exps, table):
-    t = table.select(~table.get_flags(Flags.bad_for_scaling, all_bits=False)
-                     & (table["inverse_scale_factor"] > 0))
-    i, v = np.zeros(len(t)), np.zeros(len(t))
-    for k, e in enumerate(exps):
-        sel = np.flatnonzero(t["id"] == k)
-        cfg = e.scaling_model["configuration_parameters"]
-        ii, vv = combined_intensities(t, sel, float(cfg["Imid"]))
-        i[sel], v[sel] = ii, apply_error_model(vv, ii, *cfg["error_model_parameters"])
-    return _stats(exps, t, i, v)
+    t = table.select(dials_used(table))
+    i, v = dials_intensities(exps, t)
+    return _stats(exps, t, t["inverse_scale_factor"], i, v)
 
 
-def gonio_statistics(exps, table):
-    t = table.select(table.get_flags(Flags.scaled)
-                     & ~table.get_flags(Flags.bad_for_scaling, all_bits=False))
-    return _stats(exps, t, t["intensity.scale.value"], t["intensity.scale.variance"])
+def gonio_used(scaled):
+    return scaled.get_flags(Flags.scaled) & ~scaled.get_flags(Flags.bad_for_scaling, all_bits=False)
+
+
+def ratios(ours, ref, attr):
+    """Per-shell ratio gonio / DIALS of a statistic (the shells are the same: same d range)."""
+    return np.array([getattr(a, attr) / getattr(b, attr) for a, b in zip(ours.shells, ref.shells)])
+
+
+# measured per-shell ratios gonio / DIALS of the whole of gonio's scaling (own observations,
+# intensity choice, scales and error model): the bounds are the measured ranges, rounded out
+RMEAS = {"sum": (0.71, 1.0), "combine": (0.81, 1.21)}  # combine: profile intensities chosen
+ISIGMA = {"sum": (0.85, 1.25), "combine": (0.82, 1.02)}
 
 
 @pytest.mark.parametrize("choice", ["sum", "combine"])
-def test_scaling_from_unscaled_agrees_with_dials(lcys, choice):
+def test_per_shell_statistics_against_dials(lcys, runs, choice):
     exps, table = lcys
     ref = dials_statistics(exps, table)
-    new_exps, scaled, result = scale(exps, table, ScalingParams(intensity_choice=choice))
-    ours = gonio_statistics(new_exps, scaled)
-    o, r = ours.overall, ref.overall
-    # CC1/2 within 2 % overall and in every shell
-    assert o.cc_half == pytest.approx(r.cc_half, rel=0.02)
-    for a, b in zip(ours.shells, ref.shells):
-        assert a.cc_half == pytest.approx(b.cc_half, rel=0.02)
-    # the observations used agree to 2 %; gonio's fit is at least as good as DIALS's
-    assert o.n_obs == pytest.approx(r.n_obs, rel=0.02)
-    assert o.r_meas <= 1.02 * r.r_meas
-    assert o.r_meas > 0.75 * r.r_meas
-    # <I/sigma> depends on the error model: DIALS has a 1.008, b 0.053 on these data, but
-    # its normalised deviations have variance ((n-1)/n)^2, not 1 (gonio.core.scaling.error_model)
-    assert o.mean_i_over_sigma == pytest.approx(r.mean_i_over_sigma, rel=0.15)
+    new_exps, scaled, result = runs[choice]
+    t = scaled.select(gonio_used(scaled))
+    ours = _stats(new_exps, t, t["inverse_scale_factor"], t["intensity.scale.value"],
+                  t["intensity.scale.variance"])
+    assert len(ours.shells) == len(ref.shells) == 20
+    assert ours.overall.n_obs == pytest.approx(ref.overall.n_obs, rel=0.02)
+    cc = ratios(ours, ref, "cc_half")
+    rm = ratios(ours, ref, "r_meas")
+    isig = ratios(ours, ref, "mean_i_over_sigma")
+    print(f"{choice}: CC1/2 {cc.min():.4f}-{cc.max():.4f}, Rmeas {rm.min():.3f}-{rm.max():.3f}, "
+          f"I/sigma {isig.min():.3f}-{isig.max():.3f}; overall Rmeas {ours.overall.r_meas:.4f} "
+          f"(DIALS {ref.overall.r_meas:.4f}), I/sigma {ours.overall.mean_i_over_sigma:.1f} "
+          f"(DIALS {ref.overall.mean_i_over_sigma:.1f}), error model {result.error_model}")
+    assert np.all(np.abs(cc - 1) < 0.02)
+    assert ours.overall.cc_half == pytest.approx(ref.overall.cc_half, rel=0.002)
+    assert RMEAS[choice][0] < rm.min() and rm.max() < RMEAS[choice][1]
+    assert ISIGMA[choice][0] < isig.min() and isig.max() < ISIGMA[choice][1]
+    assert ours.overall.r_meas < ref.overall.r_meas
+    # the <I/sigma> difference is the error model's: DIALS's a, b on gonio's scaled data
+    iv, vv = combined_intensities(table, np.arange(len(table)), result.imid)
+    sel = gonio_used(scaled)
+    same_em = _stats(new_exps, table.select(sel), scaled["inverse_scale_factor"][sel], iv[sel],
+                     apply_error_model(vv[sel], iv[sel], *dials_error_model(exps)))
+    isig_same = ratios(same_em, ref, "mean_i_over_sigma")
+    assert 0.97 < isig_same.min() and isig_same.max() < 1.06
+    assert same_em.overall.mean_i_over_sigma == pytest.approx(ref.overall.mean_i_over_sigma,
+                                                              rel=0.005)
     a, b = result.error_model
-    assert 1.1 < a < 1.4 and 0.025 < b < 0.06
-    # the scale factors agree with DIALS's up to the free overall scale and B
-    used = scaled.get_flags(Flags.scaled) & ~table.get_flags(Flags.bad_for_scaling, all_bits=False)
-    lr = np.log(scaled["inverse_scale_factor"][used] / table["inverse_scale_factor"][used])
-    x = np.column_stack([np.ones(used.sum()), 1 / (2 * table["d"][used] ** 2)])
-    dev = lr - x @ np.linalg.lstsq(x, lr, rcond=None)[0]
-    print(f"{choice}: rms difference from DIALS's scales {np.sqrt(np.mean(dev ** 2)):.4f}")
-    assert np.sqrt(np.mean(dev ** 2)) < 0.05
+    assert 1.15 < a < 1.35 and 0.025 < b < 0.05
 
 
-def test_scaling_model_in_dials_layout(lcys):
+def test_gonio_scales_fit_dials_observations_better(lcys, runs):
+    """Like for like: DIALS's observations, intensities and error model; only the scale
+    factors differ (gonio's from its summation run)."""
     exps, table = lcys
-    new_exps, scaled, _ = scale(exps, table, ScalingParams())
+    used = dials_used(table)
+    t = table.select(used)
+    i, v = dials_intensities(exps, t)
+    g_dials = t["inverse_scale_factor"]
+    g_gonio = runs["sum"][1]["inverse_scale_factor"][used]
+    ref = _stats(exps, t, g_dials, i, v)
+    ours = _stats(exps, t, g_gonio, i, v)
+    cc = ratios(ours, ref, "cc_half")
+    rm = ratios(ours, ref, "r_meas")
+    isig = ratios(ours, ref, "mean_i_over_sigma")
+    print(f"like for like: CC1/2 {cc.min():.4f}-{cc.max():.4f}, Rmeas {rm.min():.3f}-"
+          f"{rm.max():.3f}, I/sigma {isig.min():.4f}-{isig.max():.4f}")
+    assert np.all(np.abs(cc - 1) < 0.005)
+    assert np.all(np.abs(isig - 1) < 0.002)
+    assert 0.85 < rm.min() and rm.max() < 0.985  # lower in every shell
+    # because DIALS's scales are not at the minimum of the scaling target with DIALS's own
+    # final weights (its error model applied once, or twice as in intensity.scale.variance)
+    grp = group_equivalents(map_to_asu(t["miller_index"], exps[0].crystal.space_group).hkl_asu)
+    for var in (v, t["intensity.scale.variance"]):
+        chi2 = []
+        for g in (g_gonio, g_dials):
+            ih, _ = best_means(grp.group, len(grp), i, 1 / var, g)
+            chi2.append(np.sum((i - g * ih[grp.group]) ** 2 / var))
+        print(f"target with DIALS's weights: gonio's scales / DIALS's {chi2[0] / chi2[1]:.3f}")
+        assert chi2[0] < 0.96 * chi2[1]
+    # the scale factors agree with DIALS's up to the free overall scale and B
+    lr = np.log(g_gonio / g_dials)
+    x = np.column_stack([np.ones(len(t)), 1 / (2 * t["d"] ** 2)])
+    dev = lr - x @ np.linalg.lstsq(x, lr, rcond=None)[0]
+    print(f"rms difference from DIALS's scales {np.sqrt(np.mean(dev ** 2)):.4f}")
+    assert 0.015 < np.sqrt(np.mean(dev ** 2)) < 0.035
+
+
+def test_dials_error_model_minimisation_on_dials_scales(lcys):
+    """DIALS's own (individual) minimisation on DIALS's scaled observations gives DIALS's a, b
+    (1.008, 0.053 in the .expt, from DIALS 1.x)."""
+    from gonio.core.scaling.error_model_dials import refine_individual
+
+    exps, table = lcys
+    t = table.select(dials_used(table))
+    i, v = combined_intensities(t, np.arange(len(t)), 1.0)
+    grp = group_equivalents(map_to_asu(t["miller_index"], exps[0].crystal.space_group).hkl_asu)
+    a, b = refine_individual(grp.group, len(grp), i, v, t["inverse_scale_factor"])
+    a_dials, b_dials = dials_error_model(exps)
+    assert a == pytest.approx(a_dials, abs=0.03)
+    assert b == pytest.approx(b_dials, rel=0.2)
+
+
+def test_scaling_model_in_dials_layout(lcys, runs):
+    exps, table = lcys
+    new_exps, scaled, _ = runs["combine"]
     for old, new in zip(exps, new_exps):
         a, b = old.scaling_model, new.scaling_model
         for part in ("scale", "decay", "absorption"):

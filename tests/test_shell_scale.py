@@ -117,7 +117,7 @@ def _import_modified(session, tmp_path, change):
 
 def test_unknown_model_and_d_min_beyond_the_data(session, tmp_path):
     _import_modified(session, tmp_path, lambda t: t)
-    assert "model" in run_fail(session, "scale model=array")
+    assert "model" in run_fail(session, "scale model=aimless")
     text = run_fail(session, "scale d_min=20")
     assert "beyond the data" in text and "d_min" in text
 

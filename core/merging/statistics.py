@@ -11,7 +11,8 @@ Definitions (unmerged observations I_hi of unique reflection h, n_h of them):
   variance weighted) intensity and of merged I / sigma(I);
 - Rmerge = sum_h sum_i |I_hi - <I_h>| / sum_h sum_i I_hi, Rmeas with the
   factor sqrt(n/(n-1)), Rpim with sqrt(1/(n-1)) (Diederichs & Karplus 1997,
-  Weiss 2001), <I_h> the unweighted mean, over reflections with n_h >= 2;
+  Weiss 2001), <I_h> the merged (inverse-variance weighted) mean as cctbx's
+  ``merge_equivalents_obs`` takes it, over reflections with n_h >= 2;
 - CC1/2 by the sigma-tau method (Assmann, Brehm & Diederichs 2016, J. Appl.
   Cryst. 49, 1021): with sigma_y^2 the variance of the per-reflection means
   and sigma_e^2 the mean of s_h^2 / n_h (s_h^2 the unbiased spread of the
@@ -209,8 +210,8 @@ def merging_statistics(hkl, intensity, sigma, unit_cell, space_group, anomalous:
     sig_merged = 1.0 / np.sqrt(sw)
     sum_i = g.sum(intensity)
     mean_unw = sum_i / n
+    sum_abs = g.sum(np.abs(intensity - i_merged[g.group]))  # R factors: about the merged mean
     dev = intensity - mean_unw[g.group]
-    sum_abs = g.sum(np.abs(dev))
     s2 = np.where(n > 1, g.sum(dev ** 2) / np.maximum(n - 1, 1), np.nan)
     multi = n >= 2
 

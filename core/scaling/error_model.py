@@ -14,8 +14,10 @@ gross deviants (|delta| > 6) are left out.
 
 dials.scale writes delta as sqrt((n - 1) / n) (I_hl - <I_h>) / sigma' with <I_h> the mean
 of the whole group, whose variance for right sigmas is ((n - 1) / n)^2, not 1: its a is
-lower than this one at low multiplicity (by 1/2 for pairs), which gonio does not copy.
-On the L-cysteine data (multiplicity 7.5) DIALS finds a = 1.01, b = 0.053; gonio 1.25, 0.041.
+lower than this one at low multiplicity (by 1/2 for pairs); its minimisations are in
+:mod:`gonio.core.scaling.error_model_dials` (``minimisation=individual`` or
+``regression``). On the L-cysteine data (multiplicity 7.5) DIALS 1.x found a = 1.01,
+b = 0.053 with its scales; gonio 1.25, 0.041 with its own (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ def refine_basic_error_model(group, n_groups, intensity, variance, g, n_bins: in
     def bin_variances(b):
         dl, _ = _deltas(grp, n_groups, i_s, var_s, 1.0, b, i_s)
         dl = dl[ok]
-        dl = np.where(np.abs(dl) <= 6, dl, 0.0)  # gross deviants do not steer the fit
-        return (np.bincount(bin_of, weights=dl * dl, minlength=n_bins)
-                / np.maximum(counts, 1))[use]
+        inside = np.abs(dl) <= 6  # gross deviants do not steer the fit
+        n_in = np.bincount(bin_of, weights=inside, minlength=n_bins)
+        return (np.bincount(bin_of, weights=np.where(inside, dl * dl, 0.0), minlength=n_bins)
+                / np.maximum(n_in, 1))[use]
 
     def best_u(v):  # u = 1 / a^2 minimising sum (1 - u v)^2
         return float(np.sum(v) / np.sum(v * v))
@@ -82,3 +85,18 @@ def refine_basic_error_model(group, n_groups, intensity, variance, g, n_bins: in
 def apply_error_model(variance, intensity, a: float, b: float):
     """sigma'^2 = a^2 (sigma^2 + (b I)^2)."""
     return a * a * (variance + (b * intensity) ** 2)
+
+
+def refine_error_model(minimisation: str, group, n_groups, intensity, variance, g
+                       ) -> tuple[float, float]:
+    """(a, b) by ``minimisation``: leave_one_out (this module), or dials.scale's individual or
+    regression (:mod:`gonio.core.scaling.error_model_dials`)."""
+    if minimisation == "leave_one_out":
+        return refine_basic_error_model(group, n_groups, intensity, variance, g)
+    from gonio.core.scaling import error_model_dials
+
+    if minimisation == "individual":
+        return error_model_dials.refine_individual(group, n_groups, intensity, variance, g)
+    if minimisation == "regression":
+        return error_model_dials.refine_regression(group, n_groups, intensity, variance, g)
+    raise ValueError(f"unknown error-model minimisation {minimisation!r}")

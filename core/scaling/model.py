@@ -43,11 +43,27 @@ class SmootherDesign:
     weight: np.ndarray  # (N, k) normalised weights (rows sum to 1)
     n_param: int
 
+    def matrix(self):
+        """The design as a scipy.sparse CSR matrix (N, n_param), built once."""
+        m = self.__dict__.get("_matrix")
+        if m is None:
+            from scipy import sparse
+
+            n, k = self.index.shape
+            m = sparse.csr_matrix((self.weight.ravel(), self.index.ravel(),
+                                   np.arange(0, n * k + 1, k)), shape=(n, self.n_param))
+            self.__dict__["_matrix"] = m
+        return m
+
     def value(self, p: np.ndarray) -> np.ndarray:
+        if self.index.shape[1] > 8:  # the array model's 2D/3D grids: a sparse product
+            return self.matrix() @ p
         return np.einsum("ij,ij->i", self.weight, p[self.index])
 
     def transpose_dot(self, v: np.ndarray) -> np.ndarray:
         """(design)^T v: sum over rows of weight * v into each parameter."""
+        if self.index.shape[1] > 8:
+            return self.matrix().T @ v
         return np.bincount(self.index.ravel(), weights=(self.weight * v[:, None]).ravel(),
                            minlength=self.n_param)
 
@@ -229,6 +245,16 @@ class SweepModel:
             jac[:, lo:] = c.harmonics * (g / a)[:, None]
         return g, jac
 
+    def normal_equations(self, c: ComponentData, factor, w, r=None):
+        """J^T W J and J^T W r for J = factor * dg/dp (rows scaled by ``factor``)."""
+        jr = self.evaluate(c, jacobian=True)[1] * factor[:, None]
+        return jr.T @ (jr * w[:, None]), (None if r is None else jr.T @ (w * r))
+
+    def g_variance(self, c: ComponentData, cov) -> np.ndarray:
+        """Variance of each g from the parameter covariance ``cov``: j^T C j."""
+        jac = self.evaluate(c, jacobian=True)[1]
+        return np.einsum("ij,ij->i", jac @ cov, jac)
+
     def gradient(self, c: ComponentData, v: np.ndarray):
         """g (N,) and (dg/dp)^T v without forming the Jacobian."""
         g, s, a = self._terms(c)
@@ -238,6 +264,17 @@ class SweepModel:
         if c.harmonics is not None:
             out.append(c.harmonics.T @ (v * g / a))
         return g, np.concatenate(out)
+
+    def rescale(self, factor: float) -> None:
+        """Multiply every g by ``factor`` (the scale parameters)."""
+        self.p_scale = self.p_scale * factor
+
+    def summary_cells(self) -> list:
+        """(model, N scale, N decay, N absorption, scale range, B range) for the summary."""
+        return [self.kind, len(self.p_scale), 0 if self.p_decay is None else len(self.p_decay),
+                0 if self.p_abs is None else len(self.p_abs),
+                f"{self.p_scale.min():.3f}-{self.p_scale.max():.3f}",
+                "-" if self.p_decay is None else f"{self.p_decay.min():.2f}-{self.p_decay.max():.2f}"]
 
     def restraint(self, jacobian: bool = False):
         """Restraint residual sum(w p^2) on absorption and B parameters (and its gradient)."""

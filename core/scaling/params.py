@@ -15,15 +15,20 @@ class ScalingParams:
     """Scaling of integrated intensities with a physical model (dials.scale)."""
 
     model: str = _p("physical", "Scaling model: physical (smooth scale and relative B in rotation, "
-                    "spherical-harmonic absorption; Beilsten-Edmands et al. 2020) or KB (one "
-                    "scale and one B per sweep).", "model", choices=["physical", "KB"])
+                    "spherical-harmonic absorption; Beilsten-Edmands et al. 2020), KB (one "
+                    "scale and one B per sweep) or array (smoothed grids: decay over resolution "
+                    "and rotation, absorption over detector x, y and rotation).", "model",
+                    choices=["physical", "KB", "array"])
     scale_interval: float = _p(15.0, "Rotation between the smoothly interpolated scale parameters.",
                                "physical.scale_interval", units="deg")
     decay_interval: float = _p(20.0, "Rotation between the smoothly interpolated relative-B "
-                               "parameters.", "physical.decay_interval", units="deg")
-    decay_correction: bool = _p(True, "Refine the relative-B (decay) term.",
-                                "physical.decay_correction")
-    absorption_correction: bool = _p(True, "Refine the spherical-harmonic absorption term.",
+                               "parameters (model=array: between the rotation samples of the "
+                               "decay and absorption grids).", "physical.decay_interval",
+                               units="deg")
+    decay_correction: bool = _p(True, "Refine the relative-B (decay) term (model=array: the "
+                                "decay grid).", "physical.decay_correction")
+    absorption_correction: bool = _p(True, "Refine the spherical-harmonic absorption term "
+                                     "(model=array: the absorption grid).",
                                      "physical.absorption_correction")
     lmax: int = _p(4, "Highest spherical-harmonic order of the absorption term.", "physical.lmax")
     absorption_level: str | None = _p(
@@ -35,6 +40,14 @@ class ScalingParams:
                                "physical.surface_weight")
     decay_restraint: float = _p(1e-1, "Restraint weight pulling the relative B values towards 0.",
                                 "physical.decay_restraint")
+    n_resolution_bins: int = _p(10, "model=array: resolution bins (equal in 1/d^2) of the decay "
+                                "grid.", "array.n_resolution_bins", min=1)
+    n_absorption_bins: int = _p(3, "model=array: bins in detector x and in y of the absorption "
+                                "grid.", "array.n_absorption_bins", min=1)
+    modulation_correction: bool = _p(False, "model=array: also refine a detector-position "
+                                     "(modulation) grid.", "array.modulation_correction")
+    n_modulation_bins: int = _p(20, "model=array: bins in detector x and in y of the modulation "
+                                "grid.", "array.n_modulation_bins", min=1)
     d_min: float | None = _p(None, "Leave out reflections beyond this resolution.", "cut_data.d_min",
                              units="A")
     partiality_cutoff: float = _p(0.4, "Leave out reflections with a smaller partiality.",
@@ -53,6 +66,14 @@ class ScalingParams:
                                 "outlier_rejection", choices=["standard", "none"])
     error_model: str = _p("basic", "Error model: basic (sigma'^2 = a^2 (sigma^2 + (b I)^2)) or "
                           "none.", "error_model.error_model", choices=["basic", "none"])
+    error_model_minimisation: str = _p(
+        "leave_one_out", "How a and b are found: leave_one_out (unit mean square of each "
+        "observation's deviation from the rest of its group, in intensity bins; Evans & "
+        "Murshudov 2013), or DIALS's individual (a from the normal probability plot, b from "
+        "binned variances; its deviations, scaled by sqrt((n-1)/n), give a lower a at low "
+        "multiplicity) or regression (a straight line through the groups' spread against "
+        "sigma^2).", "error_model.basic.minimisation",
+        choices=["leave_one_out", "individual", "regression"])
     full_matrix: bool = _p(True, "Finish with a full-matrix (Gauss-Newton) round that gives the "
                            "parameter uncertainties.", "full_matrix")
     max_iterations: int = _p(200, "Maximum L-BFGS iterations per round.",

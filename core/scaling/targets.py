@@ -18,44 +18,76 @@ def best_means(group, n_groups, intensity, weight, g):
         return np.where(den > 0, num / den, 0.0), den
 
 
-def leave_one_out(group, n_groups, intensity, variance, g):
+def group_median(group, n_groups, values):
+    """Median of ``values`` in each group (M,), the mean of the two middle ones for an even
+    count; NaN for empty groups."""
+    order = np.lexsort((values, group))
+    counts = np.bincount(group, minlength=n_groups)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    have = counts > 0
+    lo = start + np.maximum(counts - 1, 0) // 2
+    hi = start + counts // 2
+    out = np.full(n_groups, np.nan)
+    v = values[order]
+    out[have] = 0.5 * (v[lo[have]] + v[np.minimum(hi[have], len(v) - 1)])
+    return out
+
+
+def leave_one_out(group, n_groups, intensity, weight, g):
     """Normalised deviations of each observation from the rest of its group (dials.scale
-    standard outlier rejection): (I - g I_h') / sqrt(var + g^2 var(I_h')), NaN if alone."""
-    w = 1.0 / variance
-    num = np.bincount(group, weights=w * g * intensity, minlength=n_groups)[group] - w * g * intensity
-    den = np.bincount(group, weights=w * g * g, minlength=n_groups)[group] - w * g * g
+    standard outlier rejection): (I - g I_h') / sqrt(1/w + g^2 / sum'(w g^2)), with I_h' the
+    best mean of the others; NaN if alone."""
+    num = np.bincount(group, weights=weight * g * intensity, minlength=n_groups)[group] \
+        - weight * g * intensity
+    den = np.bincount(group, weights=weight * g * g, minlength=n_groups)[group] - weight * g * g
     with np.errstate(invalid="ignore", divide="ignore"):
         ih = num / den
-        z = (intensity - g * ih) / np.sqrt(variance + g * g / den)
+        z = (intensity - g * ih) / np.sqrt(1.0 / weight + g * g / den)
     z[den <= 0] = np.nan
     return z, ih, den
 
 
 def reject_outliers(group, n_groups, intensity, variance, g, zmax: float, max_passes: int = 20):
-    """Boolean (N,) outliers: repeatedly the worst |z| > zmax of each group."""
+    """Boolean (N,) outliers, as dials.scale's standard (NormDevOutlierRejection): in every
+    group of more than two observations, the one deviating most from the rest by more than
+    ``zmax`` is rejected, repeatedly; weights w = 1/sigma^2 capped at 10 times the group's
+    median first, so that no single observation (a zero with a tiny sigma) sets the mean
+    the others are judged against.
+
+    A pair whose two observations disagree by more than ``zmax`` (their deviations are
+    equal and opposite, so neither can be singled out) loses both: dials.scale keeps both,
+    and the delta-CC1/2 filter then blames the good observation's image group as much as
+    the bad one's."""
+    w = 1.0 / variance
+    w = np.minimum(w, 10.0 * group_median(group, n_groups, w)[group])
     out = np.zeros(len(group), bool)
     idx = np.arange(len(group))
     for _ in range(max_passes):
         keep = ~out
-        z, _, _ = leave_one_out(group[keep], n_groups, intensity[keep], variance[keep], g[keep])
+        gk = group[keep]
+        z, _, _ = leave_one_out(gk, n_groups, intensity[keep], w[keep], g[keep])
         az = np.where(np.isfinite(z), np.abs(z), 0.0)
         bad = az > zmax
+        pair = np.bincount(gk, minlength=n_groups)[gk] == 2
         if not bad.any():
             break
-        gk = group[keep]
         order = np.lexsort((-az, gk))
         first = np.ones(len(order), bool)
         first[1:] = gk[order][1:] != gk[order][:-1]
-        worst = order[first & bad[order]]
+        worst = order[first & bad[order] & ~pair[order]]
         out[idx[keep][worst]] = True
+        out[idx[keep][bad & pair]] = True
     return out
 
 
-def r_meas(group, n_groups, intensity):
-    """Rmeas of (already scaled) observations, groups with n >= 2."""
+def r_meas(group, n_groups, intensity, variance):
+    """Rmeas of (already scaled) observations with their variances, groups with n >= 2,
+    about the inverse-variance weighted mean (cctbx ``merge_equivalents_obs``)."""
     n = np.bincount(group, minlength=n_groups).astype(float)
     s = np.bincount(group, weights=intensity, minlength=n_groups)
-    mean = np.where(n > 0, s / np.maximum(n, 1), 0.0)
+    w = 1.0 / variance
+    sw = np.bincount(group, weights=w, minlength=n_groups)
+    mean = np.bincount(group, weights=w * intensity, minlength=n_groups) / np.where(sw > 0, sw, 1)
     dev = np.bincount(group, weights=np.abs(intensity - mean[group]), minlength=n_groups)
     m = n >= 2
     den = s[m].sum()

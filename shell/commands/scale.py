@@ -84,12 +84,7 @@ def model_summary(result) -> str:
     import numpy as np
     from tabulate import tabulate
 
-    rows = []
-    for i, m in enumerate(result.models):
-        rows.append([i, m.kind, len(m.p_scale), 0 if m.p_decay is None else len(m.p_decay),
-                     0 if m.p_abs is None else len(m.p_abs),
-                     f"{m.p_scale.min():.3f}-{m.p_scale.max():.3f}",
-                     "-" if m.p_decay is None else f"{m.p_decay.min():.2f}-{m.p_decay.max():.2f}"])
+    rows = [[i, *m.summary_cells()] for i, m in enumerate(result.models)]
     text = [tabulate(rows, headers=["Exp", "Model", "N scale", "N decay", "N absorption",
                                     "Scale range", "B range (A^2)"], disable_numparse=True)]
     if result.r_meas_choices:
