@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except GonioError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader of a pipe stopped early (gonio -c help | head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # as a shell reports a process ended by SIGPIPE
     except KeyboardInterrupt:  # Ctrl-C: the running step is not recorded
         print("\nInterrupted: the step that was running was not recorded.", file=sys.stderr)
         return 130

@@ -33,3 +33,16 @@ def test_kill_during_findspots_resumes_at_import(tmp_path):
     assert r.ok, r.text
     assert s.history.step(s.head).metrics["spots"] > 1000
     s.close()
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """``gonio -c "help integrate" | head -1``: the reader stops early; no traceback."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "gonio.shell.main", "-c", "help integrate"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before gonio writes (as head after a line)
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
