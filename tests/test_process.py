@@ -72,6 +72,10 @@ def test_process_equals_the_steps_typed_by_hand(sweep, processed, tmp_path):
         ok(by_hand, "refine")
         a, b = branch(s), branch(by_hand)
         assert [x.line for x in a] == [y.line for y in b]
+        # history marks the steps process ran, not those typed
+        marked = [ln for ln in ok(s, "history").text.splitlines() if "[process]" in ln]
+        assert len(marked) == len(a) + 1  # every step, and the legend
+        assert "[process]" not in ok(by_hand, "history").text
         for x, y in zip(a, b):
             assert x.metrics == y.metrics, x.line  # the same computation: equal to the bit
             assert x.params == y.params, x.line

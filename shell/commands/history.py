@@ -42,12 +42,21 @@ def run_history(ctx: Context, parsed) -> Outcome:
     head = history.head
     all_branches = bool(parsed.values.get("all")) or "--all" in parsed.positional
     damaged = any(s.status != "ok" for s in history.steps())
-    text = render(history, head, _step_figures, all_branches)
+    from gonio.shell.commands.process import read_marker
+
+    by_process = set((read_marker(session.folder) or {}).get("process_steps", []))
+
+    def describe(step) -> str:
+        return ("[process] " if step.id in by_process else "") + _step_figures(step)
+
+    text = render(history, head, describe, all_branches)
     if not text:
         return Outcome(text="The history is empty: nothing has been run in this folder yet.")
     text += ("\n(* marks the current step, o the others; branches run in their own column"
              + ("" if all_branches else "; + is a folded side branch, `history --all` draws them")
              + ")")
+    if by_process:
+        text += "\n([process]: a step the process command ran, as if typed)"
     if damaged:
         text += "\n([damaged]: artifacts of the step are missing or altered; `gonio check` says which)"
     if history.read_only:
