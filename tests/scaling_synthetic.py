@@ -57,19 +57,32 @@ def true_intensities(hkl_asu, mean_i=2000.0, seed=0):
 def make_sweep(expt_path, cell=(40.0, 50.0, 60.0, 90, 90, 90), space_group="P 21 21 21",
                d_min=2.0, b_drift=4.0, absorption=0.05, mean_i=2000.0, background=20.0,
                seed=1, amplitude=0.15, overall_scale=1.0, overall_b=0.0, orientation_seed=1,
-               identifier="synthetic") -> Synthetic:
+               identifier="synthetic", scan_deg=None, absences=False,
+               indexed_in=None) -> Synthetic:
+    """``scan_deg``: keep only the first scan_deg of the rotation; ``absences``: the
+    systematically absent reflections of ``space_group`` get zero intensity;
+    ``indexed_in``: the space group recorded in the crystal model (e.g. "P 1", as
+    integrate leaves it; default ``space_group``)."""
     rng = np.random.default_rng(seed)
     e = read_expt(expt_path)[0]
     sg = gemmi.SpaceGroup(space_group)
     U = np.linalg.qr(np.random.default_rng(orientation_seed).normal(size=(3, 3)))[0]
-    e = e.replace(crystal=Crystal.from_cell_and_U(gemmi.UnitCell(*cell), U, sg),
+    e = e.replace(crystal=Crystal.from_cell_and_U(gemmi.UnitCell(*cell), U,
+                                                  gemmi.SpaceGroup(indexed_in or space_group)),
                   identifier=identifier)
+    if scan_deg is not None:
+        first = e.scan.image_range[0]
+        n = int(round(scan_deg / abs(e.scan.oscillation[1])))
+        e = e.replace(scan=e.scan.replace(image_range=(first, first + n - 1)))
     t = predict_rotation(e, d_min=d_min)
     t["id"] = np.zeros(len(t), np.int32)
     d = t["d"]
     # true intensities: Wilson (B = 20 A^2), one per unique reflection
     m = map_to_asu(t["miller_index"], sg)
     i_true = true_intensities(m.hkl_asu, mean_i) * np.exp(-20.0 / (2 * d ** 2))
+    if absences:
+        h = np.ascontiguousarray(t["miller_index"], dtype=np.int32)
+        i_true[np.asarray(sg.operations().systematic_absences(h), bool)] = 0.0
     phi = e.scan.angle_from_frame(t["xyzcal.px"][:, 2])
     s1 = t["s1"] / np.linalg.norm(t["s1"], axis=1)[:, None]
     s1c = rotate_vectors(s1, e.goniometer.rotation_axis, -np.radians(phi))

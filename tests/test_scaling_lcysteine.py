@@ -14,7 +14,8 @@ What agrees and what does not (docs/scale.md, "Against DIALS"):
 - With the same observations, intensities and error model, gonio's scale factors alone
   give the same CC1/2 and <I/sigma> (0.5 %) and a LOWER Rmeas in every shell (by 3 to
   14 %): they fit the data better than DIALS's (a lower sum w (I - g I_h)^2 with DIALS's
-  own final weights; DIALS 1.x most likely fitted a subset of the reflections).
+  own final weights). DIALS's default reflection selection (quasi_random) does not change
+  that: on these 12k observations it keeps 97.5 % of them and every statistic within 0.3 %.
 - <I/sigma> follows the error model, whose b absorbs DIALS's larger scale errors; with
   DIALS's a, b applied to gonio's own scaled data it agrees to -3..+6 % per shell.
 """
@@ -54,10 +55,14 @@ def lcys():
 
 @pytest.fixture(scope="module")
 def runs(lcys):
-    """gonio's scaling with summation intensities and with the default (combine)."""
+    """gonio's scaling with summation intensities and with the default (combine); and with
+    summation intensities and DIALS's default reflection selection (quasi_random)."""
     exps, table = lcys
-    return {choice: scale(exps, table, ScalingParams(intensity_choice=choice))
-            for choice in ("sum", "combine")}
+    out = {choice: scale(exps, table, ScalingParams(intensity_choice=choice))
+           for choice in ("sum", "combine")}
+    out["sum quasi_random"] = scale(exps, table, ScalingParams(
+        intensity_choice="sum", reflection_selection_method="quasi_random"))
+    return out
 
 
 def _stats(exps, t, g, i, v):
@@ -97,9 +102,10 @@ def ratios(ours, ref, attr):
 
 
 # measured per-shell ratios gonio / DIALS of the whole of gonio's scaling (own observations,
-# intensity choice, scales and error model): the bounds are the measured ranges, rounded out
-RMEAS = {"sum": (0.71, 1.0), "combine": (0.81, 1.21)}  # combine: profile intensities chosen
-ISIGMA = {"sum": (0.85, 1.25), "combine": (0.82, 1.02)}
+# intensity choice, scales and error model): the bounds are the measured ranges (sum: Rmeas
+# 0.728-0.990, I/sigma 0.859-1.232; combine: 0.827-1.198, 0.833-1.007), rounded out by 0.01
+RMEAS = {"sum": (0.72, 1.0), "combine": (0.82, 1.21)}  # combine: profile intensities chosen
+ISIGMA = {"sum": (0.85, 1.24), "combine": (0.82, 1.02)}
 
 
 @pytest.mark.parametrize("choice", ["sum", "combine"])
@@ -137,6 +143,28 @@ def test_per_shell_statistics_against_dials(lcys, runs, choice):
     assert 1.15 < a < 1.35 and 0.025 < b < 0.05
 
 
+def test_dials_reflection_selection_changes_nothing_here(lcys, runs):
+    """DIALS's default selection (quasi_random, at least 2000 groups or 50000 reflections)
+    leaves out, on these 12k observations in 1578 groups, only the groups measured once or
+    with mean I/sigma <= 1 (which hardly weigh in the minimisation): the statistics, and so
+    the gap to DIALS's Rmeas, stay those of use_all."""
+    exps, table = lcys
+    stats = {}
+    for key in ("sum", "sum quasi_random"):
+        new_exps, scaled, result = runs[key]
+        t = scaled.select(gonio_used(scaled))
+        stats[key] = _stats(new_exps, t, t["inverse_scale_factor"], t["intensity.scale.value"],
+                            t["intensity.scale.variance"])
+    sel = runs["sum quasi_random"][2].selection
+    assert 0.9 * len(sel.mask) < sel.mask.sum() < len(sel.mask)
+    for attr in ("r_meas", "mean_i_over_sigma", "cc_half"):
+        r = ratios(stats["sum quasi_random"], stats["sum"], attr)
+        assert np.all(np.abs(r - 1) < 0.003), (attr, r)
+    ref = dials_statistics(exps, table)
+    rm = ratios(stats["sum quasi_random"], ref, "r_meas")
+    assert rm.min() < 0.75  # still far from DIALS's in the shells where gonio's is lowest
+
+
 def test_gonio_scales_fit_dials_observations_better(lcys, runs):
     """Like for like: DIALS's observations, intensities and error model; only the scale
     factors differ (gonio's from its summation run)."""
@@ -155,7 +183,7 @@ def test_gonio_scales_fit_dials_observations_better(lcys, runs):
           f"{rm.max():.3f}, I/sigma {isig.min():.4f}-{isig.max():.4f}")
     assert np.all(np.abs(cc - 1) < 0.005)
     assert np.all(np.abs(isig - 1) < 0.002)
-    assert 0.85 < rm.min() and rm.max() < 0.985  # lower in every shell
+    assert 0.855 < rm.min() and rm.max() < 0.98  # lower in every shell (0.865-0.972)
     # because DIALS's scales are not at the minimum of the scaling target with DIALS's own
     # final weights (its error model applied once, or twice as in intensity.scale.variance)
     grp = group_equivalents(map_to_asu(t["miller_index"], exps[0].crystal.space_group).hkl_asu)

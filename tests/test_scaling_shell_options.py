@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import data_path
 
+from gonio.core.reflection_table import Flags
+
 
 def _run(session, line, ok=True):
     head, n = session.head, len(session.history.steps())
@@ -40,3 +42,23 @@ def test_bad_array_and_error_model_values(one_sweep):
     assert "n_resolution_bins" in _run(one_sweep, "scale model=array n_resolution_bins=0",
                                        ok=False)
     assert "leave_one_out" in _run(one_sweep, "scale minimisation=bogus", ok=False)
+
+
+def test_reflection_selection_through_the_shell(one_sweep):
+    text = _run(one_sweep, "scale reflection_selection.method=quasi_random "
+                           "reflection_selection.random.min_groups=50 "
+                           "reflection_selection.random.min_reflections=1")
+    line = next(x for x in text.splitlines() if x.startswith("Reflection selection"))
+    assert "(quasi_random)" in line and "(50 of " in line
+    # every reflection still scaled: the selection only restricts the minimisation
+    t = one_sweep.state.reflections["scaled"]
+    assert (t["inverse_scale_factor"][t.get_flags(Flags.scaled)] > 0).all()
+    assert "use_all" in _run(one_sweep, "scale reflection_selection.method=everything", ok=False)
+    assert "min_groups" in _run(one_sweep, "scale reflection_selection.random.min_groups=0",
+                                ok=False)
+
+
+def test_a_selection_that_leaves_nothing(one_sweep):
+    text = _run(one_sweep, "scale reflection_selection.method=intensity_ranges "
+                           "reflection_selection.E2_range=50,60", ok=False)
+    assert "No reflection passes" in text and "use_all" in text

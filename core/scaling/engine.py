@@ -1,6 +1,8 @@
 """Scaling of one or several sweeps together (dials.scale), on whole arrays.
 
-Rounds, as dials.scale: (1) L-BFGS refinement of the model on the initial
+The model is fitted to the reflections that ``reflection_selection.method`` chooses
+(:mod:`gonio.core.scaling.selection`; all of them by default); every reflection gets its
+scale factor. Rounds, as dials.scale: (1) L-BFGS refinement of the model on the initial
 intensities (profile where available) after outlier rejection; (2) the
 intensity choice (``combine``: the profile/summation mix
 I = w I_prf + (1 - w) I_sum, w = 1 / (1 + (I_sum / Imid)^3), with the Imid,
@@ -27,6 +29,7 @@ from gonio.core.scaling.array_model import ArraySweepModel
 from gonio.core.scaling.error_model import apply_error_model, refine_error_model
 from gonio.core.scaling.model import SweepModel
 from gonio.core.scaling.params import ScalingParams
+from gonio.core.scaling.selection import Selection, select_for_minimisation
 from gonio.core.scaling.targets import best_means, r_meas, reject_outliers
 
 _CHUNK = 100  # L-BFGS iterations between re-whitenings (the physical model converges in fewer)
@@ -50,6 +53,7 @@ class ScalingResult:
     r_meas_choices: dict = field(default_factory=dict)
     target: float = 0.0
     filtering: list = field(default_factory=list)  # FilterCycle per delta-CC1/2 cycle
+    selection: Selection | None = None  # the reflections the minimisation used
 
 
 @dataclass
@@ -380,11 +384,16 @@ def _scale_once(experiments, table: ReflectionTable, p: ScalingParams, removed):
         raise ScalingError("Every intensity to be scaled is zero or negative: there is no signal "
                            "to scale. Check the integration (background, profile model) and the "
                            "resolution range.")
+    _, part_all = _conversions(table)
+    selection = select_for_minimisation(p, obs.group, obs.n_groups, exp_idx, len(experiments),
+                                        intensity, variance, part_all[rows], d[rows])
+    sub = np.flatnonzero(selection.mask)
+    mini = _restrict(designs, blocks, exp_idx, obs, sub)  # what the minimisation sees
     keep = np.ones(len(rows), bool)
     g = _g(models, designs, blocks)
     if p.outlier_rejection == "standard":
         keep = ~reject_outliers(obs.group, obs.n_groups, intensity, variance, g, p.outlier_zmax)
-    target = _lbfgs(models, designs, blocks, obs, intensity, variance, keep, p.max_iterations)
+    target = _lbfgs(models, *mini, intensity[sub], variance[sub], keep[sub], p.max_iterations)
     g = _g(models, designs, blocks)
 
     choices = {}
@@ -412,7 +421,7 @@ def _scale_once(experiments, table: ReflectionTable, p: ScalingParams, removed):
         err = refine_error_model(p.error_model_minimisation, obs.group[keep], obs.n_groups,
                                  intensity[keep], variance[keep], g[keep])
         var_used = apply_error_model(variance, intensity, *err)
-    target = _lbfgs(models, designs, blocks, obs, intensity, var_used, keep, p.max_iterations)
+    target = _lbfgs(models, *mini, intensity[sub], var_used[sub], keep[sub], p.max_iterations)
     g = _g(models, designs, blocks)
     if p.outlier_rejection == "standard":
         keep = ~reject_outliers(obs.group, obs.n_groups, intensity, var_used, g, p.outlier_zmax)
@@ -423,7 +432,7 @@ def _scale_once(experiments, table: ReflectionTable, p: ScalingParams, removed):
     _normalise(models, designs, blocks, keep)
     cov = None
     if p.full_matrix:
-        target, cov = _gauss_newton(models, designs, blocks, obs, intensity, var_used, keep)
+        target, cov = _gauss_newton(models, *mini, intensity[sub], var_used[sub], keep[sub])
 
     # apply to every reflection of each experiment
     new = table.copy()
@@ -462,8 +471,23 @@ def _scale_once(experiments, table: ReflectionTable, p: ScalingParams, removed):
         out_exps.append(e.replace(scaling_model=models[i].to_dict(
             err, e.scan.image_range, imid, e.scan.oscillation[1])))
     result = ScalingResult(models, err, choice, imid, int(keep.sum()), int((~keep).sum()),
-                           int((user | excluded).sum()), choices, float(target))
+                           int((user | excluded).sum()), choices, float(target),
+                           selection=selection)
     return out_exps, new, result
+
+
+def _restrict(designs, blocks, exp_idx, obs: _Obs, sub: np.ndarray):
+    """(designs, blocks, obs) of the rows ``sub`` (sorted positions in the scaled rows, which
+    are sorted by experiment): what the minimisation sees of a reflection selection."""
+    if len(sub) == len(obs.group):
+        return designs, blocks, obs
+    e = exp_idx[sub]
+    out_designs, out_blocks = [], []
+    for i, (des, b) in enumerate(zip(designs, blocks)):
+        lo, hi = int(np.searchsorted(e, i)), int(np.searchsorted(e, i + 1))
+        out_designs.append(des.subset(sub[lo:hi] - b.start))
+        out_blocks.append(slice(lo, hi))
+    return out_designs, out_blocks, _Obs(obs.group[sub], obs.n_groups)
 
 
 def _g(models, designs, blocks) -> np.ndarray:

@@ -60,6 +60,31 @@ class ScalingParams:
                                "profile/summation mix with the Imid that minimises Rmeas).",
                                "reflection_selection.intensity_choice",
                                choices=["combine", "profile", "sum"])
+    reflection_selection_method: str = _p(
+        "use_all", "Reflections that enter the minimisation of the model (all still get scale "
+        "factors and statistics): use_all; random (groups of equivalents at random, at least "
+        "random.min_groups and random.min_reflections); quasi_random (DIALS's default: random "
+        "for one sweep; for several, the groups connecting the sweeps best, then random ones); "
+        "intensity_ranges (E2_range, Isigma_range, d_range, min_partiality).",
+        "reflection_selection.method",
+        choices=["use_all", "quasi_random", "random", "intensity_ranges"])
+    random_min_groups: int = _p(2000, "random/quasi_random: at least this many groups of "
+                                "equivalents.", "reflection_selection.random.min_groups", min=1)
+    random_min_reflections: int = _p(50000, "random/quasi_random: at least this many "
+                                     "reflections (at the mean multiplicity).",
+                                     "reflection_selection.random.min_reflections", min=1)
+    random_isigma_cutoff: float = _p(1.0, "random/quasi_random with several sweeps: only groups "
+                                     "whose mean I/sigma exceeds this.",
+                                     "reflection_selection.random.multi_dataset.Isigma_cutoff")
+    e2_range: tuple[float, float] = _p((0.8, 5.0), "intensity_ranges: normalised E^2 range.",
+                                       "reflection_selection.E2_range")
+    isigma_range: tuple[float, float] = _p((-5.0, 0.0), "intensity_ranges and quasi_random: I/sigma "
+                                           "range (an upper limit of 0 is none).",
+                                           "reflection_selection.Isigma_range")
+    d_range: tuple[float, float] | None = _p(None, "intensity_ranges and quasi_random: d range.",
+                                             "reflection_selection.d_range", units="A")
+    min_partiality: float = _p(0.95, "intensity_ranges and quasi_random: only reflections with a "
+                               "larger partiality.", "reflection_selection.min_partiality")
     outlier_zmax: float = _p(6.0, "Reject observations deviating by more than this many sigma "
                              "from the rest of their symmetry group.", "outlier_zmax")
     outlier_rejection: str = _p("standard", "Outlier rejection: standard or none.",

@@ -22,7 +22,9 @@ def params() -> list[Param]:
     from gonio.core.scaling.params import ScalingParams
     from gonio.shell.dataclass_params import params_from_dataclass
 
-    return params_from_dataclass(ScalingParams, overrides={"model": {"primary": True}})
+    # filtering.method stays what a bare method= means (as before reflection_selection.method)
+    return params_from_dataclass(ScalingParams, overrides={"model": {"primary": True},
+                                                           "filtering.method": {"primary": True}})
 
 
 def input_table_name(state) -> str | None:
@@ -99,6 +101,8 @@ def model_summary(result) -> str:
     text.append(f"{result.n_used} observations used, {result.n_outliers} rejected as outliers, "
                 f"{result.n_excluded} excluded (flags, partiality, d_min, exclude_images, "
                 "filtering).")
+    if result.selection is not None:
+        text.append(result.selection.summary())
     for k, c in enumerate(result.filtering, 1):
         worst = min(c.delta[np.isfinite(c.delta)], default=float("nan"))
         text.append(f"Delta CC1/2 filtering, cycle {k}: CC1/2 {c.cc_half:.4f}, {len(c.labels)} "
