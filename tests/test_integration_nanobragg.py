@@ -150,32 +150,59 @@ def test_profile_model_has_the_lattice_points_size(integrated):
 
 @pytest.mark.slow
 def test_profile_fitting_matches_the_true_intensities(integrated):
-    """Every resolution shell and zeta range within 1.00 +- 0.02 of the truth to 1.6 A;
-    the outermost shell (1.44-1.6 A, where the detector corners end) within 0.04 (it is
-    1.03 there also with the constant sigma_m of the simulated mosaicity, while its
-    summation is 1.01)."""
+    """Every resolution shell and zeta range within 1.00 +- 0.01 of the truth to 1.6 A, and
+    no drift with resolution (before the reference profiles were freed of their grid's
+    widening, 1.002 at d > 4 A rising to 1.014 at 1.6-1.8 A); the outermost shell
+    (1.44-1.6 A, where the detector corners end) within 0.025 (1.015). (I - I_true) /
+    sigma of unit width."""
     table, truth, result = integrated
     assert result.n_prf > 0.9 * result.n_predicted
     sel, i, v = _selection(table, truth, "prf")
     true = truth["I_expected"]
     assert sel.sum() > 10000
     assert np.corrcoef(i[sel], true[sel])[0, 1] > 0.999
-    assert abs(np.median(i[sel] / true[sel]) - 1) < 0.01
+    assert abs(np.median(i[sel] / true[sel]) - 1) < 0.005
     d, zeta = truth["d_A"], np.abs(truth["zeta"])
-    for name, x, edges, tol in (("d", d, (1.6, 1.8, 2.0, 2.5, 4.0, 99.0), 0.02),
-                                ("d", d, (1.0, 1.6), 0.04),
-                                ("zeta", zeta, (0.0, 0.1, 0.2, 0.4, 1.0), 0.02)):
+    shells = []
+    for name, x, edges, tol in (("d", d, (1.6, 1.8, 2.0, 2.5, 4.0, 99.0), 0.01),
+                                ("d", d, (1.0, 1.6), 0.025),
+                                ("zeta", zeta, (0.0, 0.1, 0.2, 0.4, 1.0), 0.01)):
         for lo, hi in zip(edges[:-1], edges[1:]):
             shell = sel & (x >= lo) & (x < hi)
             assert shell.sum() > 100
-            assert abs(np.median(i[shell] / true[shell]) - 1) < tol, (name, lo, hi)
+            median = np.median(i[shell] / true[shell])
+            assert abs(median - 1) < tol, (name, lo, hi, median)
+            if name == "d" and lo >= 1.6:
+                shells.append(median)
+    assert max(shells) - min(shells) < 0.006, shells
     z = (i[sel] - true[sel]) / np.sqrt(v[sel])
-    assert 0.9 < 1.4826 * np.median(np.abs(z - np.median(z))) < 1.2
+    assert 0.95 < 1.4826 * np.median(np.abs(z - np.median(z))) < 1.1
+
+
+@pytest.mark.slow
+def test_weak_profile_fits_are_unbiased(integrated):
+    """A weak spot's fit, about sum p (c - B) / sum p^2, is right only when its reference
+    profile is as wide as the spot: reflections of 5-20 sigma (chosen by their true
+    intensity, so that noise does not choose them) to 1.8 A within 1 % of the truth in
+    every resolution range (1.013-1.017 while the reference grid widened the profiles by
+    3 %)."""
+    table, truth, _ = integrated
+    flag = table.get_flags(Flags.integrated_prf) & table.get_flags(Flags.integrated_sum)
+    true, d = truth["I_expected"], truth["d_A"]
+    i = table["intensity.prf.value"]
+    strength = true / np.sqrt(np.maximum(table["intensity.sum.variance"], 1e-12))
+    weak = flag & (table["partiality"] > 0.99) & (truth["in_gap"] == 0) & (strength >= 5) \
+        & (strength < 20)
+    for lo, hi in ((2.5, 99.0), (1.8, 2.5)):
+        shell = weak & (d >= lo) & (d < hi)
+        assert shell.sum() > 200
+        assert abs(np.median(i[shell] / true[shell]) - 1) < 0.01, (lo, hi)
 
 
 @pytest.mark.slow
 def test_profile_fitting_with_the_true_mosaicity_meets_the_targets(integrated_true_mosaicity):
-    """Every resolution shell and every zeta range within 1.00 +- 0.02 of the truth, and
+    """Every resolution shell and every zeta range within 1.00 +- 0.01 of the truth
+    (1.003-1.015 before the reference profiles were freed of their grid's widening), and
     (I - I_true) / sigma of unit width: the fit and its variances are right when the
     profile model's width is."""
     table, truth, result = integrated_true_mosaicity
@@ -188,10 +215,10 @@ def test_profile_fitting_with_the_true_mosaicity_meets_the_targets(integrated_tr
         for lo, hi in zip(edges[:-1], edges[1:]):
             shell = sel & (x >= lo) & (x < hi)
             assert shell.sum() > 100
-            assert abs(np.median(i[shell] / true[shell]) - 1) < 0.02, (name, lo, hi)
+            assert abs(np.median(i[shell] / true[shell]) - 1) < 0.01, (name, lo, hi)
     z = (i[sel] - true[sel]) / np.sqrt(v[sel])
-    assert 0.9 < np.std(z) < 1.2
-    assert 0.9 < 1.4826 * np.median(np.abs(z - np.median(z))) < 1.2
+    assert 0.95 < np.std(z) < 1.1
+    assert 0.95 < 1.4826 * np.median(np.abs(z - np.median(z))) < 1.1
 
 
 @pytest.mark.slow

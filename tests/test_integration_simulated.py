@@ -43,7 +43,7 @@ def test_both_lattices_integrate_against_truth(two_lattices):
     table, true, result = two_lattices
     for lattice in (0, 1):
         for kind, flag, tol in (("sum", Flags.integrated_sum, 0.02),
-                                ("prf", Flags.integrated_prf, 0.05)):
+                                ("prf", Flags.integrated_prf, 0.02)):
             i = table[f"intensity.{kind}.value"]
             v = table[f"intensity.{kind}.variance"]
             sel = (table["id"] == lattice) & table.get_flags(flag) & (table["partiality"] > 0.99)
@@ -51,6 +51,22 @@ def test_both_lattices_integrate_against_truth(two_lattices):
             assert sel.sum() > 1000
             assert np.corrcoef(i[sel], true[sel])[0, 1] > 0.995
             assert abs(np.median(i[sel] / true[sel]) - 1) < tol, (lattice, kind)
+
+
+def test_weak_and_strong_profile_fits_agree_with_truth(two_lattices):
+    """The fit of a weak spot leans on the shape of its reference profile, a strong one's
+    is nearly its sum: weak (3-10 sigma, chosen by the true intensity) and strong (> 30
+    sigma) reflections both within 1 % of the truth (weak ones were 1.4 % high while the
+    reference grid widened the profiles)."""
+    table, true, _ = two_lattices
+    i = table["intensity.prf.value"]
+    ok = table.get_flags(Flags.integrated_prf) & table.get_flags(Flags.integrated_sum) \
+        & (table["partiality"] > 0.99)
+    strength = true / np.sqrt(np.maximum(table["intensity.sum.variance"], 1e-12))
+    for lo, hi in ((3.0, 10.0), (30.0, np.inf)):
+        sel = ok & (strength >= lo) & (strength < hi)
+        assert sel.sum() > 500
+        assert abs(np.median(i[sel] / true[sel]) - 1) < 0.01, (lo, hi)
 
 
 def test_overlaps_between_lattices_flagged_and_not_counted_twice(two_lattices):
