@@ -29,6 +29,9 @@ the Lorentz factor of the rotation method). Frame coordinates follow
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..models.experiment import Experiment
@@ -112,11 +115,20 @@ def nearest_rotation_angle(phi2: np.ndarray, ok: np.ndarray, phi_near) -> np.nda
 
 
 def _crossing_angles(experiment: Experiment, hkl: np.ndarray):
-    """:func:`rotation_angles` of reflections ``hkl`` (N, 3) of ``experiment``'s crystal."""
+    """:func:`rotation_angles` of reflections ``hkl`` (N, 3) of ``experiment``'s crystal
+    (a large set in two threads: numpy releases the GIL on large arrays)."""
     g = experiment.goniometer
     s0_datum = g.setting_rotation.T @ experiment.beam.s0
-    p = (hkl @ experiment.crystal.A.T) @ g.fixed_rotation.T
-    return rotation_angles(s0_datum, g.rotation_axis_datum, p)
+    A, F = experiment.crystal.A, g.fixed_rotation
+
+    def angles(part):
+        return rotation_angles(s0_datum, g.rotation_axis_datum, (part @ A.T) @ F.T)
+
+    if len(hkl) < 200_000 or (os.cpu_count() or 1) < 2:
+        return angles(hkl)
+    with ThreadPoolExecutor(2) as ex:
+        done = list(ex.map(angles, np.array_split(hkl, 2)))
+    return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
 
 
 def _check(experiment: Experiment) -> None:
