@@ -20,13 +20,16 @@ incompatible numba) is ignored and overwritten instead of failing the step.
 When a kernel really has to be compiled (a cold cache: new machine, new
 numba, changed source), gonio says so once per unit of kernels before the
 pause (:data:`notify`). The units listed in :data:`UNITS` can also be
-prepared ahead, in background processes (``python -m gonio.core.jit UNIT``,
-one per unit, so that they compile in parallel) that the shell starts when
-it opens a session and finds units never prepared with the installed numba
-(:func:`prepare_in_background`); a step that needs a unit while such a
+prepared ahead, in background processes (``python -m gonio.core.jit UNIT...``,
+one per core beyond the session's, each taking the units nobody prepares yet)
+that the shell starts when it opens a session and finds units never prepared
+with the installed numba (:func:`prepare_in_background`); a step that needs a unit while such a
 process compiles it waits for it rather than compiling it twice (a file
-lock per unit in the cache folder). Units already prepared are loaded in a
-thread while the session opens (:func:`load_in_background`).
+lock per unit in the cache folder), and meanwhile prepares in its own
+process the units it will need next (:func:`prepare_meanwhile`): on two
+cores one background process and the step keep both busy. Units already
+prepared are loaded in a thread while the session opens
+(:func:`load_in_background`).
 
 This module imports numba only inside :func:`njit`: importing it costs
 nothing at start-up.
@@ -44,8 +47,8 @@ import time
 #: points on tiny inputs with the dtypes the steps use, so that every
 #: specialisation a step needs is compiled and cached.
 UNITS: dict[str, tuple[str, float]] = {
-    "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 8.0),
-    "gonio.core.spotfinding": ("gonio.core.spotfinding.warmup:warm_up", 4.0),
+    "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 7.0),
+    "gonio.core.spotfinding": ("gonio.core.spotfinding.warmup:warm_up", 3.0),
     "gonio.core.simulate": ("gonio.core.simulate.kernels:warm_up", 3.0),
     "gonio.core.io.shoebox_kernels": ("gonio.core.io.shoebox_kernels:warm_up", 3.0),
     "gonio.core.export.text_kernels": ("gonio.core.export.text_kernels:warm_up", 2.0),
@@ -60,6 +63,8 @@ _ENV_OFF = "GONIO_PREPARE_KERNELS"  # "0": no background preparation or loading
 _LOCK_WAIT = 300.0  # s: the longest a step waits for another process compiling its kernels
 _told: set[str] = set()  # units already announced in this process
 _held: dict[str, tuple[int, object]] = {}  # unit -> (lock fd, cache that took it)
+_meanwhile: list[str] = []  # units this process needs later (prepare_meanwhile)
+_helping: list[bool] = [False]  # preparing them now (no nested helping)
 
 
 def cache_dir() -> str:
@@ -193,11 +198,44 @@ def _wait_or_lock(cache) -> bool:
     if fd is None and os.path.exists(os.path.join(_state_dir(), unit + ".lock")):
         _say(f"waiting for another gonio process preparing the kernels of "
              f"{unit.rsplit('.', 1)[-1]} for this machine (once)")
-        fd = _lock(unit, wait=True)
+        fd = _help_while_waiting(unit)
+        if fd is None:
+            fd = _lock(unit, wait=True)
         waited = True
     if fd is not None:
         _held[unit] = (fd, cache)
     return waited
+
+
+def prepare_meanwhile(units) -> None:
+    """Declare the units this process will need (in the order it needs them): when a
+    step has to wait for another process preparing one unit, it prepares those of
+    these that nobody prepared or is preparing, instead of idling (work sharing);
+    only units that compile faster than the one it waits for (:data:`UNITS`), so
+    that the step is not delayed by a unit needed much later."""
+    _meanwhile[:] = [u for u in units if u in UNITS]
+
+
+def _help_while_waiting(busy: str) -> int | None:
+    """Prepare units of :data:`_meanwhile` while another process holds ``busy``;
+    returns the lock of ``busy`` when it was freed meanwhile (else None)."""
+    if _helping[0]:
+        return None
+    _helping[0] = True
+    try:
+        for unit in _meanwhile:
+            fd = _lock(busy, wait=False)
+            if fd is not None:
+                return fd
+            if (unit != busy and unit not in _held and UNITS[unit][1] <= UNITS[busy][1]
+                    and not is_prepared(unit)):
+                try:
+                    prepare(unit, wait=False)
+                except Exception:  # that unit's own step meets and reports any problem
+                    pass
+        return None
+    finally:
+        _helping[0] = False
 
 
 def _announce(cache) -> None:
@@ -360,10 +398,16 @@ def load_in_background(units=None):
     return thread
 
 
-def prepare_in_background(units=None) -> list:
-    """Start ``python -m gonio.core.jit UNIT``, one process per unit never prepared in
-    this cache folder (they compile in parallel, on the cores the step leaves idle).
+def prepare_in_background(units=None, nice: int = 10) -> list:
+    """Start ``python -m gonio.core.jit UNIT...`` to prepare the ``units`` (in that
+    order) never prepared in this cache folder: one process per core beyond the one
+    the session uses (one process on two cores: more would only share the core, and
+    delay the unit needed first), each starting with another unit and going on with
+    the others that nobody is preparing.
 
+    They run at the priority ``nice`` (10: they take only the cores other
+    programs leave idle, for units prepared ahead of a need; 0 when the steps
+    about to run wait for them: the first run of a script, such as ``gonio demo``).
     Returns the processes (none when all are prepared, the folder cannot be
     written, or ``GONIO_PREPARE_KERNELS=0``). They outlive the shell if need
     be: the work is done once per machine and user.
@@ -377,10 +421,11 @@ def prepare_in_background(units=None) -> list:
 
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir())
     procs = []
-    for unit in todo:
+    for k in range(max(1, min(len(todo), (os.cpu_count() or 2) - 1))):
         try:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "gonio.core.jit", unit], env=env,
+                [sys.executable, "-m", "gonio.core.jit", f"--nice={int(nice)}", *todo[k:],
+                 *todo[:k]], env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True))
         except OSError:
@@ -390,14 +435,19 @@ def prepare_in_background(units=None) -> list:
 
 def main(units: list[str]) -> int:
     """Prepare ``units`` (all of :data:`UNITS` when empty) in turn, skipping those that
-    another process is preparing. At a lower priority: the step running meanwhile keeps
-    its core, and the preparation takes the cores it leaves idle."""
+    another process is preparing or has prepared. At a lower priority (``--nice=N``
+    first, 10 by default): the step running meanwhile keeps its core, and the
+    preparation takes the cores it leaves idle."""
+    nice = 10
+    if units and units[0].startswith("--nice="):
+        nice, units = int(units[0].split("=", 1)[1]), units[1:]
     try:
-        os.nice(10)
+        if nice:
+            os.nice(nice)
     except (AttributeError, OSError):  # pragma: no cover - no nice (Windows)
         pass
     for unit in units or list(UNITS):
-        if unit in UNITS:
+        if unit in UNITS and not is_prepared(unit):
             seconds = prepare(unit, wait=False)
             print(f"{unit}: " + (f"{seconds:.1f} s" if seconds is not None else "busy"),
                   flush=True)

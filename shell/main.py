@@ -71,8 +71,10 @@ def prepare_kernels(lines: list[str] | None = None) -> None:
     """Start compiling, in a background process, the kernels that the commands
     ``lines`` need (all units when None: an interactive session) and that this
     machine never prepared (the first command's own units are left to that
-    command, which compiles them meanwhile in this process); and start loading
-    those already prepared in a thread, while the session opens."""
+    command, which compiles them meanwhile in this process; and a command that
+    has to wait for the background process prepares the units the commands need
+    next meanwhile); and start loading those already prepared in a thread, while
+    the session opens."""
     from gonio.core import jit
 
     if lines is None:
@@ -81,10 +83,11 @@ def prepare_kernels(lines: list[str] | None = None) -> None:
         return
     steps = [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
     needed = list(dict.fromkeys(u for step in steps for u in STEP_KERNELS.get(step, ())))
-    first = tuple(u for u in STEP_KERNELS.get(steps[0], ())
-                  if u not in LATER_KERNELS.get(steps[0], ())) if steps else ()
-    if [u for u in needed if u not in first]:
-        jit.prepare_in_background([u for u in needed if u not in first])
+    later = LATER_KERNELS.get(steps[0], ()) if steps else ()
+    first = tuple(u for u in STEP_KERNELS.get(steps[0], ()) if u not in later) if steps else ()
+    if [u for u in needed if u not in first]:  # the next steps wait for them: nice 0
+        jit.prepare_in_background([u for u in needed if u not in first], nice=0)
+    jit.prepare_meanwhile([u for u in needed if u not in later])
     if needed:
         jit.load_in_background(needed)
 

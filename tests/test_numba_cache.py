@@ -178,3 +178,101 @@ def test_a_numba_upgrade_makes_units_unprepared(tmp_path, monkeypatch):
     assert not jit.is_prepared(unit)
     monkeypatch.setenv("GONIO_PREPARE_KERNELS", "0")
     assert jit.prepare_in_background([unit]) == []  # switched off
+
+
+def test_a_waiting_step_prepares_the_units_it_needs_next(install, tmp_path):
+    """While another process holds the lock of the unit a step needs, the step prepares
+    the other units its commands need that compile faster (work sharing: two cores,
+    two processes busy), then loads what the other process compiled."""
+    src, env = install
+    (src / "tiny_other.py").write_text(KERNELS.replace("weighted_sum", "other_sum") + textwrap.dedent('''
+        def warm_up():
+            v = np.ones(3)
+            other_sum(v, v)
+    '''))
+    holder = textwrap.dedent('''
+        import sys, time
+        sys.path.insert(0, sys.argv[1])
+        from gonio.core import jit
+        fd = jit._lock("tiny_kernels", wait=False)
+        print("locked", flush=True)
+        time.sleep(4.0)
+        import numpy as np, tiny_kernels
+        v = np.arange(10, dtype=np.float64)
+        jit._held["tiny_kernels"] = (fd, None)
+        tiny_kernels.weighted_sum(v, v)
+        jit._unlock(fd)
+    ''')
+    step = textwrap.dedent('''
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import numpy as np
+        from gonio.core import jit
+        jit.UNITS.update(tiny_kernels=("tiny_kernels:nothing", 1.0),
+                         tiny_other=("tiny_other:warm_up", 1.0),
+                         tiny_later=("tiny_other:warm_up", 9.0))
+        jit.prepare_meanwhile(["tiny_kernels", "tiny_later", "tiny_other"])
+        import tiny_kernels, tiny_other
+        v = np.arange(10, dtype=np.float64)
+        print("RESULT", tiny_kernels.weighted_sum(v, v))
+        print("MISSES", sum(tiny_kernels.weighted_sum.stats.cache_misses.values()))
+        print("OTHER", sum(tiny_other.other_sum.stats.cache_misses.values()),
+              jit.is_prepared("tiny_other"), jit.is_prepared("tiny_later"))
+    ''')
+    p = subprocess.Popen([sys.executable, "-c", holder, str(src)], env=env,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        r = subprocess.run([sys.executable, "-c", step, str(src)], env=env,
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        p.wait(timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert float(out["RESULT"]) == 285.0
+    assert int(out["MISSES"]) == 0  # loaded what the other process compiled
+    # compiled here meanwhile, and marked prepared; not the unit that takes longer to
+    # compile than the one waited for (it would delay the step)
+    assert out["OTHER"] == "1 True False"
+    assert "waiting for another gonio process" in r.stderr
+    assert "preparing kernels for this machine, once: ~1 s (tiny_other)" in r.stderr
+
+
+@pytest.mark.parametrize("cores, expected", [
+    (2, [["a", "b", "c"]]),  # one process besides the session's: in the order needed
+    (4, [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]),
+    (1, [["a", "b", "c"]]),
+])
+def test_one_background_process_per_spare_core(tmp_path, monkeypatch, cores, expected):
+    from gonio.core import jit
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("GONIO_PREPARE_KERNELS", raising=False)
+    for unit in "abc":
+        monkeypatch.setitem(jit.UNITS, unit, (f"{unit}:warm_up", 1.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: started.append(args[3:]) or kw)
+    assert len(jit.prepare_in_background(["a", "b", "c"])) == len(expected)
+    assert started == [["--nice=10", *units] for units in expected]
+    started.clear()  # units the next steps of a script wait for: at the normal priority
+    jit.prepare_in_background(["a", "b", "c"], nice=0)
+    assert started == [["--nice=0", *units] for units in expected]
+
+
+def test_the_demo_prepares_the_spot_finding_kernels_while_it_simulates(monkeypatch):
+    """``gonio demo`` compiles the simulator's kernels itself (its first step) and starts
+    one background preparation, at the normal priority, of the spot-finding units in the
+    order findspots needs them; while it waits for one it prepares the others."""
+    from gonio.core import jit
+    from gonio.shell import main
+    from gonio.shell.demo import SCRIPT
+
+    calls = []
+    monkeypatch.setattr(jit, "prepare_in_background", lambda u, nice=10: calls.append((u, nice)))
+    monkeypatch.setattr(jit, "load_in_background", lambda u=None: None)
+    monkeypatch.setattr(jit, "_meanwhile", [])
+    main.prepare_kernels(main.split_commands(SCRIPT.read_text()))
+    threshold, spotfinding = "gonio.core.spotfinding.threshold", "gonio.core.spotfinding"
+    assert calls == [([threshold, spotfinding], 0)]
+    assert jit._meanwhile == ["gonio.core.simulate", threshold, spotfinding]

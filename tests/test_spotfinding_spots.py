@@ -242,3 +242,17 @@ def test_two_panel_detector():
     assert set(panel) == {0, 1}
     assert np.array_equal(strong["shoebox"].panel, strong["panel"])
     assert np.all(strong["bbox"][panel == 0, 1] <= cut)
+
+
+def test_select_spots_keeps_the_pixels_of_kept_spots_renumbered_in_order():
+    label = np.array([0, 1, 0, 2, 3, 1, 3, 3])
+    pix = SpotPixels(np.arange(8, dtype=np.int32), np.arange(8) + 10, np.arange(8) + 20,
+                     np.arange(8, dtype=np.float32) * 1.5, label)
+    sel = pix.select_spots(np.array([True, False, False, True]))
+    assert sel.label.tolist() == [0, 0, 1, 1, 1]  # spots 0 and 3, numbered 0 and 1
+    assert sel.z.tolist() == [0, 2, 4, 6, 7] and sel.x.tolist() == [20, 22, 24, 26, 27]
+    assert sel.value.tolist() == [0.0, 3.0, 6.0, 9.0, 10.5]
+    assert [a.dtype for a in (sel.z, sel.y, sel.x, sel.value, sel.label)] == \
+        [np.int64] * 3 + [np.float64, np.int64]
+    assert pix.select_spots(np.ones(4, bool)) is pix
+    assert len(pix.select_spots(np.zeros(4, bool)).label) == 0

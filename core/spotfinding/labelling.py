@@ -29,9 +29,12 @@ def _find(parent, a):
 
 
 @njit
-def _union_steps(key, x, y, nx, ny, twod, parent):
-    """Join each pixel to its x+1, y+1 and (unless twod) z+1 neighbours."""
+def _label(key, x, y, nx, ny, twod):
+    """Label of each pixel: each pixel joined to its x+1, y+1 and (unless twod)
+    z+1 neighbours, then the components numbered by their first pixel (one
+    kernel: each kernel costs compilation time on the first run)."""
     n = len(key)
+    parent = np.arange(n)
     steps = (1, nx, nx * ny)
     for k in range(2 if twod else 3):
         step = steps[k]
@@ -48,21 +51,15 @@ def _union_steps(key, x, y, nx, ny, twod, parent):
                 ra, rb = _find(parent, a), _find(parent, b)
                 if ra != rb:
                     parent[max(ra, rb)] = min(ra, rb)
-
-
-@njit
-def _number_components(parent):
-    """Label of each pixel, components numbered by their first pixel."""
-    n = len(parent)
-    label_of_root = np.full(n, -1, np.int64)
     labels = np.empty(n, np.int64)
     n_labels = 0
     for a in range(n):
         r = _find(parent, a)
-        if label_of_root[r] < 0:
-            label_of_root[r] = n_labels
+        if r == a:  # a root is the first pixel of its component (the smallest index)
+            labels[a] = n_labels
             n_labels += 1
-        labels[a] = label_of_root[r]
+        else:
+            labels[a] = labels[r]
     return labels
 
 
@@ -77,7 +74,5 @@ def label_pixels(z: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int, 
         return np.zeros(0, np.int64)
     ny, nx = shape
     key = (np.asarray(z, np.int64) * ny + y) * nx + x
-    parent = np.arange(len(x), dtype=np.int64)
-    _union_steps(key, np.asarray(x, np.int64), np.asarray(y, np.int64), int(nx), int(ny),
-                 bool(twod), parent)
-    return _number_components(parent)
+    return _label(key, np.asarray(x, np.int64), np.asarray(y, np.int64), int(nx), int(ny),
+                  bool(twod))

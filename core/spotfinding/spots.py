@@ -50,30 +50,18 @@ class SpotPixels:
         return np.bincount(self.label, minlength=self.n_spots)
 
     def select_spots(self, keep: np.ndarray) -> SpotPixels:
-        """Only pixels of spots with keep[label]; labels renumbered 0..k-1 in order."""
+        """Only pixels of spots with keep[label]; labels renumbered 0..k-1 in order.
+
+        Whole-array numpy (as fast as a kernel here, and nothing to compile).
+        """
+        keep = np.asarray(keep, np.bool_)
         if keep.all():
             return self
-        return SpotPixels(*_select(np.asarray(keep, np.bool_), np.asarray(self.label, np.int64),
-                                   np.asarray(self.z, np.int64), np.asarray(self.y, np.int64),
-                                   np.asarray(self.x, np.int64), np.asarray(self.value, np.float64)))
-
-
-@njit
-def _select(keep, label, z, y, x, value):
-    """(z, y, x, value, label) of the pixels of kept spots, labels renumbered (one pass)."""
-    new = np.cumsum(keep) - 1
-    n = 0
-    for a in range(len(label)):
-        n += keep[label[a]]
-    out = (np.empty(n, z.dtype), np.empty(n, y.dtype), np.empty(n, x.dtype),
-           np.empty(n, value.dtype), np.empty(n, label.dtype))
-    k = 0
-    for a in range(len(label)):
-        if keep[label[a]]:
-            out[0][k], out[1][k], out[2][k], out[3][k] = z[a], y[a], x[a], value[a]
-            out[4][k] = new[label[a]]
-            k += 1
-    return out
+        label = np.asarray(self.label, np.int64)
+        sel = keep[label]
+        return SpotPixels(np.asarray(self.z, np.int64)[sel], np.asarray(self.y, np.int64)[sel],
+                          np.asarray(self.x, np.int64)[sel],
+                          np.asarray(self.value, np.float64)[sel], (np.cumsum(keep) - 1)[label[sel]])
 
 
 @dataclass

@@ -60,7 +60,8 @@ numba's slice assignment (which copies through a temporary).
 
 Kernels are declared with :func:`gonio.core.jit.njit` (nogil, cached on disk) and compile
 on first call; integer and float counts each compile only their own path
-(:func:`_local_pass`).
+(:func:`_local_pass`); the kernels called from one place are inlined into their
+caller (``_inline``: a shorter compilation on the first run).
 """
 
 from __future__ import annotations
@@ -83,9 +84,15 @@ ALGORITHMS = (DISPERSION_EXTENDED, DISPERSION)
 # No kernel here divides by zero: numpy's error model spares compiling an exception
 # path for every division and modulo (a shorter compilation, the same results).
 _kernel = njit(error_model="numpy")
+# Kernels called from one place only (or tiny ones) are inlined where numba types their
+# caller: a kernel of its own is finalised, optimised and emitted as machine code once
+# for itself and again inside each caller that links it (shorter compilation, the same
+# speed). Not for a kernel whose callers rely on numba pruning its branches on a
+# None-typed argument (``_local_pass``'s markers): inlined code keeps both branches.
+_inline = njit(error_model="numpy", inline="always")
 
 
-@_kernel
+@_inline
 def _enter_row(row, static_row, lo, sat_hi, f, w, f_out, w_out, cm, cx, cy):
     """The window moves down a row: the row's contributions (f = 1 where the
     pixel is summed: static, lo < v < sat_hi; w = its value there, else 0)
@@ -105,7 +112,7 @@ def _enter_row(row, static_row, lo, sat_hi, f, w, f_out, w_out, cm, cx, cy):
         w[i] = a
 
 
-@_kernel
+@_inline
 def _enter_row_packed(row, static_row, lo, sat_hi, bits, clip, p, p_out, cp, cy):
     """As :func:`_enter_row` with count and sum packed in one integer,
     v * 2**bits + f (the count in the low ``bits`` bits), so that one
@@ -135,13 +142,13 @@ def _enter_row_packed(row, static_row, lo, sat_hi, bits, clip, p, p_out, cp, cy)
     return clip != 0 and (v_max >= clip or v_min <= -clip)
 
 
-@_kernel
+@_inline
 def _unpack(p, bits):
     """(n, S) from a packed sum S * 2**bits + n (integer counts only)."""
     return p & ((1 << bits) - 1), p >> bits
 
 
-@_kernel
+@_inline
 def _valid_row(row, static_row, lo, hi, valid):
     """valid = static and lo < v < hi (0/1)."""
     for i in range(len(row)):
@@ -182,7 +189,7 @@ def _window_row(padded, out):
             out[i] = (out[i] if t else 0) + (a[i] + b[i]) + (c[i] + d[i])
 
 
-@_kernel
+@_inline
 def _dispersed(m, x, y, gain, nsig_b):
     """The dispersion test on window sums n = m, S = x, Q = y (floats):
     n Q - S^2 > gain S (n - 1 + nsig_b sqrt(2 (n - 1)))."""
@@ -356,7 +363,7 @@ def _test_maybe(image, static, lo, sat_hi, r, ky, kx, mode, gain, nsig_b, nsig_s
     return n_found
 
 
-@_kernel
+@_inline
 def _direct_sums(image, static, lo, sat_hi, r, i, ky, kx):
     """Count, sum and sum of squares (int64, exact) of the window of (r, i), summed directly."""
     ny, nx = image.shape
@@ -371,7 +378,7 @@ def _direct_sums(image, static, lo, sat_hi, r, i, ky, kx):
     return m, x, y
 
 
-@_kernel
+@_inline
 def _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold, wm, wx, wy, out, found,
                 n_found):
     """The full test on pixel (r, i), which passed the prefilter (window sums
@@ -388,7 +395,7 @@ def _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold, wm, wx, wy, 
     return n_found
 
 
-@_kernel
+@_inline
 def _extended_rows(r_done, image, static, lo, sat_hi, signal, found, n_found, gain, nsig_s,
                    threshold, ext):
     """Second stage of dispersion_extended on the rows that the first pass,
@@ -435,7 +442,7 @@ def _extended_rows(r_done, image, static, lo, sat_hi, signal, found, n_found, ga
         state[3], state[4] = p + 1, k
 
 
-@_kernel
+@_inline
 def _erode_row(signal, candidates, q, h, col_set, rows, core, cores, n_core):
     """Marks in ``core`` (and appends to ``cores`` after the first
     ``n_core``) the candidates of row q (flat indices, in order) whose
@@ -579,7 +586,7 @@ def _test_row(image, static, lo, sat_hi, cores, p, ky, kx, gain, nsig_s, thresho
     return n_strong
 
 
-@_kernel
+@_inline
 def _is_strong(v, m, x, gain, nsig_s):
     """v >= mean + nsig_s sqrt(gain mean), mean = x / m (0 when m < 2)."""
     mean = x / m if m >= 2 else 0.0

@@ -1,10 +1,12 @@
 """Compile (or load from the cache) the spot-finding kernels on tiny inputs.
 
 Called by :mod:`gonio.core.jit` to prepare the kernels ahead of the first
-``findspots`` (see ``UNITS`` there), in two units that compile in parallel
-processes: the threshold kernels (:func:`warm_up_threshold`, most of the
+``findspots`` (see ``UNITS`` there), in two units that can compile in two
+processes at once: the threshold kernels (:func:`warm_up_threshold`, most of the
 compilation) and the rest (:func:`warm_up`: labelling, spot measurement and
-the shoebox columns of the strong table). Both make the calls
+writing the shoebox column of the strong table; reading shoeboxes back belongs
+to the unit of :mod:`gonio.core.io.shoebox_kernels`, which a step needs only
+when it loads a table from a file). Both make the calls
 :func:`gonio.core.spotfinding.finder.find_spots` makes, with its argument
 types: every integer image is thresholded as int32 (int64 for 32-bit
 unsigned and wider counts) and strong-pixel values are measured as float64,
@@ -41,7 +43,7 @@ def warm_up_threshold() -> None:
 
 
 def warm_up() -> None:
-    from ..io.dials_refl import refl_from_bytes, refl_to_bytes
+    from ..io.dials_refl import refl_to_bytes
     from .finder import _table
     from .labelling import label_pixels
     from .spots import SpotPixels, make_shoeboxes, measure_spots
@@ -59,4 +61,4 @@ def warm_up() -> None:
     keep = np.ones(len(spots.intensity), bool)
     keep[0] = False
     shoeboxes = make_shoeboxes(pix.select_spots(keep), spots.bbox[keep], 0)
-    refl_from_bytes(refl_to_bytes(_table(spots, keep, 0, shoeboxes)))
+    refl_to_bytes(_table(spots, keep, 0, shoeboxes))
