@@ -66,34 +66,40 @@ def mcd_inliers(residuals: np.ndarray, threshold_probability: float = 0.975,
             P = np.linalg.pinv(cov)
         return np.sum((d @ P) * d, axis=1)
 
-    def c_steps(data, idx, hh, n_steps):
-        det = np.inf
-        for _ in range(n_steps):
-            mu, cov = mean_cov(data[idx])
-            new_det = np.linalg.det(cov)
-            idx = np.argpartition(dist2(mu, cov, data), hh - 1)[:hh]
-            if new_det >= det * (1 - 1e-12):
-                break
-            det = new_det
-        return idx, det
-
     # FAST-MCD: the random starts and their first C-steps on a subsample of at most
     # 1500 rows, the best few then iterated to convergence on all rows
     sub = x if n <= 1500 else x[rng.choice(n, 1500, replace=False)]
     h_sub = (len(sub) + p + 1) // 2
-    trials = []
-    for _ in range(n_starts):
-        start = rng.choice(len(sub), p + 1, replace=False)
-        mu, cov = mean_cov(sub[start])
-        idx = np.argpartition(dist2(mu, cov + 1e-12 * np.eye(p), sub), h_sub - 1)[:h_sub]
-        trials.append(c_steps(sub, idx, h_sub, 2))
-    trials.sort(key=lambda t: t[1])
-    best_fits = []
-    for idx, _ in trials[:3]:
-        mu, cov = mean_cov(sub[idx])
-        start = np.argpartition(dist2(mu, cov, x), h - 1)[:h]
-        best_fits.append(c_steps(x, start, h, 100))
-    best = min(best_fits, key=lambda t: t[1])[0]
+    starts = np.array([rng.choice(len(sub), p + 1, replace=False) for _ in range(n_starts)])
+    # all starts at once (their first two C-steps: mean and covariance of the h nearest
+    # rows, then the h rows nearest to those), as stacks of means and covariances
+    mu, cov = _stacked_mean_cov(sub[starts])
+    idx = _stacked_nearest(sub, mu, cov + 1e-12 * np.eye(p), h_sub)
+    mu, cov = _stacked_mean_cov(sub[idx])
+    det1 = np.linalg.det(cov)
+    idx = _stacked_nearest(sub, mu, cov, h_sub)
+    mu, cov = _stacked_mean_cov(sub[idx])
+    det2 = np.linalg.det(cov)
+    ends = _stacked_nearest(sub, mu, cov, h_sub)
+    # a start's determinant: the last before it stopped falling
+    det = np.where(det2 >= det1 * (1 - 1e-12), det1, det2)
+    # the three best iterated to convergence on all rows, side by side
+    best3 = ends[np.argsort(det, kind="stable")[:3]]
+    mu, cov = _stacked_mean_cov(sub[best3])
+    idx = _stacked_nearest(x, mu, cov, h)
+    det = np.full(len(idx), np.inf)
+    active = np.ones(len(idx), bool)
+    for _ in range(100):  # C-steps until the determinant stops falling, for each
+        mu, cov = _stacked_mean_cov(x[idx])
+        new_det = np.linalg.det(cov)
+        new_idx = _stacked_nearest(x, mu, cov, h)
+        idx[active] = new_idx[active]
+        stop = active & (new_det >= det * (1 - 1e-12))
+        det[active & ~stop] = new_det[active & ~stop]
+        active &= ~stop
+        if not active.any():
+            break
+    best = idx[np.argmin(det)]
     mu, cov = mean_cov(x[best])
     d2 = dist2(mu, cov, x)
     cov *= np.median(d2) / chi2_ppf(0.5, p)  # consistency with the normal distribution
@@ -101,6 +107,33 @@ def mcd_inliers(residuals: np.ndarray, threshold_probability: float = 0.975,
     keep = dist2(mu, cov, x) <= cut
     mu, cov = mean_cov(x[keep])  # reweighting step
     return dist2(mu, cov, everything) <= cut
+
+
+def _stacked_mean_cov(rows: np.ndarray):
+    """Means (S, p) and covariances (S, p, p) of S sets of rows (S, m, p)."""
+    mu = rows.sum(axis=1) / rows.shape[1]
+    d = rows - mu[:, None, :]
+    return mu, np.matmul(d.transpose(0, 2, 1), d) / (rows.shape[1] - 1)
+
+
+def _stacked_nearest(data: np.ndarray, mu: np.ndarray, cov: np.ndarray, h: int):
+    """For each of S (mean, covariance): the h rows of ``data`` nearest in Mahalanobis
+    distance, (S, h) indices. The squared distances (x - mu)' P (x - mu) of all rows
+    for all S at once, as one product of the rows' quadratic and linear terms with
+    each (mean, covariance)'s coefficients."""
+    try:
+        P = np.linalg.inv(cov)
+    except np.linalg.LinAlgError:
+        P = np.linalg.pinv(cov)
+    p = data.shape[1]
+    iu, ju = np.triu_indices(p)
+    terms = np.concatenate([data[:, iu] * data[:, ju], data], axis=1)  # (m, p(p+1)/2 + p)
+    quad = P[:, iu, ju] * np.where(iu == ju, 1.0, 2.0)  # x' P x: off-diagonals twice
+    Pmu = np.matmul(P, mu[:, :, None])[:, :, 0]
+    coef = np.concatenate([quad, -2.0 * Pmu], axis=1)  # (S, ...)
+    const = np.einsum("si,si->s", mu, Pmu)
+    d2 = coef @ terms.T + const[:, None]
+    return np.argpartition(d2, h - 1, axis=1)[:, :h]
 
 
 def sauter_poon_inliers(dx_mm: np.ndarray, dy_mm: np.ndarray, fraction: float = 0.4,
