@@ -31,3 +31,13 @@ def test_defaults_are_those_of_dials_index():
     assert r.reflections_per_degree == 50 and r.bin_size_fraction == 0.0
     assert r.outlier_algorithm == "mcd" and r.tukey_iqr_multiplier == 1.5
     assert r.close_to_spindle_cutoff == 0.02
+
+
+def test_max_lattices_below_one_is_refused():
+    import pytest
+
+    from gonio.shell.commands import lookup
+    from gonio.shell.params import ParameterError
+
+    with pytest.raises(ParameterError, match="max_lattices must be >= 1"):
+        lookup("index").paramset.parse(["max_lattices=0"], cwd=".")

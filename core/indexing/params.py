@@ -85,7 +85,7 @@ class IndexParams:
         "on its own (DIALS's Auto stops and asks instead).",
         "indexing.joint_indexing", type="bool")
     max_lattices: int = _p(1, "Search for up to this many lattices among the unindexed spots.",
-                           "indexing.multiple_lattice_search.max_lattices")
+                           "indexing.multiple_lattice_search.max_lattices", min=1)
     refinement: RefinementParams = field(
         default_factory=RefinementParams,
         metadata={"help": "Refinement parameters.", "dials": "refinement", "units": ""})
