@@ -116,3 +116,20 @@ def combine(sweeps: list[Synthetic]) -> Synthetic:
                      ReflectionTable.concatenate(tables),
                      np.concatenate([s.g_true for s in sweeps]),
                      np.concatenate([s.i_true for s in sweeps]))
+
+
+def scale_deviation(g, g_ref, d):
+    """log(g / g_ref) after removing a free overall scale and relative B (which scaling
+    cannot fix): (deviations, fitted (log scale, B))."""
+    lr = np.log(g / g_ref)
+    x = np.column_stack([np.ones(len(lr)), 1 / (2 * d ** 2)])
+    coef = np.linalg.lstsq(x, lr, rcond=None)[0]
+    return lr - x @ coef, coef
+
+
+def deviation_from_truth(table, g_true):
+    """:func:`scale_deviation` of the refined inverse scale factors of the scaled rows
+    from the applied ones."""
+    used = table.get_flags(Flags.scaled)
+    return scale_deviation(table["inverse_scale_factor"][used], g_true[used],
+                           table["d"][used])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import data_path
-from scaling_synthetic import combine, make_sweep
+from scaling_synthetic import combine, deviation_from_truth, make_sweep
 
 from gonio.core.reflection_table import Flags
 from gonio.core.scaling import ScalingParams, scale
@@ -29,11 +29,7 @@ def sweep(expt):
 
 def _rms_from_truth(table, g_true):
     """rms of log(g / g_true) after removing the free overall scale and B."""
-    used = table.get_flags(Flags.scaled)
-    lr = np.log(table["inverse_scale_factor"][used] / g_true[used])
-    x = np.column_stack([np.ones(used.sum()), 1 / (2 * table["d"][used] ** 2)])
-    dev = lr - x @ np.linalg.lstsq(x, lr, rcond=None)[0]
-    return float(np.sqrt(np.mean(dev ** 2)))
+    return float(np.sqrt(np.mean(deviation_from_truth(table, g_true)[0] ** 2)))
 
 
 def test_fill_classes_reproduces_dials_worked_example():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import data_path
-from scaling_synthetic import combine, make_sweep
+from scaling_synthetic import combine, deviation_from_truth, make_sweep
 
 from gonio.core.merging import merge_equivalents
 from gonio.core.reflection_table import Flags
@@ -22,19 +22,10 @@ def sweep(expt):
     return make_sweep(expt, d_min=2.5)
 
 
-def _deviation_from_truth(table, g_true):
-    """log(g / g_true) after removing the free overall scale and B (scaling cannot fix them)."""
-    used = table.get_flags(Flags.scaled)
-    lr = np.log(table["inverse_scale_factor"][used] / g_true[used])
-    x = np.column_stack([np.ones(used.sum()), 1 / (2 * table["d"][used] ** 2)])
-    coef = np.linalg.lstsq(x, lr, rcond=None)[0]
-    return lr - x @ coef, coef
-
-
 @pytest.mark.parametrize("level", [None, "medium"])
 def test_refined_scales_follow_the_applied_ones(sweep, level):
     exps, table, result = scale(sweep.experiments, sweep.table, ScalingParams(absorption_level=level))
-    dev, _ = _deviation_from_truth(table, sweep.g_true)
+    dev, _ = deviation_from_truth(table, sweep.g_true)
     assert np.sqrt(np.mean(dev ** 2)) < 0.01
     assert np.percentile(np.abs(dev), 99) < 0.02
     # the model is stored as DIALS stores it
@@ -98,7 +89,7 @@ def test_two_sweeps_scaled_together_kb_and_physical(expt):
     assert exps[1].scaling_model["__id__"] == "KB"
     # the physical model of each sweep finds the same relative scale
     _, table2, _ = scale(both.experiments, both.table, ScalingParams())
-    dev, _ = _deviation_from_truth(table2, both.g_true)
+    dev, _ = deviation_from_truth(table2, both.g_true)
     assert np.sqrt(np.mean(dev ** 2)) < 0.01
 
 
