@@ -18,6 +18,24 @@ def data_path(*parts: str) -> Path:
     return p
 
 
+def run_ok(session, line: str):
+    """Run a shell line that must succeed; its Result."""
+    r = session.run_line(line)
+    assert r.ok, r.text
+    return r
+
+
+def run_fail(session, line: str) -> str:
+    """Run a shell line that must fail with a one-paragraph error and leave the session
+    exactly as it was (same head, no step recorded); the error text."""
+    head, n_steps = session.head, len(session.history.steps())
+    r = session.run_line(line)
+    assert not r.ok, r.text
+    assert r.text.startswith("Error: ") and "Traceback" not in r.text
+    assert session.head == head and len(session.history.steps()) == n_steps
+    return r.text
+
+
 @pytest.fixture
 def session(tmp_path):
     from gonio.shell.session import Session

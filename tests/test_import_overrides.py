@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import data_path
+from conftest import data_path, run_ok
 
 AXIS = "goniometer.axis=-107,-122,0"
 
-
-def run_ok(session, line):
-    r = session.run_line(line)
-    assert r.ok, r.text
-    return r
 
 
 def _detector_origins(experiments):

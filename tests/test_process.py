@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_ok as ok
 
 from gonio.core.io.dials_expt import read_expt
 from gonio.shell.commands import lookup
@@ -29,11 +30,6 @@ def simulate_sweep(folder, seed=1):
     simulate(SimulationParams.from_preset("lysozyme", output=str(folder), seed=seed, **SIM))
     return f"{folder}/image_#####.cbf"
 
-
-def ok(session, line):
-    r = session.run_line(line)
-    assert r.ok, r.text
-    return r
 
 
 @pytest.fixture(scope="module")

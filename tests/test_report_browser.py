@@ -11,13 +11,8 @@ import pytest
 
 from gonio.shell.session import Session
 from tests.conftest import data_path
+from tests.conftest import run_ok as ok
 from tests.report_browser import non_blank, render
-
-
-def ok(s, line):
-    r = s.run_line(line)
-    assert r.ok, r.text
-    return r
 
 
 def _sections(html: str) -> list[str]:

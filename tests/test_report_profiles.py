@@ -8,16 +8,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from conftest import run_ok as ok
 
 from gonio.core.report.html import figure_json
 from gonio.shell.commands.report import data_sections
 from gonio.shell.session import Session
-
-
-def ok(s, line):
-    r = s.run_line(line)
-    assert r.ok, r.text
-    return r
 
 
 def test_report_draws_the_reference_profiles_integrate_kept(tmp_path):

@@ -4,31 +4,21 @@ write the model DIALS reads, and bad values leave the session as it was."""
 from __future__ import annotations
 
 import pytest
-from conftest import data_path
+from conftest import data_path, run_fail, run_ok
 
 from gonio.core.reflection_table import Flags
-
-
-def _run(session, line, ok=True):
-    head, n = session.head, len(session.history.steps())
-    r = session.run_line(line)
-    assert r.ok == ok, r.text
-    if not ok:
-        assert r.text.startswith("Error: ") and "Traceback" not in r.text
-        assert session.head == head and len(session.history.steps()) == n
-    return r.text
 
 
 @pytest.fixture
 def one_sweep(session):
     expt = data_path("l_cysteine_4_sweeps_scaled", "scaled_30.expt")
     refl = data_path("l_cysteine_4_sweeps_scaled", "scaled_30.refl")
-    _run(session, f"import {expt} {refl}")
+    run_ok(session, f"import {expt} {refl}")
     return session
 
 
 def test_array_model_and_dials_error_model_through_the_shell(one_sweep):
-    text = _run(one_sweep, "scale model=array n_absorption_bins=2 minimisation=individual")
+    text = run_ok(one_sweep, "scale model=array n_absorption_bins=2 minimisation=individual").text
     assert "array" in text and "Error model" in text
     sm = one_sweep.state.experiments[0].scaling_model
     assert sm["__id__"] == "array"
@@ -39,26 +29,24 @@ def test_array_model_and_dials_error_model_through_the_shell(one_sweep):
 
 
 def test_bad_array_and_error_model_values(one_sweep):
-    assert "n_resolution_bins" in _run(one_sweep, "scale model=array n_resolution_bins=0",
-                                       ok=False)
-    assert "leave_one_out" in _run(one_sweep, "scale minimisation=bogus", ok=False)
+    assert "n_resolution_bins" in run_fail(one_sweep, "scale model=array n_resolution_bins=0")
+    assert "leave_one_out" in run_fail(one_sweep, "scale minimisation=bogus")
 
 
 def test_reflection_selection_through_the_shell(one_sweep):
-    text = _run(one_sweep, "scale reflection_selection.method=quasi_random "
+    text = run_ok(one_sweep, "scale reflection_selection.method=quasi_random "
                            "reflection_selection.random.min_groups=50 "
-                           "reflection_selection.random.min_reflections=1")
+                           "reflection_selection.random.min_reflections=1").text
     line = next(x for x in text.splitlines() if x.startswith("Reflection selection"))
     assert "(quasi_random)" in line and "(50 of " in line
     # every reflection still scaled: the selection only restricts the minimisation
     t = one_sweep.state.reflections["scaled"]
     assert (t["inverse_scale_factor"][t.get_flags(Flags.scaled)] > 0).all()
-    assert "use_all" in _run(one_sweep, "scale reflection_selection.method=everything", ok=False)
-    assert "min_groups" in _run(one_sweep, "scale reflection_selection.random.min_groups=0",
-                                ok=False)
+    assert "use_all" in run_fail(one_sweep, "scale reflection_selection.method=everything")
+    assert "min_groups" in run_fail(one_sweep, "scale reflection_selection.random.min_groups=0")
 
 
 def test_a_selection_that_leaves_nothing(one_sweep):
-    text = _run(one_sweep, "scale reflection_selection.method=intensity_ranges "
-                           "reflection_selection.E2_range=50,60", ok=False)
+    text = run_fail(one_sweep, "scale reflection_selection.method=intensity_ranges "
+                           "reflection_selection.E2_range=50,60")
     assert "No reflection passes" in text and "use_all" in text

@@ -13,6 +13,8 @@ from __future__ import annotations
 import gemmi
 import numpy as np
 import pytest
+from conftest import run_fail as fail
+from conftest import run_ok as ok
 
 from gonio.core.indexing.index import same_crystal
 from gonio.core.io.dials_expt import read_expt
@@ -29,19 +31,6 @@ SWEEPS = {  # folder: simulate parameters (the seed makes the structure factors:
 }
 
 
-def ok(s, line):
-    r = s.run_line(line)
-    assert r.ok, r.text
-    return r.text
-
-
-def fail(s, line):
-    head, n = s.head, len(s.history.steps())
-    r = s.run_line(line)
-    assert not r.ok, r.text
-    assert "Traceback" not in r.text
-    assert s.head == head and len(s.history.steps()) == n  # the session is unchanged
-    return r.text
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +84,7 @@ def test_findspots_ids_per_experiment(sweeps):
 def test_auto_indexes_different_crystals_each_on_its_own(sweeps):
     s, folder, steps, truth = sweeps
     ok(s, f"goto {steps['findspots']}")
-    text = ok(s, "index")  # joint_indexing=Auto: C is another crystal
+    text = ok(s, "index").text  # joint_indexing=Auto: C is another crystal
     assert "each of the 3 sweeps was indexed on its own" in text
     el = s.state_at(s.head).experiments
     assert len(el) == 3 and len({id(e.crystal) for e in el}) == 3
@@ -113,7 +102,7 @@ def test_auto_indexes_different_crystals_each_on_its_own(sweeps):
 def test_auto_indexes_one_crystal_jointly(sweeps):
     s, folder, steps, truth = sweeps
     ok(s, f"goto {steps['findspots']}")
-    text = ok(s, "index experiments=0,1")
+    text = ok(s, "index experiments=0,1").text
     assert "indexed jointly as one crystal" in text
     el = s.state_at(s.head).experiments
     assert el[0].crystal is el[1].crystal and el[2].crystal is None
@@ -122,7 +111,7 @@ def test_auto_indexes_one_crystal_jointly(sweeps):
 def test_separately_by_choice_notes_one_crystal(sweeps):
     s, folder, steps, truth = sweeps
     ok(s, f"goto {steps['findspots']}")
-    text = ok(s, "index experiments=0,1 joint_indexing=False")
+    text = ok(s, "index experiments=0,1 joint_indexing=False").text
     assert "look like one crystal" in text
     el = s.state_at(s.head).experiments
     assert el[0].crystal is not el[1].crystal
@@ -151,7 +140,7 @@ def test_joint_indexing_gives_one_crystal_and_refines_jointly(sweeps):
 def test_scan_varying_after_joint_indexing_gives_each_sweep_its_crystal(sweeps):
     s, folder, steps, truth = sweeps
     ok(s, f"goto {steps['joint_refined']}")
-    text = ok(s, "refine experiments=0,1 scan_varying=True absolute_num_intervals=1")
+    text = ok(s, "refine experiments=0,1 scan_varying=True absolute_num_intervals=1").text
     assert "each sweep got its own copy" in text
     el = s.state_at(s.head).experiments
     assert el[0].crystal is not el[1].crystal and el[0].detector is el[1].detector
@@ -228,7 +217,7 @@ def test_split(sweeps, tmp_path):
     assert (part.reflections["indexed"]["id"] == 0).sum() == n_old
     assert "nothing to split" in fail(s, "split experiments=0")  # one experiment left
     ok(s, "undo")
-    text = ok(s, f"split output.prefix={tmp_path / 'one'}")  # files, no step
+    text = ok(s, f"split output.prefix={tmp_path / 'one'}").text  # files, no step
     assert "Wrote 6 files" in text
     for k in range(3):
         el = read_expt(tmp_path / f"one_{k}.expt")

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import data_path
+from conftest import data_path, run_fail, run_ok
 
 from gonio.core.io.dials_expt import read_expt
 from gonio.core.io.dials_refl import read_refl, write_refl
@@ -16,20 +16,6 @@ from gonio.core.reflection_table import Flags
 PAIRS = ("scaled_20_25", "scaled_30", "scaled_35")
 
 
-def run_ok(session, line):
-    r = session.run_line(line)
-    assert r.ok, r.text
-    return r
-
-
-def run_fail(session, line):
-    head = session.head
-    n_steps = len(session.history.steps())
-    r = session.run_line(line)
-    assert not r.ok, r.text
-    assert r.text.startswith("Error: ") and "Traceback" not in r.text
-    assert session.head == head and len(session.history.steps()) == n_steps
-    return r.text
 
 
 def _files(*names):

@@ -9,29 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import data_path
+from conftest import data_path, run_fail, run_ok
 
 from gonio.core.io.dials_expt import read_expt
 from gonio.core.io.dials_refl import read_refl
-
-
-def run_ok(session, line):
-    r = session.run_line(line)
-    assert r.ok, r.text
-    return r
-
-
-def run_fail(session, line):
-    head = session.head
-    n_steps = len(session.history.steps())
-    r = session.run_line(line)
-    assert not r.ok, r.text
-    assert r.text.startswith("Error: ")
-    assert "Traceback" not in r.text
-    # the session is exactly as it was
-    assert session.head == head
-    assert len(session.history.steps()) == n_steps
-    return r.text
 
 
 @pytest.fixture

@@ -6,17 +6,12 @@ from __future__ import annotations
 import gemmi
 import numpy as np
 import pytest
+from conftest import run_ok as ok
 
 from gonio.core.io.dials_expt import read_expt
 from gonio.core.io.dials_refl import read_refl
 from gonio.core.reflection_table import Flags
 from gonio.shell.session import Session
-
-
-def ok(session, line):
-    r = session.run_line(line)
-    assert r.ok, r.text
-    return r.text
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +76,7 @@ def test_rbs_recommends_tetragonal_and_reindex_takes_it(processed):
     r1 = h1 @ cryst.A.T
     sel = np.any(h0 != 0, axis=1)
     assert np.abs(r0[sel] - r1[sel]).max() < 2e-3 * np.abs(r0[sel]).max()
-    text = ok(s, f"diff 5 {s.head}")
+    text = ok(s, f"diff 5 {s.head}").text
     assert "P 4" in text
     # against the truth: cell within 0.05 %, orientation within 0.02 deg (up to 422 symmetry)
     truth = read_expt(folder / "sim" / "truth.expt")[0].crystal
@@ -160,7 +155,7 @@ def test_refine_after_reindex_keeps_the_symmetry(processed):
     s.history.goto(5)
     best = max(int(n) for n, v in s.state.data["rbs"]["summary"].items() if v["recommended"])
     ok(s, f"reindex solution={best}")
-    text = ok(s, "refine")
+    text = ok(s, "refine").text
     assert "RMSDs by experiment" in text
     m = s.history.step(s.head).metrics
     assert m["rmsd_x_px"] < 0.3 and m["rmsd_y_px"] < 0.3 and m["rmsd_z_images"] < 0.3

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import data_path
-
-
-def run_ok(session, line):
-    r = session.run_line(line)
-    assert r.ok, r.text
-    return r
+from conftest import data_path, run_ok
 
 
 @pytest.fixture

@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_ok as ok
 from PIL import Image
 
 from gonio.core.report.image import COLOURS, image_marks
 from gonio.shell.session import Session
 from tests.report_browser import non_blank, render
-
-
-def ok(s, line):
-    r = s.run_line(line)
-    assert r.ok, r.text
-    return r
 
 
 @pytest.fixture(scope="module")
