@@ -362,25 +362,10 @@ class History:
 
     # ------------------------------------------------------------------ writing
 
-    def commit_step(
-        self,
-        command: str,
-        line: str,
-        params: Mapping[str, Any],
-        artifacts: Mapping[str, bytes | None],
-        log: str,
-        metrics: Mapping[str, Any],
-        duration_s: float,
-        software_version: str,
-        parent: int | None | _Head = HEAD,
-    ) -> int:
-        """Record a successful command, make it the head and return its number.
-
-        See :meth:`record_step` (which also says whether the step branched).
-        """
-        return self.record_step(
-            command, line, params, artifacts, log, metrics, duration_s, software_version, parent
-        ).step
+    def commit_step(self, *args, **kwargs) -> int:
+        """Record a successful command, make it the head and return its number: the
+        arguments of :meth:`record_step` (which also says whether the step branched)."""
+        return self.record_step(*args, **kwargs).step
 
     def record_step(
         self,
