@@ -119,25 +119,35 @@ def test_separately_by_choice_notes_one_crystal(sweeps):
         _cell_ok(e.crystal, truth[0])
 
 
-def test_joint_indexing_gives_one_crystal_and_refines_jointly(sweeps):
+@pytest.fixture(scope="module")
+def joint_refined(sweeps):
+    """A and B indexed jointly (one crystal model) and refined together (static): the
+    steps, for the tests that start from there (whichever runs first)."""
+    s, _, steps, _ = sweeps
+    if "joint_refined" not in steps:
+        ok(s, f"goto {steps['findspots']}")
+        ok(s, "index joint_indexing=True experiments=0,1")
+        steps["joint_indexed"] = s.head
+        ok(s, "refine experiments=0,1 scan_varying=False")
+        steps["joint_refined"] = s.head
+    return steps["joint_refined"]
+
+
+def test_joint_indexing_gives_one_crystal_and_refines_jointly(sweeps, joint_refined):
     s, folder, steps, truth = sweeps
-    ok(s, f"goto {steps['findspots']}")
-    ok(s, "index joint_indexing=True experiments=0,1")
-    el = s.state_at(s.head).experiments
+    el = s.state_at(steps["joint_indexed"]).experiments
     assert el[0].crystal is el[1].crystal and el[2].crystal is None
     _cell_ok(el[0].crystal, truth[0], rtol=2e-3)
     assert same_crystal(truth[0], el[0].crystal)[1] < 0.05
-    ok(s, "refine experiments=0,1 scan_varying=False")
-    state = s.state_at(s.head)
+    state = s.state_at(joint_refined)
     el = state.experiments
     assert el[0].crystal is el[1].crystal  # one crystal model refined from both sweeps
     assert el[0].detector is el[1].detector
     _cell_ok(el[0].crystal, truth[0], rtol=2e-3)
     assert state.reflections["indexed"]["id"].max() == 1
-    steps["joint_refined"] = s.head
 
 
-def test_scan_varying_after_joint_indexing_gives_each_sweep_its_crystal(sweeps):
+def test_scan_varying_after_joint_indexing_gives_each_sweep_its_crystal(sweeps, joint_refined):
     s, folder, steps, truth = sweeps
     ok(s, f"goto {steps['joint_refined']}")
     text = ok(s, "refine experiments=0,1 scan_varying=True absolute_num_intervals=1").text
@@ -188,21 +198,21 @@ def test_selection_leaves_the_others_unchanged(sweeps):
     ("findspots", "findspots experiments=0,0", "twice"),
     ("joint_refined", "refine experiments=-1", "no experiment -1"),
     ("joint_refined", "integrate experiments=1,5", "no experiment 5")])
-def test_selection_out_of_range(sweeps, step, line, words):
+def test_selection_out_of_range(sweeps, joint_refined, step, line, words):
     s, folder, steps, _ = sweeps
     ok(s, f"goto {steps[step]}")
     text = fail(s, line)
     assert words in text and "numbered 0 to 2" in text or "twice" in text
 
 
-def test_refine_and_integrate_of_unindexed_selection_refused(sweeps):
+def test_refine_and_integrate_of_unindexed_selection_refused(sweeps, joint_refined):
     s, folder, steps, _ = sweeps
     ok(s, f"goto {steps['joint_refined']}")
     assert "index them first" in fail(s, "refine experiments=2")
     assert "index (and refine) them first" in fail(s, "integrate experiments=2")
 
 
-def test_split(sweeps, tmp_path):
+def test_split(sweeps, joint_refined, tmp_path):
     s, folder, steps, _ = sweeps
     ok(s, f"goto {steps['joint_refined']}")
     state = s.state_at(s.head)
@@ -227,7 +237,7 @@ def test_split(sweeps, tmp_path):
 
 
 @pytest.mark.slow
-def test_integrate_symmetry_scale_of_two_sweeps(sweeps):
+def test_integrate_symmetry_scale_of_two_sweeps(sweeps, joint_refined):
     s, folder, steps, truth = sweeps
     ok(s, f"goto {steps['joint_refined']}")
     ok(s, "split experiments=0,1")
