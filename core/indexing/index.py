@@ -123,13 +123,10 @@ def _known_symmetry(params: IndexParams):
 def _imagesets(experiments: ExperimentList, keep_crystal: bool = False) -> ExperimentList:
     """One experiment per imageset (its first): without crystal, re-indexing an indexed
     state with several lattices on one sweep starts again from the sweep."""
-    out, seen = ExperimentList(), set()
-    for e in experiments:
-        key = id(e.imageset) if e.imageset is not None else id(e)
-        if key not in seen:
-            seen.add(key)
-            out.append(e if keep_crystal else e.replace(crystal=None))
-    return out
+    first: dict = {}
+    for e, n in zip(experiments, ExperimentList(experiments).imageset_numbers()):
+        first.setdefault(n, e)
+    return ExperimentList(e if keep_crystal else e.replace(crystal=None) for e in first.values())
 
 
 def _prepare(experiments, strong):

@@ -42,6 +42,14 @@ class ExperimentList(list):
     def crystals(self) -> list[Crystal]:
         return [e.crystal for e in self if e.crystal is not None]
 
+    def imageset_numbers(self) -> list[int]:
+        """The image set of each experiment, numbered in order of first appearance (an
+        experiment without one counts as its own); several lattices on one sweep share a
+        number."""
+        seen: dict[int, int] = {}
+        return [seen.setdefault(id(e.imageset) if e.imageset is not None else id(e), len(seen))
+                for e in self]
+
     def imagesets(self) -> list[ImageSetRef]:
         seen, out = set(), []
         for e in self:

@@ -28,6 +28,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
+from ..models.experiment import ExperimentList
 from ..reflection_table import Flags, ReflectionTable, Shoeboxes
 from .histogram import spot_count_histogram
 from .labelling import label_pixels
@@ -340,7 +341,7 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
     strong = ReflectionTable.concatenate(tables) if tables else ReflectionTable()
     strong.experiment_identifiers = {k: e.identifier for k, e in enumerate(experiments)
                                      if k in set(strong["id"].tolist() if len(strong) else [])}
-    iset = _imageset_numbers(experiments)
+    iset = ExperimentList(experiments).imageset_numbers()
     if len(strong) and len(set(iset)) < len(experiments):  # several lattices on one sweep
         strong["imageset_id"] = np.asarray(iset, np.int32)[strong["id"]]
     timings["total"] = time.perf_counter() - t_start
@@ -362,15 +363,6 @@ def _table(spots, keep: np.ndarray, panel: int, sb: Shoeboxes) -> ReflectionTabl
         "flags": np.full(n, Flags.strong, np.uint64),
         "shoebox": sb,
     })
-
-
-def _imageset_numbers(experiments) -> list[int]:
-    """The image set of each experiment, numbered in order of first appearance (as index
-    numbers them): with several lattices on one sweep, experiment and image set numbers
-    differ."""
-    seen: dict[int, int] = {}
-    return [seen.setdefault(id(e.imageset) if e.imageset is not None else id(e), len(seen))
-            for e in experiments]
 
 
 def _assign_ids(table: ReflectionTable, experiments, members: list[int], twod: bool) -> None:
