@@ -5,19 +5,25 @@ DIALS's reference statistics are recomputed with gonio's merging code from DIALS
 ``inverse_scale_factor`` and DIALS's error model (a, b from the scaling models in the
 .expt files) applied to the intensities DIALS chose (Imid = 1: summation), on the
 observations DIALS kept. The ``intensity.scale.variance`` column of these (DIALS 1.x) files
-is not used: it exceeds that error model applied once by 1.1 (weak) to 2.1 (strong
-reflections), close to it applied twice.
+is not used: it is the stored error model applied on top of an earlier one (see
+test_dials_variances_hold_two_error_models).
 
-What agrees and what does not (docs/scale.md, "Against DIALS"):
+What agrees and what does not (docs/scale.md, "gonio and dials.scale"):
 
-- CC1/2 agrees within 2 % in every shell.
+- CC1/2 agrees within 2 % in every shell; gonio's intensity choice (combine) picks
+  summation intensities, as DIALS did.
+- The scale factors DIALS 1.x wrote behave as if fitted with the integration variances as
+  weights (minimisation_weights=integration brings the Rmeas ratio from 0.86-0.99 to
+  0.94-1.12 per shell), though they are not at that target's minimum either.
 - With the same observations, intensities and error model, gonio's scale factors alone
-  give the same CC1/2 and <I/sigma> (0.5 %) and a LOWER Rmeas in every shell (by 3 to
+  give the same CC1/2 and <I/sigma> (0.5 %) and a LOWER Rmeas in every shell (by 1 to
   14 %): they fit the data better than DIALS's (a lower sum w (I - g I_h)^2 with DIALS's
   own final weights). DIALS's default reflection selection (quasi_random) does not change
   that: on these 12k observations it keeps 97.5 % of them and every statistic within 0.3 %.
 - <I/sigma> follows the error model, whose b absorbs DIALS's larger scale errors; with
   DIALS's a, b applied to gonio's own scaled data it agrees to -3..+6 % per shell.
+- Rmeas of a shell moves by up to 20 % with the outliers a few strong observations make
+  (test_decomposition_factor_by_factor), so 2 % per shell needs DIALS's very outliers.
 """
 
 from __future__ import annotations
@@ -104,9 +110,9 @@ def ratios(ours, ref, attr):
 
 # measured per-shell ratios gonio / DIALS of the whole of gonio's scaling (own observations,
 # intensity choice, scales and error model): the bounds are the measured ranges (sum: Rmeas
-# 0.728-0.990, I/sigma 0.859-1.232; combine: 0.827-1.198, 0.833-1.007), rounded out by 0.01
-RMEAS = {"sum": (0.72, 1.0), "combine": (0.82, 1.21)}  # combine: profile intensities chosen
-ISIGMA = {"sum": (0.85, 1.24), "combine": (0.82, 1.02)}
+# 0.744-1.050, I/sigma 0.842-1.252; combine: 0.739-1.043, 0.839-1.210), rounded out by 0.01
+RMEAS = {"sum": (0.73, 1.06), "combine": (0.72, 1.06)}  # combine chooses summation, as DIALS
+ISIGMA = {"sum": (0.83, 1.27), "combine": (0.82, 1.22)}
 
 
 @pytest.mark.parametrize("choice", ["sum", "combine"])
@@ -117,6 +123,7 @@ def test_per_shell_statistics_against_dials(lcys, runs, choice):
     t = scaled.select(gonio_used(scaled))
     ours = _stats(new_exps, t, t["inverse_scale_factor"], t["intensity.scale.value"],
                   t["intensity.scale.variance"])
+    assert result.imid == 1.0  # summation intensities, as DIALS chose for these data
     assert len(ours.shells) == len(ref.shells) == 20
     assert ours.overall.n_obs == pytest.approx(ref.overall.n_obs, rel=0.02)
     cc = ratios(ours, ref, "cc_half")
@@ -184,7 +191,7 @@ def test_gonio_scales_fit_dials_observations_better(lcys, runs):
           f"{rm.max():.3f}, I/sigma {isig.min():.4f}-{isig.max():.4f}")
     assert np.all(np.abs(cc - 1) < 0.005)
     assert np.all(np.abs(isig - 1) < 0.002)
-    assert 0.855 < rm.min() and rm.max() < 0.98  # lower in every shell (0.865-0.972)
+    assert 0.855 < rm.min() and rm.max() < 0.99  # lower in every shell (0.863-0.988)
     # because DIALS's scales are not at the minimum of the scaling target with DIALS's own
     # final weights (its error model applied once, or twice as in intensity.scale.variance)
     grp = group_equivalents(map_to_asu(t["miller_index"], exps[0].crystal.space_group).hkl_asu)
@@ -232,3 +239,127 @@ def test_scaling_model_in_dials_layout(lcys, runs):
     f = [scaled.get_flags(x) for x in (Flags.scaled, Flags.outlier_in_scaling,
                                         Flags.user_excluded_in_scaling, Flags.excluded_for_scaling)]
     assert np.all(np.sum(f, axis=0) == 1)
+
+
+@pytest.fixture(scope="module")
+def dials_choices(lcys):
+    """gonio's scaling with the choices the DIALS 1.x run behind these files made: summation
+    intensities (its Imid = 1), only reflections integrated both ways (DIALS 1.x under
+    intensity_choice=combine) and the integration variances as minimisation weights."""
+    exps, table = lcys
+    return scale(exps, table, ScalingParams(intensity_choice="sum", require_both_integrated=True,
+                                            minimisation_weights="integration"))
+
+
+def _ranges(ours, ref):
+    return {a: ratios(ours, ref, a) for a in ("cc_half", "r_meas", "mean_i_over_sigma")}
+
+
+def _within(r, attr, lo, hi):
+    x = r[attr]
+    assert lo < x.min() and x.max() < hi, (attr, np.round(x, 3))
+
+
+def test_decomposition_factor_by_factor(lcys, runs, dials_choices):
+    """From DIALS's reference (its scales, its error model, its observations), one of gonio's
+    ingredients at a time, per shell (docs/scale.md, "gonio and dials.scale")."""
+    exps, table = lcys
+    ref = dials_statistics(exps, table)
+    used = dials_used(table)
+    i, v_raw = combined_intensities(table, np.arange(len(table)), 1.0)
+    v = apply_error_model(v_raw, i, *dials_error_model(exps))
+    g_dials = table["inverse_scale_factor"]
+    _, scaled, result = runs["sum"]
+    ours_used = gonio_used(scaled)
+    sum_only = table.get_flags(Flags.integrated_sum) & ~table.get_flags(Flags.integrated_prf)
+
+    def swap(sel, g=g_dials, var=v, inten=i):
+        t = table.select(sel)
+        r = _ranges(_stats(exps, t, g[sel], inten[sel], var[sel]), ref)
+        print({k: f"{x.min():.3f}-{x.max():.3f}" for k, x in r.items()})
+        return r
+
+    # the error model (a, b): only <I/sigma> moves
+    r = swap(used, var=apply_error_model(v_raw, i, *result.error_model))
+    _within(r, "cc_half", 0.999, 1.001)
+    _within(r, "r_meas", 0.985, 1.015)
+    _within(r, "mean_i_over_sigma", 0.83, 1.26)
+    # the scale factors: Rmeas lower in every shell, the rest unchanged
+    r = swap(used, g=scaled["inverse_scale_factor"])
+    _within(r, "cc_half", 0.999, 1.006)
+    _within(r, "r_meas", 0.85, 0.99)
+    _within(r, "mean_i_over_sigma", 0.998, 1.002)
+    # the scale factors fitted with DIALS 1.x's weights (the integration variances): Rmeas
+    # on both sides of DIALS's
+    r = swap(used, g=dials_choices[1]["inverse_scale_factor"])
+    _within(r, "cc_half", 0.99, 1.002)
+    _within(r, "r_meas", 0.93, 1.13)
+    assert r["r_meas"].min() < 0.97 and r["r_meas"].max() > 1.03
+    _within(r, "mean_i_over_sigma", 0.998, 1.002)
+    # the reflections integrated by summation only (DIALS 1.x left them out): the outer shells
+    r = swap(used | (ours_used & sum_only))
+    _within(r, "cc_half", 0.98, 1.002)
+    _within(r, "r_meas", 0.999, 1.26)
+    assert np.argmax(r["r_meas"]) >= 17
+    _within(r, "mean_i_over_sigma", 0.97, 1.06)
+    # gonio's outliers (rejected on its own scales and sigmas) instead of DIALS's
+    r = swap(ours_used & ~sum_only)
+    _within(r, "cc_half", 0.985, 1.001)
+    _within(r, "r_meas", 0.88, 1.23)
+    _within(r, "mean_i_over_sigma", 0.995, 1.005)
+    # profile-fitted intensities instead of summation ones (DIALS's and gonio's choice)
+    i0, v0 = combined_intensities(table, np.arange(len(table)), 0.0)
+    r = swap(used, inten=i0, var=apply_error_model(v0, i0, *dials_error_model(exps)))
+    _within(r, "cc_half", 0.98, 1.002)
+    _within(r, "r_meas", 0.97, 2.1)
+    _within(r, "mean_i_over_sigma", 0.98, 1.03)
+
+
+def test_dials_choices(lcys, dials_choices):
+    """With DIALS's choices gonio scales the same observations as DIALS (all but 0.5 %) and
+    its CC1/2 agrees within 2 % in every shell (0.985-1.001); Rmeas (0.80-1.20) and
+    <I/sigma> (0.82-1.22) do not (docs/scale.md, "gonio and dials.scale": the scales DIALS
+    1.x reached are not the minimum of its own target, and its sigmas come from its error
+    model applied twice)."""
+    exps, table = lcys
+    ref = dials_statistics(exps, table)
+    new_exps, scaled, result = dials_choices
+    assert result.intensity_choice == "sum"
+    considered = scaled.get_flags(Flags.scaled) | scaled.get_flags(Flags.outlier_in_scaling)
+    dials_considered = dials_used(table) | table.get_flags(Flags.outlier_in_scaling)
+    assert (considered ^ dials_considered).sum() < 0.005 * dials_considered.sum()
+    t = scaled.select(gonio_used(scaled))
+    ours = _stats(new_exps, t, t["inverse_scale_factor"], t["intensity.scale.value"],
+                  t["intensity.scale.variance"])
+    assert ours.overall.n_obs == pytest.approx(ref.overall.n_obs, rel=0.01)
+    r = _ranges(ours, ref)
+    print({k: f"{x.min():.3f}-{x.max():.3f}" for k, x in r.items()}, result.error_model)
+    _within(r, "cc_half", 0.98, 1.005)
+    _within(r, "r_meas", 0.78, 1.22)
+    _within(r, "mean_i_over_sigma", 0.80, 1.24)
+
+
+def test_dials_variances_hold_two_error_models(lcys):
+    """The intensity.scale.variance DIALS 1.x wrote is its final error model (a = 1.008,
+    b = 0.053, as stored in the .expt) applied on top of an earlier one: within 4 % it is one
+    model a = 1.07, b = 0.073 on the integration variances, i.e. the stored one after
+    (1.06, 0.054). DIALS's <I/sigma> from that column is 24.2, against 31.8 with the stored
+    model applied once (the reference the other tests use)."""
+    exps, table = lcys
+    used = dials_used(table)
+    t = table.select(used)
+    i, v = combined_intensities(t, np.arange(len(t)), 1.0)
+    fv = t["intensity.scale.variance"]
+    x = np.column_stack([v, i * i]) / fv[:, None]
+    (a2, a2b2), *_ = np.linalg.lstsq(x, np.ones(len(fv)), rcond=None)
+    a_eff, b_eff = np.sqrt(a2), np.sqrt(a2b2 / a2)
+    assert 1.05 < a_eff < 1.09 and 0.070 < b_eff < 0.076
+    assert np.all(np.abs(apply_error_model(v, i, a_eff, b_eff) / fv - 1) < 0.045)
+    a, b = dials_error_model(exps)
+    first = (np.sqrt(a2 / a ** 2), np.sqrt(a2b2 / a ** 2 - b ** 2) / np.sqrt(a2 / a ** 2))
+    assert first[0] == pytest.approx(1.06, abs=0.01) and first[1] == pytest.approx(0.054, abs=0.003)
+    twice = apply_error_model(apply_error_model(v, i, *first), i, a, b)
+    assert np.all(np.abs(twice / fv - 1) < 0.045)
+    from_file = _stats(exps, t, t["inverse_scale_factor"], i, fv)
+    assert from_file.overall.mean_i_over_sigma == pytest.approx(24.2, abs=0.1)
+    assert dials_statistics(exps, table).overall.mean_i_over_sigma == pytest.approx(31.8, abs=0.1)

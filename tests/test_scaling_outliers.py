@@ -49,3 +49,30 @@ def test_group_median():
     v = np.array([3.0, 1.0, 2.0, 5.0, 7.0, 4.0, 1.0, 3.0, 2.0])
     assert np.allclose(group_median(group, 4, v)[:3], [2.0, 6.0, 2.5])
     assert np.isnan(group_median(group, 4, v)[3])
+
+
+def _simple(hkl, intensity, variance, space_group):
+    from gonio.core.scaling.targets import reject_outliers_simple
+
+    grp = group_equivalents(map_to_asu(np.asarray(hkl), space_group).hkl_asu)
+    return reject_outliers_simple(grp.group, len(grp), np.asarray(intensity, float),
+                                  np.asarray(variance, float), np.ones(len(intensity)), 6.0)
+
+
+def test_simple_rejects_in_one_pass_against_the_whole_group():
+    """outlier_rejection=simple (dials.scale's SimpleNormDevOutlierRejection): one deviant
+    among equals goes, as with standard (20 among 1s: z = 14.25 / sqrt(3/4) = 16.5; the
+    others are at z = 5.5); several deviants in one group pull its mean so far that the
+    whole group goes, which is why standard (worst first, against the others) is the
+    default."""
+    hkl = [(0, 0, 1)] * 4 + [(0, 0, 2)] * 5 + [(0, 0, 3)] * 2
+    i = [1.0, 1.0, 1.0, 20.0, 1.0, 1.0, 20.0, 400.0, 500.0, 10.0, 10.0]
+    out = _simple(hkl, i, np.ones(len(i)), "P 1")
+    assert list(np.flatnonzero(out)) == [3, 4, 5, 6, 7, 8]
+    std = _outliers(hkl, i, np.ones(len(i)), "P 1")
+    assert list(np.flatnonzero(std)) == [3, 6, 7, 8]
+    # a single observation is never an outlier; a discrepant pair loses both, an agreeing one
+    # neither
+    out = _simple([(1, 2, 3), (1, 2, 3), (2, 2, 3), (2, 2, 3), (3, 3, 3)],
+                  [100.0, 1000.0, 50.0, 52.0, 1e6], np.ones(5), "P 1")
+    assert list(out) == [True, True, False, False, False]

@@ -50,3 +50,20 @@ def test_a_selection_that_leaves_nothing(one_sweep):
     text = run_fail(one_sweep, "scale reflection_selection.method=intensity_ranges "
                            "reflection_selection.E2_range=50,60")
     assert "No reflection passes" in text and "use_all" in text
+
+
+def test_dials_choices_through_the_shell(one_sweep):
+    """DIALS 1.x's choices (docs/scale.md, "gonio and dials.scale") and dials.scale's Auto
+    rules as shell options; a bad value leaves the session as it was."""
+    run_ok(one_sweep, "scale intensity_choice=sum require_both=True "
+                      "minimisation_weights=integration outlier_rejection=simple "
+                      "scale_interval=Auto absorption_correction=Auto")
+    t = one_sweep.state.reflections["scaled"]
+    prf_failed = ~t.get_flags(Flags.integrated_prf)
+    assert not (t.get_flags(Flags.scaled) & prf_failed).any()  # both integrations required
+    sm = one_sweep.state.experiments[0].scaling_model
+    cfg = sm["configuration_parameters"]
+    assert cfg["Imid"] == 1.0 and "absorption" in sm  # 170 deg: Auto keeps the term
+    assert cfg["scale_rot_interval"] == pytest.approx(170 / 12)
+    assert "error_model" in run_fail(one_sweep, "scale minimisation_weights=sigma")
+    assert "standard" in run_fail(one_sweep, "scale outlier_rejection=aimless")

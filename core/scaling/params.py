@@ -6,8 +6,15 @@ from dataclasses import dataclass
 
 from gonio.core.refinement.params import _p
 
-#: absorption_level -> (lmax, surface_weight), as dials.scale defines the levels
+#: absorption_level -> (lmax, surface_weight); current dials.scale uses 5e5, 5e4, 5e3 (and 5e5
+#: without a level), gonio's weights are not yet re-measured against truth (docs/scale.md)
 ABSORPTION_LEVELS = {"low": (4, 5e4), "medium": (6, 5e3), "high": (6, 5e2)}
+#: dials.scale's automatic (scale, decay) intervals (deg) for sweeps narrower than each width
+_AUTO_INTERVALS = ((5.0, (1.0, 1.5)), (10.0, (2.0, 3.0)), (25.0, (4.0, 5.0)),
+                   (90.0, (8.0, 10.0)), (float("inf"), (15.0, 20.0)))
+#: no absorption term when every scattered beam is this close to the incident one:
+#: acos(0.999) (dials.scale, DIALS issue 2316)
+_MIN_TWO_THETA_DEG = 2.5626
 
 
 @dataclass
@@ -19,17 +26,26 @@ class ScalingParams:
                     "scale and one B per sweep) or array (smoothed grids: decay over resolution "
                     "and rotation, absorption over detector x, y and rotation).", "model",
                     choices=["physical", "KB", "array"])
-    scale_interval: float = _p(15.0, "Rotation between the smoothly interpolated scale parameters.",
-                               "physical.scale_interval", units="deg")
-    decay_interval: float = _p(20.0, "Rotation between the smoothly interpolated relative-B "
-                               "parameters (model=array: between the rotation samples of the "
-                               "decay and absorption grids).", "physical.decay_interval",
-                               units="deg")
+    scale_interval: float | str = _p(
+        "Auto", "Rotation between the smoothly interpolated scale parameters. Auto (as "
+        "dials.scale): 15 deg for sweeps of 90 deg or more, 8 / 4 / 2 / 1 deg below 90 / 25 / "
+        "10 / 5 deg.", "physical.scale_interval", units="deg", type="float", min=0,
+        min_exclusive=True)
+    decay_interval: float | str = _p(
+        "Auto", "Rotation between the smoothly interpolated relative-B parameters (model=array: "
+        "between the rotation samples of the decay and absorption grids). Auto (as "
+        "dials.scale): 20 deg for sweeps of 90 deg or more, 10 / 5 / 3 / 1.5 deg below 90 / 25 "
+        "/ 10 / 5 deg; model=array 20 deg.", "physical.decay_interval", units="deg",
+        type="float", min=0, min_exclusive=True)
     decay_correction: bool = _p(True, "Refine the relative-B (decay) term (model=array: the "
                                 "decay grid).", "physical.decay_correction")
-    absorption_correction: bool = _p(True, "Refine the spherical-harmonic absorption term "
-                                     "(model=array: the absorption grid).",
-                                     "physical.absorption_correction")
+    absorption_correction: bool | str = _p(
+        True, "Refine the spherical-harmonic absorption term (model=array: the absorption "
+        "grid). Auto (dials.scale's default): only for sweeps wider than 60 deg, or when "
+        "absorption_level is set, and not when every reflection is within 2.6 deg of the beam "
+        "(model=array: always). True is gonio's default: restrained by surface_weight, the "
+        "term also helps shorter sweeps.", "physical.absorption_correction", type="bool",
+        allow_auto=True)
     lmax: int = _p(4, "Highest spherical-harmonic order of the absorption term.", "physical.lmax")
     absorption_level: str | None = _p(
         None, "Expected relative absorption: low (~1%), medium (~5%), high (>25%); sets lmax and "
@@ -56,6 +72,10 @@ class ScalingParams:
     exclude_images: str | None = _p(None, "Images to leave out, as exp:first:last, several "
                                     "separated by commas (e.g. 0:1:50,1:200:260); experiments "
                                     "counted from 0.", "exclude_images")
+    require_both_integrated: bool = _p(
+        False, "Scale only reflections that both profile fitting and summation integrated "
+        "(DIALS 1.x under intensity_choice=combine); by default one success is enough, as in "
+        "current DIALS.", "reflection_selection.combine.require_both")
     intensity_choice: str = _p("combine", "Intensities to scale: profile, sum, or combine (the "
                                "profile/summation mix with the Imid that minimises Rmeas).",
                                "reflection_selection.intensity_choice",
@@ -87,8 +107,12 @@ class ScalingParams:
                                "larger partiality.", "reflection_selection.min_partiality")
     outlier_zmax: float = _p(6.0, "Reject observations deviating by more than this many sigma "
                              "from the rest of their symmetry group.", "outlier_zmax")
-    outlier_rejection: str = _p("standard", "Outlier rejection: standard or none.",
-                                "outlier_rejection", choices=["standard", "none"])
+    outlier_rejection: str = _p("standard", "Outlier rejection: standard (in each group the "
+                                "observation furthest from the mean of the others, repeatedly), "
+                                "simple (every observation further than outlier_zmax from the "
+                                "mean of its whole group, in one pass; quicker at high "
+                                "multiplicity) or none.", "outlier_rejection",
+                                choices=["standard", "simple", "none"])
     error_model: str = _p("basic", "Error model: basic (sigma'^2 = a^2 (sigma^2 + (b I)^2)) or "
                           "none.", "error_model.error_model", choices=["basic", "none"])
     error_model_minimisation: str = _p(
@@ -99,6 +123,12 @@ class ScalingParams:
         "multiplicity) or regression (a straight line through the groups' spread against "
         "sigma^2).", "error_model.basic.minimisation",
         choices=["leave_one_out", "individual", "regression"])
+    minimisation_weights: str = _p(
+        "error_model", "Weights of the model minimisation after the first round: error_model "
+        "(1 / sigma'^2, the error model applied) or integration (1 / sigma^2 of the integrated "
+        "intensities throughout, as the DIALS 1.x runs that wrote the L-cysteine test files; "
+        "the error model still sets the outlier rejection and the output sigmas).",
+        "weighting.minimisation_weights", choices=["error_model", "integration"])
     full_matrix: bool = _p(True, "Finish with a full-matrix (Gauss-Newton) round that gives the "
                            "parameter uncertainties.", "full_matrix")
     max_iterations: int = _p(200, "Maximum L-BFGS iterations per round.",
@@ -121,6 +151,23 @@ class ScalingParams:
                                               "filtering.deltacchalf.max_percent_removed")
     anomalous: bool = _p(False, "Keep Friedel mates apart in scaling and statistics.", "anomalous")
     n_bins: int = _p(20, "Resolution shells of the merging statistics.", "output.n_bins")
+
+    def resolved_intervals(self, width_deg: float) -> tuple[float, float]:
+        """(scale_interval, decay_interval) in deg for a sweep of ``width_deg``; Auto as
+        dials.scale (PhysicalScalingModel.from_data; the array model's decay interval 20)."""
+        auto = next(pair for limit, pair in _AUTO_INTERVALS if width_deg < limit)
+        if self.model == "array":
+            auto = (auto[0], 20.0)
+        return tuple(float(v) if v != "Auto" else a
+                     for v, a in zip((self.scale_interval, self.decay_interval), auto))
+
+    def resolved_absorption_correction(self, width_deg: float, max_two_theta_deg: float) -> bool:
+        """Whether the sweep gets an absorption term; Auto as dials.scale."""
+        if self.absorption_correction != "Auto":
+            return bool(self.absorption_correction)
+        if self.model == "array" or self.absorption_level:
+            return True
+        return width_deg > 60.0 and max_two_theta_deg >= _MIN_TWO_THETA_DEG
 
     def resolved_absorption(self) -> tuple[int, float]:
         """(lmax, surface_weight) after absorption_level."""

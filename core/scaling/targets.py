@@ -80,6 +80,24 @@ def reject_outliers(group, n_groups, intensity, variance, g, zmax: float, max_pa
     return out
 
 
+def reject_outliers_simple(group, n_groups, intensity, variance, g, zmax: float):
+    """Boolean (N,) outliers, dials.scale's ``outlier_rejection=simple``
+    (SimpleNormDevOutlierRejection): in one pass, every observation whose deviation from the
+    best mean of its whole group (itself included) exceeds ``zmax`` times the deviation's
+    standard deviation, sqrt(1/w - g^2 / sum(w g^2)) (the observation is part of the mean it
+    is compared with; dials.scale divides by sqrt(1/w + (g / sum(w g^2))^2), whose second
+    term has the units of I^4, not I^2). Groups of one are never outliers; a pair either keeps or loses both
+    observations. Weights are capped at ten times the group's median, as in
+    :func:`reject_outliers`."""
+    w = 1.0 / variance
+    w = np.minimum(w, 10.0 * group_median(group, n_groups, w)[group])
+    ih, swg2 = best_means(group, n_groups, intensity, w, g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var_dev = 1.0 / w - g * g / swg2[group]
+        z = np.abs(intensity - g * ih[group]) / np.sqrt(var_dev)
+    return np.isfinite(z) & (var_dev > 0) & (z > zmax)
+
+
 def r_meas(group, n_groups, intensity, variance):
     """Rmeas of (already scaled) observations with their variances, groups with n >= 2,
     about the inverse-variance weighted mean (cctbx ``merge_equivalents_obs``)."""
