@@ -87,16 +87,18 @@ def apply_error_model(variance, intensity, a: float, b: float):
     return a * a * (variance + (b * intensity) ** 2)
 
 
-def refine_error_model(minimisation: str, group, n_groups, intensity, variance, g
-                       ) -> tuple[float, float]:
-    """(a, b) by ``minimisation``: leave_one_out (this module), or dials.scale's individual or
-    regression (:mod:`gonio.core.scaling.error_model_dials`)."""
+def refine_error_model(minimisation: str, group, n_groups, intensity, variance, g,
+                       start: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(a, b) by ``minimisation``: leave_one_out (this module), or dials.scale's individual
+    (from ``start``, default (1, 0.02)) or regression
+    (:mod:`gonio.core.scaling.error_model_dials`)."""
     if minimisation == "leave_one_out":
         return refine_basic_error_model(group, n_groups, intensity, variance, g)
     from gonio.core.scaling import error_model_dials
 
     if minimisation == "individual":
-        return error_model_dials.refine_individual(group, n_groups, intensity, variance, g)
+        return error_model_dials.refine_individual(group, n_groups, intensity, variance, g,
+                                                   start=start)
     if minimisation == "regression":
         return error_model_dials.refine_regression(group, n_groups, intensity, variance, g)
     raise ValueError(f"unknown error-model minimisation {minimisation!r}")

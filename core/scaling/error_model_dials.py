@@ -7,7 +7,8 @@ Both work on the normalised deviations as dials.scale defines them,
 
 with <I_h> the inverse-variance weighted mean of the whole group (the observation
 included) from the uncorrected variances, on the reflections dials.scale selects for it
-(:func:`select_for_error_model`). Their variance for right sigmas is ((n - 1) / n)^2, not 1
+(:func:`select_for_error_model`); dials.scale's groups keep Friedel mates apart (the
+scaling engine passes them so). Their variance for right sigmas is ((n - 1) / n)^2, not 1
 (gonio's default, :mod:`gonio.core.scaling.error_model`, avoids that), so these give a
 lower a at low multiplicity; they are here to reproduce DIALS's sigmas and <I/sigma>.
 
@@ -102,8 +103,11 @@ def _intensity_bins(expected, n_bins: int):
 
 
 def refine_individual(group, n_groups, intensity, variance, g, n_bins: int = 10,
-                      min_Ih: float = 25.0) -> tuple[float, float]:
-    """(a, b) by dials.scale's ``individual`` minimisation (see the module text)."""
+                      min_Ih: float = 25.0, start: tuple[float, float] | None = None
+                      ) -> tuple[float, float]:
+    """(a, b) by dials.scale's ``individual`` minimisation (see the module text), from
+    ``start`` (dials.scale: the current model, (1, 0.02) before the first refinement; with
+    its 1 % convergence test on a the result depends on it by up to ~1 %)."""
     from scipy.optimize import minimize_scalar
     from scipy.stats import norm
 
@@ -140,7 +144,7 @@ def refine_individual(group, n_groups, intensity, variance, g, n_bins: int = 10,
         return float(minimize_scalar(b_target, bounds=(0.0, 2.0), args=(a,), method="bounded",
                                      options={"xatol": 1e-6}).x)
 
-    a, b = 1.0, 0.02
+    a, b = start if start is not None else (1.0, 0.02)
     a_values = []
     for _ in range(20):
         a = refine_a(a, b)

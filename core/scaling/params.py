@@ -129,6 +129,14 @@ class ScalingParams:
         "intensities throughout, as the DIALS 1.x runs that wrote the L-cysteine test files; "
         "the error model still sets the outlier rejection and the output sigmas).",
         "weighting.minimisation_weights", choices=["error_model", "integration"])
+    error_model_schedule: str = _p(
+        "gonio", "When the error model is refined and which one judges outliers and weights "
+        "the minimisation: gonio (refined before every outlier rejection, the first time "
+        "provisionally on all observations with the initial scales; the full-matrix round "
+        "last) or dials (as dials.scale 3.x: a = 1, b = 0.02 until it is first refined after "
+        "the second L-BFGS round, the full-matrix round weighted with that, then outliers "
+        "judged with it and the final error model refined once more).", None,
+        phil="error_model.schedule", choices=["gonio", "dials"])
     full_matrix: bool = _p(True, "Finish with a full-matrix (Gauss-Newton) round that gives the "
                            "parameter uncertainties.", "full_matrix")
     max_iterations: int = _p(200, "Maximum L-BFGS iterations per round.",
