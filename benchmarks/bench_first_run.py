@@ -10,10 +10,14 @@ starts), the second loads them. Reports wall times, each step's time (from
 With ``compile``: instead, the CPU seconds (user + sys) of preparing each kernel
 unit the demo needs, alone in one process with an empty cache
 (``python -m gonio.core.jit UNIT``, numba's start-up included), which the load
-of a shared machine disturbs less than wall times.
+of a shared machine disturbs less than wall times (but still by up to 2x: compare
+only figures of one run). With ``kernels``: where that compilation goes, kernel
+by kernel (numba's compile events; a kernel's time includes the kernels and
+numpy functions it compiles on the way), in this process, with an empty cache.
 
     python benchmarks/bench_first_run.py [repeats=3]
     python benchmarks/bench_first_run.py compile [repeats=1]
+    python benchmarks/bench_first_run.py kernels [unit...]
 """
 
 from __future__ import annotations
@@ -99,9 +103,47 @@ def compile_cpu(repeats: int) -> None:
               + f"; total {total[-1]:.2f} s of CPU")
 
 
+def kernel_times(units: list[str]) -> None:
+    """CPU seconds of each numba compilation while preparing ``units`` (the demo's
+    when empty) one after the other in this process, with an empty cache."""
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp()
+    from importlib import import_module
+
+    from numba.core import event
+
+    from gonio.core import jit
+
+    class CpuTimes(event.Listener):
+        """CPU seconds between the start and end of each compilation."""
+
+        def __init__(self):
+            self.started, self.done = {}, []
+
+        def on_start(self, ev):
+            self.started[id(ev.data["dispatcher"]), str(ev.data["args"])] = time.process_time()
+
+        def on_end(self, ev):
+            t0 = self.started.pop((id(ev.data["dispatcher"]), str(ev.data["args"])))
+            self.done.append((time.process_time() - t0, ev.data["dispatcher"].py_func.__name__))
+
+    jit.notify = lambda text: None
+    for unit in units or DEMO_UNITS:
+        module, func = jit.UNITS[unit][0].split(":")
+        cpu, listener = time.process_time(), CpuTimes()
+        with event.install_listener("numba:compile", listener):
+            getattr(import_module(module), func)()
+        cpu, done = time.process_time() - cpu, listener.done
+        print(f"{unit}: {cpu:.2f} s of CPU, {len(done)} compilations (load "
+              f"{os.getloadavg()[0]:.1f}); the longest, their callees included:")
+        for seconds, name in sorted(done, reverse=True)[:8]:
+            print(f"  {seconds:6.2f} s  {name}")
+
+
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "compile":
         compile_cpu(int(argv[1]) if len(argv) > 1 else 1)
+    elif argv and argv[0] == "kernels":
+        kernel_times(argv[1:])
     else:
         demo_runs(int(argv[0]) if argv else 3)
 

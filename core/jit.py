@@ -47,10 +47,10 @@ import time
 #: points on tiny inputs with the dtypes the steps use, so that every
 #: specialisation a step needs is compiled and cached.
 UNITS: dict[str, tuple[str, float]] = {
-    "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 7.0),
-    "gonio.core.spotfinding": ("gonio.core.spotfinding.warmup:warm_up", 3.0),
-    "gonio.core.simulate": ("gonio.core.simulate.kernels:warm_up", 3.0),
-    "gonio.core.io.shoebox_kernels": ("gonio.core.io.shoebox_kernels:warm_up", 3.0),
+    "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 5.0),
+    "gonio.core.spotfinding": ("gonio.core.spotfinding.warmup:warm_up", 2.0),
+    "gonio.core.simulate": ("gonio.core.simulate.kernels:warm_up", 1.0),
+    "gonio.core.io.shoebox_kernels": ("gonio.core.io.shoebox_kernels:warm_up", 2.0),
     "gonio.core.export.text_kernels": ("gonio.core.export.text_kernels:warm_up", 2.0),
     "gonio.core.integration": ("gonio.core.integration.warmup:warm_up", 12.0),
 }
@@ -315,12 +315,33 @@ def _kernel_cache_class():
 
 _CACHE_CLASS = None
 
+#: ``njit`` options for a kernel that only other kernels call (``@njit(**INTERNAL)``):
+#: numba then compiles no Python entry point for it (its argument unboxing is often as
+#: much code as the kernel); its callers link its code as usual. Calling such a
+#: kernel from Python raises TypeError.
+INTERNAL = {"no_cpython_wrapper": True}
+_INTERNAL_CLASS = None
+
+
+def _internal_class(base):
+    """``base`` (numba's dispatcher class) refusing calls from Python, which would jump to
+    the missing entry point."""
+
+    class InternalDispatcher(base):
+        def __call__(self, *args, **kwargs):
+            raise TypeError(f"{self.py_func.__name__} is a kernel that only other kernels "
+                            "call (njit(**INTERNAL)): it has no Python entry point.")
+
+    return InternalDispatcher
+
 
 def njit(fn=None, **options):
     """``numba.njit`` for gonio kernels: ``nogil=True``, cached as described above.
 
     Use as ``@njit`` or ``@njit(inline="always")``, in a kernels module that
     the code using it imports lazily (at the first call, not at start-up).
+    No C entry point (``no_cfunc_wrapper``: gonio never passes kernels as
+    first-class functions or C callbacks; each one is code less to compile).
     """
     global _CACHE_CLASS
 
@@ -328,7 +349,12 @@ def njit(fn=None, **options):
         import numba
 
         global _CACHE_CLASS
-        dispatcher = numba.njit(**{"nogil": True, **options})(f)
+        dispatcher = numba.njit(**{"nogil": True, "no_cfunc_wrapper": True, **options})(f)
+        if options.get("no_cpython_wrapper"):
+            global _INTERNAL_CLASS
+            if _INTERNAL_CLASS is None:
+                _INTERNAL_CLASS = _internal_class(type(dispatcher))
+            dispatcher.__class__ = _INTERNAL_CLASS
         try:
             if _CACHE_CLASS is None:
                 _CACHE_CLASS = _kernel_cache_class()

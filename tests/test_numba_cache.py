@@ -116,6 +116,58 @@ def test_cache_of_another_numba_version_is_ignored(install, tmp_path):
     assert run_kernel(src, env)[:2] == (285.0, 0)
 
 
+INTERNAL_KERNELS = textwrap.dedent('''
+    from gonio.core.jit import INTERNAL, njit
+
+    @njit(**INTERNAL)
+    def _term(values, weights, i):
+        return values[i] * weights[i]
+
+    @njit
+    def weighted_sum(values, weights):
+        s = 0.0
+        for i in range(len(values)):
+            s += _term(values, weights, i)
+        return s
+
+    def wrappers():
+        """The LLVM IR of each kernel's compiled code (its functions, entry points included)."""
+        return {name: kernel.inspect_llvm(kernel.signatures[0])
+                for name, kernel in (("_term", _term), ("weighted_sum", weighted_sum))}
+''')
+
+
+def test_a_kernel_only_kernels_call_compiles_no_python_entry_and_caches(install, tmp_path):
+    """``njit(**INTERNAL)``: no Python entry point (less to compile); its caller still
+    links it, also when the caller is compiled afresh and the callee comes from the cache."""
+    src, env = install
+    (src / "tiny_kernels.py").write_text(INTERNAL_KERNELS)
+    check = RUN + textwrap.dedent('''
+        ir = tiny_kernels.wrappers()
+        print("TERM_ENTRY", int("_ZN7cpython" in ir["_term"]))
+        print("SUM_ENTRY", int("_ZN7cpython" in ir["weighted_sum"]))
+        try:
+            tiny_kernels._term(v, v, 1)
+        except TypeError as e:  # not a crash: there is no entry point to jump to
+            print("DIRECT", "TypeError", "Python entry point" in str(e))
+    ''')
+    r = subprocess.run([sys.executable, "-c", check, str(src)], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    assert float(out["RESULT"]) == 285.0
+    assert (out["TERM_ENTRY"], out["SUM_ENTRY"]) == ("0", "1")
+    assert out["DIRECT"] == "TypeError True"
+    # the caller's cache entry lost, the callee's kept: the caller compiles, linking the
+    # callee loaded from the cache (which has no Python entry point)
+    for path in cache_files(tmp_path / "xdg", ""):
+        if ".weighted_sum-" in path.name:
+            path.unlink()
+    assert [p for p in cache_files(tmp_path / "xdg", ".nbi") if "._term-" in p.name]
+    assert run_kernel(src, env)[:2] == (285.0, 1)
+    assert run_kernel(src, env)[:2] == (285.0, 0)
+
+
 @pytest.mark.parametrize("damage", ["index", "data"])
 def test_damaged_cache_files_are_recompiled_not_fatal(install, tmp_path, damage):
     src, env = install

@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from gonio.core.jit import njit
+from gonio.core.jit import INTERNAL, njit
 
 
-@njit
+@njit(**INTERNAL)
 def _le_uint32(buf, p):
     return (np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8)
             | (np.int64(buf[p + 2]) << 16) | (np.int64(buf[p + 3]) << 24))
@@ -49,7 +49,7 @@ def _scan_shoeboxes(buf, n, panel, bbox, marker, npix):
     return 0, n, pos
 
 
-@njit
+@njit(**INTERNAL)
 def _copy_bytes(dst, d0, src, s0, n):
     """dst[d0:d0 + n] = src[s0:s0 + n], as a loop: numba's slice assignment
     compiles to several times more code (broadcasting, overlap checks)."""

@@ -14,12 +14,12 @@ import math
 
 import numpy as np
 
-from gonio.core.jit import njit
+from gonio.core.jit import INTERNAL, njit
 
 NSUB = 3
 
 
-@njit
+@njit(**INTERNAL)
 def _pixel_fraction(i, j, xc, yc, ia, ib, ic, norm):
     s = 0.0
     for u in range(NSUB):
@@ -46,15 +46,20 @@ def render_spots(image, panel, xc, yc, ia, ib, ic, norm, hx, hy, counts):
                                                               ic[k], norm[k])
 
 
-@njit
 def spot_moments(valid, panel, xc, yc, ia, ib, ic, norm, hx, hy):
     """For each spot: the fraction of its profile on valid pixels and the centroid
     (pixel centres weighted by the expected counts) of that part. ``valid`` is
     (n_panels, ns, nf) bool."""
+    frac, mx, my = np.zeros(len(xc)), np.zeros(len(xc)), np.zeros(len(xc))
+    _spot_moments(valid, panel, xc, yc, ia, ib, ic, norm, hx, hy, frac, mx, my)
+    return frac, mx, my
+
+
+@njit
+def _spot_moments(valid, panel, xc, yc, ia, ib, ic, norm, hx, hy, frac, mx, my):
+    """:func:`spot_moments` into the caller's ``frac``, ``mx``, ``my`` (an allocation
+    in a kernel compiles numpy's constructor with it)."""
     n = len(xc)
-    frac = np.zeros(n)
-    mx = np.zeros(n)
-    my = np.zeros(n)
     n_panels, ns, nf = valid.shape
     for k in range(n):
         p = panel[k]
@@ -79,7 +84,6 @@ def spot_moments(valid, panel, xc, yc, ia, ib, ic, norm, hx, hy):
         else:
             mx[k] = np.nan
             my[k] = np.nan
-    return frac, mx, my
 
 
 def warm_up() -> None:

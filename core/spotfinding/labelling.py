@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from gonio.core.jit import njit
+from gonio.core.jit import INTERNAL, njit
 
 
-@njit
+@njit(**INTERNAL)
 def _find(parent, a):
     root = a
     while parent[root] != root:
@@ -29,12 +29,13 @@ def _find(parent, a):
 
 
 @njit
-def _label(key, x, y, nx, ny, twod):
-    """Label of each pixel: each pixel joined to its x+1, y+1 and (unless twod)
-    z+1 neighbours, then the components numbered by their first pixel (one
-    kernel: each kernel costs compilation time on the first run)."""
+def _label(key, x, y, nx, ny, twod, parent, labels):
+    """Fills ``labels``, the label of each pixel: each pixel joined to its x+1, y+1
+    and (unless twod) z+1 neighbours in the union-find forest ``parent`` (the
+    caller's 0..n-1), then the components numbered by their first pixel (one
+    kernel: each kernel costs compilation time on the first run; and no
+    allocation in it, which would compile numpy's constructor with it)."""
     n = len(key)
-    parent = np.arange(n)
     steps = (1, nx, nx * ny)
     for k in range(2 if twod else 3):
         step = steps[k]
@@ -51,7 +52,6 @@ def _label(key, x, y, nx, ny, twod):
                 ra, rb = _find(parent, a), _find(parent, b)
                 if ra != rb:
                     parent[max(ra, rb)] = min(ra, rb)
-    labels = np.empty(n, np.int64)
     n_labels = 0
     for a in range(n):
         r = _find(parent, a)
@@ -60,7 +60,6 @@ def _label(key, x, y, nx, ny, twod):
             n_labels += 1
         else:
             labels[a] = labels[r]
-    return labels
 
 
 def label_pixels(z: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int, int],
@@ -74,5 +73,7 @@ def label_pixels(z: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int, 
         return np.zeros(0, np.int64)
     ny, nx = shape
     key = (np.asarray(z, np.int64) * ny + y) * nx + x
-    return _label(key, np.asarray(x, np.int64), np.asarray(y, np.int64), int(nx), int(ny),
-                  bool(twod))
+    labels = np.empty(len(key), np.int64)
+    _label(key, np.asarray(x, np.int64), np.asarray(y, np.int64), int(nx), int(ny), bool(twod),
+           np.arange(len(key), dtype=np.int64), labels)
+    return labels

@@ -77,20 +77,17 @@ class SpotTable:
 
 
 @njit
-def _moments(label, z, y, x, value, n):
+def _moments(label, z, y, x, value, count, W, W2, S1, mean, S2, bbox, peak):
     """Per-spot sums over the pixels, each spot's pixels taken in the given order.
 
-    Returns count, W = sum w, W2 = sum w^2, the weighted centroid (N, 3) (x,
-    y, z pixel centres; nan for W = 0), S2 = sum w (c - centroid)^2 (N, 3),
-    bbox (N, 6) (ends exclusive) and the index of each spot's first pixel of
-    maximum count.
+    Fills (arrays from the caller: an allocation in a kernel compiles numpy's
+    constructor with it) count, W = sum w, W2 = sum w^2 (all 0 at the start),
+    the weighted centroid ``mean`` (N, 3) (x, y, z pixel centres; nan for W =
+    0) from the sums S1 (N, 3, all 0), S2 = sum w (c - centroid)^2 (N, 3, all
+    0), bbox (N, 6) (ends exclusive) and ``peak``, the index of each spot's
+    first pixel of maximum count.
     """
-    count = np.zeros(n, np.int64)
-    W = np.zeros(n)
-    W2 = np.zeros(n)
-    S1 = np.zeros((n, 3))
-    bbox = np.empty((n, 6), np.int32)
-    peak = np.full(n, -1, np.int64)
+    n = len(count)
     for a in range(len(label)):
         k = label[a]
         w = float(value[a])
@@ -110,18 +107,15 @@ def _moments(label, z, y, x, value, n):
             if w > value[peak[k]]:
                 peak[k] = a
         count[k] += 1
-    mean = np.empty((n, 3))
     for k in range(n):
         for d in range(3):
             mean[k, d] = S1[k, d] / W[k] if W[k] != 0 else np.nan
-    S2 = np.zeros((n, 3))
     for a in range(len(label)):
         k = label[a]
         w = float(value[a])
         c = (x[a] + 0.5, y[a] + 0.5, z[a] + 0.5)
         for d in range(3):
             S2[k, d] += w * (c[d] - mean[k, d]) ** 2
-    return count, W, W2, mean, S2, bbox, peak
 
 
 def measure_spots(p: SpotPixels) -> SpotTable:
@@ -131,9 +125,12 @@ def measure_spots(p: SpotPixels) -> SpotTable:
     second moments about the centroid), in pixel order within each spot.
     """
     n = p.n_spots
-    count, W, W2, mean, S2, bbox, peak = _moments(
-        np.asarray(p.label, np.int64), np.asarray(p.z, np.int64), np.asarray(p.y, np.int64),
-        np.asarray(p.x, np.int64), np.asarray(p.value, np.float64), n)
+    count, W, W2 = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
+    S1, mean, S2 = np.zeros((n, 3)), np.empty((n, 3)), np.zeros((n, 3))
+    bbox, peak = np.empty((n, 6), np.int32), np.empty(n, np.int64)
+    _moments(np.asarray(p.label, np.int64), np.asarray(p.z, np.int64), np.asarray(p.y, np.int64),
+             np.asarray(p.x, np.int64), np.asarray(p.value, np.float64), count, W, W2, S1, mean,
+             S2, bbox, peak)
     with np.errstate(divide="ignore", invalid="ignore"):
         s2 = S2 / W[:, None]
         denom = W * W - W2

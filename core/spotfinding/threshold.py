@@ -71,7 +71,7 @@ import threading
 
 import numpy as np
 
-from gonio.core.jit import njit
+from gonio.core.jit import INTERNAL, njit
 
 BIG = 1 << 24  # counts at or above this never enter the window sums
 GROUP_GAP = 32  # px: cores of a row closer than this are visited as one span (second stage)
@@ -90,6 +90,9 @@ _kernel = njit(error_model="numpy")
 # speed). Not for a kernel whose callers rely on numba pruning its branches on a
 # None-typed argument (``_local_pass``'s markers): inlined code keeps both branches.
 _inline = njit(error_model="numpy", inline="always")
+# Kernels called only from other kernels: no Python or C entry point compiled for them
+# (:data:`gonio.core.jit.INTERNAL`; shorter compilation, the same machine code).
+_internal = njit(error_model="numpy", **INTERNAL)
 
 
 @_inline
@@ -156,7 +159,7 @@ def _valid_row(row, static_row, lo, hi, valid):
         valid[i] = static_row[i] & np.uint8(u > lo) & np.uint8(u < hi)
 
 
-@_kernel
+@_internal
 def _window_row(padded, out):
     """out[i] = sum of padded[i : i + width], width = len(padded) - len(out) + 1.
 
@@ -196,7 +199,7 @@ def _dispersed(m, x, y, gain, nsig_b):
     return m * y - x * x > gain * x * (m - 1.0 + nsig_b * np.sqrt(max(2.0 * (m - 1.0), 0.0)))
 
 
-@_kernel
+@_internal
 def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, fsum, wm, wx, wy,
                    mark_invalid, out, maybe):
     """Cheap first look at one row: ``maybe`` is set where the pixel is valid
@@ -230,8 +233,8 @@ def _prefilter_row(valid, gain, min_count, c0, c1, use_bound, bits, fsum, wm, wx
 
 @_kernel
 def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_s,
-                threshold, min_count, bits, fsum, clip, big, force, out, found, ring_m, ring_x,
-                col_m, col_x, col_y, wm, wx, wy, ext):
+                threshold, min_count, bits, fsum, clip, big, force, row_work, out, found, ring_m,
+                ring_x, col_m, col_x, col_y, wm, wx, wy, ext):
     """One sweep over the image with window sums; ``mode`` picks the test.
 
     mode 0: dispersion strong-pixel test (DIALS ``dispersion``).
@@ -254,6 +257,9 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
     ``big`` (rows, columns), and the pixels whose windows hold one are
     ``force``d through the test with window sums taken directly. Returns -1
     when ``big`` fills up: the caller then runs again with wide accumulators.
+    ``row_work`` = (maybe, its uint64 view, no_pixels, valid): row-sized work
+    arrays from the caller (an allocation in a kernel compiles numpy's
+    constructor along with it), ``maybe`` and ``no_pixels`` all 0.
 
     Integer and float counts take different paths, picked by two markers
     that numba reads at compile time (it drops the branches of an
@@ -275,9 +281,7 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
         else 1.0
     c0 = -1.0 + nsig_b * np.sqrt(2.0) - (c1 - 1.0) * 2.0
     c0, c1 = c0 - 1e-9 * abs(c0), c1 - 1e-9 * abs(c1)
-    maybe = np.zeros(8 * ((nx + 7) // 8), np.uint8)
-    no_pixels = np.zeros(nx, np.uint8)
-    valid_buf = np.empty(nx, ring_m.dtype)
+    maybe, maybe_words, no_pixels, valid_buf = row_work
     n_found = np.int64(0)  # not the literal 0: callees get one signature
     n_big, b0 = 0, 0  # big pixels listed; the first one that may be in the window of row r
     for r in range(-ky, ny):
@@ -323,8 +327,8 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
             b1 += 1
         if any_:
             n_found = _test_maybe(image, static, lo, sat_hi, r, ky, kx, mode, gain, nsig_b,
-                                  nsig_s, threshold, min_count, bits, fsum, maybe, force, wm, wx,
-                                  wy, out, found, n_found)
+                                  nsig_s, threshold, min_count, bits, fsum, maybe, maybe_words,
+                                  force, wm, wx, wy, out, found, n_found)
         for b in range(b0, b1):
             force[max(big[1, b] - kx, 0):min(big[1, b] + kx + 1, nx)] = 0
         if mode == 1 and (r % EXTENDED_BATCH == EXTENDED_BATCH - 1 or r == ny - 1):
@@ -334,13 +338,14 @@ def _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, gain, nsig_b, nsig_
     return n_found
 
 
-@_kernel
+@_internal
 def _test_maybe(image, static, lo, sat_hi, r, ky, kx, mode, gain, nsig_b, nsig_s, threshold,
-                min_count, bits, fsum, maybe, force, wm, wx, wy, out, found, n_found):
+                min_count, bits, fsum, maybe, maybe_words, force, wm, wx, wy, out, found,
+                n_found):
     """The exact test on the ``maybe`` pixels of row r (window sums taken
-    directly where ``force``d); returns the new count of ``found``."""
+    directly where ``force``d; ``maybe_words``: ``maybe`` viewed as uint64);
+    returns the new count of ``found``."""
     nx = image.shape[1]
-    maybe_words = maybe.view(np.uint64)
     for word in range(len(maybe_words)):  # skip eight pixels at a time
         if maybe_words[word] == 0:
             continue
@@ -487,7 +492,7 @@ def _erode_row(signal, candidates, q, h, col_set, rows, core, cores, n_core):
     return n_core
 
 
-@_kernel
+@_internal
 def _add_background_row(image, static, core, lo, sat_hi, bits, j, c0, c1, sign, col_p):
     """Adds (sign = 1) or removes (-1) the background pixels of row j,
     columns c0..c1-1, to or from the packed column sums (v * 2**bits + 1 per
@@ -500,7 +505,7 @@ def _add_background_row(image, static, core, lo, sat_hi, bits, j, c0, c1, sign, 
         cp[t] += sign * (((np.int64(u) << bits) | 1) if ok else np.int64(0))
 
 
-@_kernel
+@_internal
 def _test_row(image, static, lo, sat_hi, cores, p, ky, kx, gain, nsig_s, threshold, bits, zero,
               core, col_p, col_row, strong, n_strong, gap):
     """The strong test on the cores of row p (flat indices); returns the new
@@ -549,19 +554,20 @@ def _test_row(image, static, lo, sat_hi, cores, p, ky, kx, gain, nsig_s, thresho
             state, f = col_row[t], t + 1
             while f < c1 and col_row[f] == state:
                 f += 1
-            if state == p - 1:
-                if p - ky - 1 >= 0:
-                    _add_background_row(image, static, core, lo, sat_hi, bits, p - ky - 1, t, f,
-                                        np.int64(-1), col_p)
-                if p + ky < ny:
-                    _add_background_row(image, static, core, lo, sat_hi, bits, p + ky, t, f,
-                                        np.int64(1), col_p)
-            elif state != p:
-                for ii in range(t, f):
-                    col_p[ii] = 0
-                for jj in range(max(p - ky, 0), min(p + ky + 1, ny)):
-                    _add_background_row(image, static, core, lo, sat_hi, bits, jj, t, f,
-                                        np.int64(1), col_p)
+            slide = state == p - 1  # row p - ky - 1 leaves, row p + ky enters
+            if state != p:
+                if slide:
+                    j, j_end, j_step = p - ky - 1, p + ky + 1, 2 * ky + 1
+                else:  # summed afresh
+                    for ii in range(t, f):
+                        col_p[ii] = 0
+                    j, j_end, j_step = p - ky, p + ky + 1, 1
+                while j < j_end:  # one call site: its code is linked and optimised once
+                    if 0 <= j < ny:
+                        sign = np.int64(-1) if slide and j < p else np.int64(1)
+                        _add_background_row(image, static, core, lo, sat_hi, bits, j, t, f, sign,
+                                            col_p)
+                    j += j_step
             for ii in range(t, f):
                 col_row[ii] = p
             t = f
@@ -593,7 +599,7 @@ def _is_strong(v, m, x, gain, nsig_s):
     return v >= mean + nsig_s * np.sqrt(gain * mean)
 
 
-@_kernel
+@_internal
 def _background_column(image, static, core, lo, sat_hi, zero, j0, j1, i):
     """Count and sum of the background pixels (static, not core, lo < v <
     sat_hi) of column i, rows j0..j1-1."""
@@ -604,14 +610,6 @@ def _background_column(image, static, core, lo, sat_hi, zero, j0, j1, i):
         m += ok
         x += u if ok else 0
     return m, x
-
-
-@_kernel
-def _unmark(core, cores):
-    """Clears the marks of ``cores`` (flat indices) in ``core``."""
-    core_flat = core.reshape(-1)
-    for c in cores:
-        core_flat[c] = 0
 
 
 _SCRATCH = threading.local()
@@ -728,6 +726,8 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     ny, nx = image.shape
     big = _scratch("big", (2, 1024), np.int64)  # clipped values: few, or wide sums are faster
     force = _scratch("force", (nx,), np.uint8, zero=True)  # the kernel leaves it all 0
+    maybe = _scratch("maybe", (8 * ((nx + 7) // 8),), np.uint8, zero=True)  # whole words
+    no_pixels = _scratch("no_pixels", (nx,), np.uint8, zero=True)  # never written
     # the second stage of extended (a window two pixels wider), run behind the first pass
     extended = mode == 1
     h = max(min(kx, ky) - 1, 0)  # erosion half-width (0: the pixel itself, which is set)
@@ -750,11 +750,12 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
                       for k, t in enumerate(types)])  # window sums of one row
         col_row[:] = -2  # no column sums yet
         state[:] = 0
+        row_work = (maybe, maybe.view(np.uint64), no_pixels, np.empty(nx, ring[0].dtype))
         n = _local_pass(image, static, lo, hi, sat_hi, ky, kx, mode, *args,
-                        bits if packed else None, fsum, clip, big, force, mask, found, *buffers,
-                        ext)
+                        bits if packed else None, fsum, clip, big, force, row_work, mask, found,
+                        *buffers, ext)
         if extended:
-            _unmark(core, cores[:state[2]])  # ``core`` must be all 0 for the next image
+            core.reshape(-1)[cores[:state[2]]] = 0  # ``core`` must be all 0 for the next image
         if n >= 0:
             break
     if not extended:
