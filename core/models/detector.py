@@ -174,11 +174,12 @@ class Panel:
         return xy[0]
 
     def resolution_at_pixel(self, s0, xy_px) -> np.ndarray:
-        """d-spacing (A) at pixel positions (N, 2)."""
+        """d-spacing (A) at pixel positions (N, 2); inf where the direct beam hits."""
         s0 = np.asarray(s0, dtype=float)
         lab = self.lab_coord(self.pixel_to_millimeter(xy_px))
         s1 = lab / np.linalg.norm(lab, axis=1)[:, None] * np.linalg.norm(s0)
-        return 1.0 / np.linalg.norm(s1 - s0, axis=1)
+        with np.errstate(divide="ignore"):
+            return 1.0 / np.linalg.norm(s1 - s0, axis=1)
 
     def corners_px(self) -> np.ndarray:
         nx, ny = self.image_size
