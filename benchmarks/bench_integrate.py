@@ -5,9 +5,13 @@ panel, miniCBF files in a temporary folder) is integrated with the true models a
 the simulator's profile widths (the profile-model estimate is not timed).
 
 Reported:
-- decode: time to read every image once with fabio, single thread;
+- decode: time to read every image once with fabio, single thread (wall and CPU);
 - integrate with nproc=1 and nproc=2 (best of ``repeats`` alternating runs), and
   their ratios to decode (target <= 5; DIALS ~55) and to each other (target >= 1.7);
+- the same from CPU times, which do not depend on what else the machine runs: the
+  CPU of every thread per phase (``IntegrationResult.timings["cpu.*"]``), and the
+  critical path on idle cores, the serial part (``cpu.serial``) plus the longest
+  threads of each parallel section (``cpu.parallel_span``);
 - peak memory (tracemalloc: numpy buffers included) and the largest shoebox buffer
   in flight, integrating 100 and 400 images of a smaller (512 x 512 px) sweep: it must
   not grow with the number of images.
@@ -46,28 +50,39 @@ def sweep(folder: Path, n_images: int, size: int):
 def main(n: int = 120, repeats: int = 2) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         e, paths, sigma_b, sigma_m = sweep(Path(tmp), n, 1024)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         for p in paths:
             _ = fabio.open(str(p)).data
-        t_decode = time.perf_counter() - t0
+        t_decode, c_decode = time.perf_counter() - t0, time.thread_time() - c0
         params = dict(sigma_b=sigma_b, sigma_m=sigma_m)
         integrate([e], None, IntegrationParams(nproc=1, **params))  # numba cache warm-up
-        best, out = {}, None
+        best, cpu, path, table, last = {}, {}, {}, None, {}
         for _ in range(repeats):
             for nproc in (1, 2):
                 t0 = time.perf_counter()
                 _, table, res = integrate([e], None, IntegrationParams(nproc=nproc, **params))
                 best[nproc] = min(best.get(nproc, np.inf), time.perf_counter() - t0)
-                out = (table, res)
-        table, res = out
+                t = res.timings
+                cpu[nproc] = min(cpu.get(nproc, np.inf), t["cpu.total"])
+                path[nproc] = min(path.get(nproc, np.inf),
+                                  t["cpu.serial"] + t["cpu.parallel_span"])
+                last[nproc] = res
         print(f"{n} images of 1024 x 1024 px, {len(table)} reflections "
               f"({res.n_sum} summed, {res.n_prf} profile fitted)")
-        print(f"decode with fabio, one thread: {t_decode:.2f} s ({t_decode / n * 1e3:.1f} ms/image)")
+        print(f"decode with fabio, one thread: {t_decode:.2f} s ({t_decode / n * 1e3:.1f} "
+              f"ms/image), CPU {c_decode:.2f} s")
         for nproc, dt in best.items():
-            print(f"integrate nproc={nproc}: best {dt:.2f} s = {dt / t_decode:.2f} x decode")
-        print(f"speed-up nproc=2 / nproc=1: {best[1] / best[2]:.2f}x")
-        print("last run stages (s, summed over threads):",
-              {k: round(v, 2) for k, v in res.timings.items()})
+            print(f"integrate nproc={nproc}: best {dt:.2f} s = {dt / t_decode:.2f} x decode; "
+                  f"CPU of all threads {cpu[nproc]:.2f} s, critical path {path[nproc]:.2f} s "
+                  f"= {path[nproc] / c_decode:.2f} x decode CPU")
+        print(f"speed-up nproc=2 / nproc=1: wall {best[1] / best[2]:.2f}x, "
+              f"critical path {path[1] / path[2]:.2f}x")
+        phases = ("read", "claims", "copy", "reset", "background", "learn", "fit")
+        for nproc, res in last.items():
+            t = res.timings
+            print(f"CPU per phase, nproc={nproc} (s, all threads): "
+                  + ", ".join(f"{k} {t[f'cpu.{k}']:.2f}" for k in phases)
+                  + f"; serial {t['cpu.serial']:.2f}")
 
     for n_mem in (100, 400):
         with tempfile.TemporaryDirectory() as tmp:

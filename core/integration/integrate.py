@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -74,19 +75,16 @@ class IntegrationResult:
 # -- geometry per panel -------------------------------------------------------------------
 
 
-def _directions(panel, xy_px) -> np.ndarray:
-    lab = panel.lab_coord(panel.pixel_to_millimeter(xy_px))
-    return (lab / np.linalg.norm(lab, axis=1)[:, None]).astype(np.float32)
-
-
 def _detector_arrays(detector, masks=None):
-    """Unit directions to the pixel centres of all panels, offsets, static mask, trusted
-    ranges, gains. ``masks``: a user mask per panel (slow, fast), True = good pixel."""
+    """Unit directions to the pixel centres of all panels (:func:`.pixel_directions.
+    pixel_directions`, kept per panel geometry), offsets, static mask, trusted ranges,
+    gains. ``masks``: a user mask per panel (slow, fast), True = good pixel."""
+    from .pixel_directions import pixel_directions
+
     dirs, ok, pix_off, pnx = [], [], [0], []
     for p in detector:
         nx, ny = p.image_size
-        jj, ii = np.mgrid[0:ny, 0:nx]
-        dirs.append(_directions(p, np.column_stack([ii.ravel() + 0.5, jj.ravel() + 0.5])))
+        dirs.append(pixel_directions(p))
         m = np.ones((ny, nx), bool)
         for f0, s0, f1, s1 in p.mask:
             m[max(s0, 0):max(s1, 0), max(f0, 0):max(f1, 0)] = False
@@ -97,7 +95,9 @@ def _detector_arrays(detector, masks=None):
         pnx.append(nx)
     tr = np.array([p.trusted_range for p in detector], float)
     gain = np.array([p.gain if p.gain > 0 else 1.0 for p in detector], float)
-    return dict(dirs=np.concatenate(dirs), static_ok=np.concatenate(ok),
+    dirs = dirs[0] if len(dirs) == 1 else np.concatenate(dirs)
+    dirs.setflags(write=False)  # one array type for the kernels, cached or not
+    return dict(dirs=dirs, static_ok=np.concatenate(ok),
                 pix_off=np.array(pix_off[:-1], np.int64), pnx=np.array(pnx, np.int64),
                 tmin=tr[:, 0].copy(), tmax=tr[:, 1].copy(), gain=gain,
                 n_pixels=pix_off[-1])
@@ -132,7 +132,8 @@ def profile_models(experiments, indexed, params: IntegrationParams) -> list[Prof
     return models
 
 
-def _predict(experiments, models, params: IntegrationParams, members) -> ReflectionTable:
+def _predict(experiments, models, params: IntegrationParams, members,
+             nproc: int) -> ReflectionTable:
     from ..prediction.rotation import detector_d_min, predict_rotation
 
     tables = []
@@ -149,7 +150,7 @@ def _predict(experiments, models, params: IntegrationParams, members) -> Reflect
                 f"d_min={d_min} A is below the diffraction limit lambda/2 = "
                 f"{0.5 * e.beam.wavelength:.4f} A: give a d_min the detector can reach "
                 f"(its corners are at {d_corner:.2f} A).")
-        t = predict_rotation(e, d_min, params.d_max)
+        t = predict_rotation(e, d_min, params.d_max, nproc=nproc)
         t["id"] = np.full(len(t), k, np.int32)
         tables.append(t)
     table = ReflectionTable.concatenate(tables)
@@ -311,7 +312,7 @@ def _unsmoothed(dens: np.ndarray) -> np.ndarray:
 
 
 class _Chunk:
-    """Shoebox pixels (data, mask, background) of the reflections that started in one
+    """Shoebox pixels (counts and mask codes) of the reflections that started in one
     block, packed; ``off[r]`` (shared by all chunks) is where shoebox r starts in its
     chunk. ``live``: still being recorded; ``waiting``: complete, waiting for profile
     fitting. A chunk is dropped when both are empty, and compacted when most of it is
@@ -324,7 +325,6 @@ class _Chunk:
         self.size = total
         self.data = np.empty(total, np.float32)
         self.mask = np.zeros(total, np.uint8)
-        self.bg = np.zeros(total, np.float32)
         self.live = rows
         self.waiting = np.zeros(0, np.int64)
 
@@ -338,10 +338,46 @@ class _Chunk:
         rows = np.concatenate([self.live, self.waiting])
         old = off.copy()
         new = _Chunk(rows, sizes, off)
-        for a, b in ((self.data, new.data), (self.mask, new.mask), (self.bg, new.bg)):
+        for a, b in ((self.data, new.data), (self.mask, new.mask)):
             repack(rows, old, off, sizes, a, b)
         new.live, new.waiting = self.live, self.waiting
         return new
+
+
+class _ThreadCpu:
+    """CPU seconds per phase summed over the threads that ran it (``time.thread_time``),
+    for :attr:`IntegrationResult.timings` (``cpu.<phase>``): unlike wall times these do
+    not depend on what else the machine runs. ``cpu.parallel_span``: the CPU seconds of
+    the parallel sections' longest threads (each section's largest part, or its total
+    over ``nproc`` threads if larger), i.e. what they would take on ``nproc`` idle cores;
+    with the serial part (``cpu.serial``: the calling thread's CPU outside them) it is the
+    step's critical path, its wall time on idle cores."""
+
+    def __init__(self, timings: dict, nproc: int):
+        self.timings = timings
+        self.nproc = nproc
+        self._lock = threading.Lock()
+
+    def add(self, phase: str, seconds: float) -> None:
+        with self._lock:
+            key = "cpu." + phase
+            self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    def run(self, phase: str, fn, parts, executor) -> list:
+        """``fn`` over ``parts`` (in ``executor``'s threads when there is one), timed."""
+        def call(part):
+            t0 = time.thread_time()
+            out = fn(part)
+            return out, time.thread_time() - t0
+
+        done = [call(p) for p in parts] if executor is None else list(executor.map(call, parts))
+        spent = [d[1] for d in done]
+        if spent:
+            self.add(phase, sum(spent))
+            self.add("parallel_span", max(max(spent), sum(spent) / self.nproc))
+            if executor is None:
+                self.add("in_calling_thread", sum(spent))
+        return [d[0] for d in done]
 
 
 def _chunks(rows: np.ndarray, n: int) -> list[np.ndarray]:
@@ -358,7 +394,7 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
     scan, detector = expt.scan, expt.detector
     timings = result.timings
     t0 = time.perf_counter()
-    table = _predict(experiments, models, params, members)
+    table = _predict(experiments, models, params, members, nproc)
     bbox, db, dm, full = _shoeboxes_in_parts(experiments, models, table, members, nproc)
     keep = (bbox[:, 1] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 2]) & (bbox[:, 5] > bbox[:, 4])
     table, bbox, db, dm, full = table.select(keep), bbox[keep], db[keep], dm[keep], full[keep]
@@ -424,6 +460,7 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
     finalized = np.zeros(n_blocks_scan, bool)
 
     out_f = np.full((n, 12), np.nan)
+    bg_coef = np.zeros((n, 4))  # background model per reflection (kernels.process)
     out_i = np.zeros((n, 6), np.int64)
     out_prf = np.full((n, 5), np.nan)
     out_prf[:, 4] = 1.0
@@ -437,7 +474,7 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
 
     block = params.block_size or max(4, min(20, int(math.ceil(1.0 / max(abs(osc), 1e-6)))))
     block = int(block)
-    scratch = [(np.zeros(geo["n_pixels"], np.int32), np.full(geo["n_pixels"], np.inf, np.float32),
+    scratch = [(K.pixel_state(geo["static_ok"]), np.full(geo["n_pixels"], np.inf, np.float32),
                 np.full(geo["n_pixels"], -1, np.int32)) for _ in range(nproc)]
     frame_max = np.zeros(n_images)
     off = np.zeros(n, np.int64)
@@ -445,10 +482,10 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
     next_start = 0
     executor = ThreadPoolExecutor(nproc) if nproc > 1 else None
 
-    def run(fn, parts):
-        if executor is None:
-            return [fn(p) for p in parts]
-        return list(executor.map(fn, parts))
+    cpu = _ThreadCpu(timings, nproc)
+
+    def run(fn, parts, phase):
+        return cpu.run(phase, fn, parts, executor)
 
     def finalize_blocks(upto_frame, last):
         for j in range(n_blocks_scan):
@@ -498,11 +535,11 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
                 continue
 
             def fit(part, c=c):
-                K.fit_profiles(part, prof_index, profiles, jac, bbox, off, c.data, c.mask, c.bg,
-                               geo["gain"], rgeo, beam, scan_rad, panel, geo["pix_off"],
+                K.fit_profiles(part, prof_index, profiles, jac, bbox, off, c.data, c.mask,
+                               bg_coef, geo["gain"], rgeo, beam, scan_rad, panel, geo["pix_off"],
                                geo["pnx"], geo["dirs"], hxy, hxy, var_bg,
                                MIN_PROFILE_FRACTION, out_prf)
-            run(fit, _chunks(ready, nproc * 2))
+            run(fit, _chunks(ready, nproc * 2), "fit")
             c.waiting = np.setdiff1d(c.waiting, ready, assume_unique=True)
 
     t_read = t_extract = t_process = t_fit = 0.0
@@ -524,25 +561,29 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
             live_chunks = [c for c in chunks if len(c.live)]
 
             def work(k, frames=frames, live_chunks=live_chunks):
-                cnt, best, own = scratch[k]
+                state, best, own = scratch[k]
                 tr = te = 0.0
                 for f in frames[k::nproc]:
-                    ta = time.perf_counter()
+                    ta, ca = time.perf_counter(), time.thread_time()
                     img = _read(reader, f, scan)
                     tb = time.perf_counter()
                     frame_max[f] = img.max() if img.size else 0.0
+                    cb = time.thread_time()
+                    cpu.add("read", cb - ca)
                     for pass_ in range(3):
+                        cp = time.thread_time()
                         for c in live_chunks:
                             K.extract_frame(pass_, f, img, geo["tmin"], geo["tmax"], c.live,
                                             panel, bbox, rgeo, beam, scan_rad, fg_pad, off,
                                             geo["pix_off"], geo["pnx"], geo["dirs"],
-                                            geo["static_ok"], cnt, best, own, c.data, c.mask,
+                                            state, best, own, c.data, c.mask,
                                             overlapped, overloaded)
+                        cpu.add(("claims", "copy", "reset")[pass_], time.thread_time() - cp)
                     te += time.perf_counter() - tb
                     tr += tb - ta
                 return tr, te
 
-            for tr, te in run(work, range(min(nproc, len(frames)))):
+            for tr, te in run(work, range(min(nproc, len(frames))), "extract"):
                 t_read += tr
                 t_extract += te
             t2 = time.perf_counter()
@@ -553,10 +594,11 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
                 c.live = c.live[bbox[c.live, 5] > f1]
 
                 def proc(part, c=c):
-                    K.process(part, bbox, off, c.data, c.mask, c.bg, geo["gain"], panel, alg,
+                    K.process(part, bbox, off, c.data, c.mask, geo["gain"], panel, alg,
                               params.glm_tuning_constant, npar, outlier, params.nsigma_lower,
-                              params.nsigma_upper, params.tukey_multiplier, out_f, out_i)
-                run(proc, _chunks(done, nproc * 2))
+                              params.nsigma_upper, params.tukey_multiplier, bg_coef, out_f,
+                              out_i)
+                run(proc, _chunks(done, nproc * 2), "background")
                 isig = out_f[done, 2] / np.sqrt(np.maximum(out_f[done, 3], 1e-12))
                 lost = out_i[done, 5] / np.maximum(out_i[done, 5] + out_i[done, 2], 1)
                 ref = done[candidate[done] & (lost <= REFERENCE_MAX_LOST) & (out_i[done, 4] == 0)
@@ -565,12 +607,13 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
                 if params.profile_fitting:
                     def learn(part, c=c):
                         K.accumulate_reference(part, slot_region, jac, out_f[:, 2], bbox, off,
-                                               c.data, c.mask, c.bg, rgeo, beam, scan_rad,
-                                               panel, geo["pix_off"], geo["pnx"], geo["dirs"],
-                                               hxy, hxy, acc, wsum, nref_slot)
+                                               c.data, c.mask, bg_coef, geo["gain"], rgeo,
+                                               beam, scan_rad, panel, geo["pix_off"],
+                                               geo["pnx"], geo["dirs"], hxy, hxy, acc, wsum,
+                                               nref_slot)
                     # one thread per set of rings: no two add to the same profile
                     run(learn, [g for g in (ref[ring[ref] % nproc == k] for k in range(nproc))
-                                if len(g)])
+                                if len(g)], "learn")
                     c.waiting = np.concatenate([c.waiting, done])
             t3 = time.perf_counter()
             t_process += t3 - t2
@@ -841,7 +884,7 @@ def integrate(experiments, indexed, params: IntegrationParams | None = None, pro
         check_image_files(readers[g[0]], experiments[g[0]].scan)
     nproc = params.effective_nproc()
     result = IntegrationResult(nproc=nproc)
-    t0 = time.perf_counter()
+    t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
     models = profile_models(experiments, indexed, params)
     result.profile_models = models
     result.timings["profile_model"] = time.perf_counter() - t0
@@ -866,6 +909,10 @@ def integrate(experiments, indexed, params: IntegrationParams | None = None, pro
     del table["_sigma_m_eff"]
     result.timings["corrections"] = time.perf_counter() - t1
     result.timings["total"] = time.perf_counter() - t0
+    result.timings["cpu.total"] = time.process_time() - c0  # all threads
+    result.timings["cpu.main"] = time.thread_time() - m0  # the calling thread
+    result.timings["cpu.serial"] = result.timings["cpu.main"] - result.timings.pop(
+        "cpu.in_calling_thread", 0.0)
     result.n_predicted = len(table)
     result.n_sum = int(table.get_flags(Flags.integrated_sum).sum())
     result.n_prf = int(table.get_flags(Flags.integrated_prf).sum())

@@ -27,7 +27,8 @@ exclusive), ``geo[r]`` = (p (3), e1 (3), e2 (3), s1^ (3), |s1| db, |s1| dn, phi 
 ``off[r]`` (start of its shoebox in the buffers). Per detector pixel (all panels
 one after another, panel p starting at ``pix_off[p]`` with ``pnx[p]`` pixels per
 row): ``dirs``, the unit vector from the sample to the pixel centre, and
-``static_ok`` (not a gap, not masked). ``scan`` = (phi0, osc) (rad): image f spans
+``static_ok`` (not a gap, not masked; passed to :func:`extract_frame` in its
+``state``). ``scan`` = (phi0, osc) (rad): image f spans
 phi0 + f osc to phi0 + (f + 1) osc. ``beam`` = (s0 (3), m2 (3), |s0|).
 """
 
@@ -41,7 +42,15 @@ from gonio.core.jit import njit
 
 VALID, BACKGROUND, FOREGROUND, STRONG, BACKGROUND_USED, OVERLAPPED = 1, 2, 4, 8, 16, 32
 SHARED = 64  # gonio's own: a foreground pixel also inside another reflection's foreground
+# per-pixel scratch state of extract_frame: a gap or masked pixel, and the claims count
+STATIC_BAD, CLAIMS = 128, 127
 RAD = 180.0 / math.pi
+
+
+def pixel_state(static_ok: np.ndarray) -> np.ndarray:
+    """The scratch ``state`` of :func:`extract_frame` for a frame with no claims yet:
+    STATIC_BAD where ``static_ok`` is False."""
+    return np.where(static_ok, 0, STATIC_BAD).astype(np.uint8)
 
 
 @njit
@@ -77,7 +86,7 @@ def _rotated_axis(e0, e1, e2, geo, r, beam, cs, sn, scale):
 
 @njit
 def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan, fg_pad, off,
-                  pix_off, pnx, dirs, static_ok, cnt, best, own, sb_data, sb_mask, overlapped,
+                  pix_off, pnx, dirs, state, best, own, sb_data, sb_mask, overlapped,
                   overloaded):
     """Copy frame ``f`` (flat pixels of all panels) into the shoeboxes of reflections
     ``act`` that cover it, with their mask codes.
@@ -87,8 +96,12 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
     the image. A pixel in the foreground of several reflections stays foreground only of
     the one for which it is most central (smallest u^2 + v^2 + t^2; the others get
     Overlapped), is background of none, and those reflections are flagged
-    ``overlapped``. ``cnt``, ``best``, ``own`` are per-pixel scratch (0, +inf, -1 on
-    entry; restored after pass 2). Valid: not statically masked and tmin < counts < tmax.
+    ``overlapped``. ``state``, ``best``, ``own`` are per-pixel scratch: ``state`` (one
+    byte, so that pass 1 fetches little per pixel) holds STATIC_BAD for a gap or masked
+    pixel and the number of claims of the frame in its low bits (0 on entry, reset by
+    pass 2; :func:`pixel_state` makes it); best and own are the smallest distance and its
+    reflection, defined where claimed. ``sb_mask`` must be 0 on entry (pass 0 sets only
+    the foreground). Valid: not statically masked and tmin < counts < tmax.
     The work is done in three passes (0: foreground claims, 1: pixels and mask codes, 2:
     scratch reset), each to be run for every set of reflections covering the frame before
     the next.
@@ -125,13 +138,14 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
                     uv = u * u + v * v
                     if uv <= lim and abs(t) <= tlim:
                         sb_mask[jrow + x] = FOREGROUND
-                        cnt[pix] += 1
+                        st = state[pix]
+                        c = st & CLAIMS
+                        if c < CLAIMS:
+                            state[pix] = st + 1
                         d2 = uv + t * t
-                        if d2 < best[pix]:
+                        if c == 0 or d2 < best[pix]:
                             best[pix] = d2
                             own[pix] = r
-                    else:
-                        sb_mask[jrow + x] = 0
         elif pass_ == 1:
             lo, hi = tmin[p], tmax[p]
             over = False
@@ -145,17 +159,21 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
                     val = frame[pix]
                     sb_data[j] = val
                     code = 0
-                    if static_ok[pix]:
+                    st = state[pix]
+                    if st < STATIC_BAD:
                         if val >= hi:
                             over = True
                         elif val > lo:
                             code = VALID
+                    c = st & CLAIMS
                     if sb_mask[j] != 0:
-                        if cnt[pix] > 1:
+                        if c > 1:  # claimed by several: the nearest keeps it
                             shared = True
                             code |= SHARED
-                        code |= FOREGROUND if own[pix] == r else OVERLAPPED
-                    elif cnt[pix] == 0:
+                            code |= FOREGROUND if own[pix] == r else OVERLAPPED
+                        else:
+                            code |= FOREGROUND
+                    elif c == 0:
                         code |= BACKGROUND
                     sb_mask[j] = code
             if over:
@@ -168,10 +186,7 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
                 jrow = base + (y - y0) * w
                 for x in range(x0, x1):
                     if sb_mask[jrow + x] & (FOREGROUND | OVERLAPPED):
-                        pix = row + x
-                        cnt[pix] = 0
-                        best[pix] = np.inf
-                        own[pix] = -1
+                        state[row + x] &= STATIC_BAD
 
 
 @njit
@@ -452,11 +467,27 @@ def simple_background(y, X, n, npar, outlier, lower, upper, tukey):
 
 
 @njit
-def process(rows, bbox, off, sb_data, sb_mask, sb_bg, gain, panel, algorithm, glm_c, npar,
-            outlier, lower, upper, tukey, out_f, out_i):
+def background_at(bg_coef, r, j, w, h, d):
+    """The background model of reflection r at pixel j of its shoebox (w x h x d, flat
+    index), in photons per pixel (times the panel gain: counts): the constant, or the plane
+    in the pixel's offsets from the box centre, clipped at 0 (:func:`process`)."""
+    b = bg_coef[r, 0]
+    if bg_coef[r, 1] != 0.0 or bg_coef[r, 2] != 0.0 or bg_coef[r, 3] != 0.0:
+        xx = j % w
+        q = j // w
+        b += bg_coef[r, 1] * (xx - 0.5 * w) + bg_coef[r, 2] * (q % h - 0.5 * h) + \
+            bg_coef[r, 3] * (q // h - 0.5 * d)
+    return max(b, 0.0)
+
+
+@njit
+def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, npar,
+            outlier, lower, upper, tukey, bg_coef, out_f, out_i):
     """Background, summation and centroid of the complete shoeboxes ``rows``.
 
-    Writes the per-pixel background into ``sb_bg`` and marks BackgroundUsed; per row r:
+    Marks BackgroundUsed and stores the background model's coefficients in ``bg_coef[r]``
+    (photons per pixel: constant, then the plane's slopes along x, y, z about the box
+    centre; :func:`background_at` evaluates it); per row r:
     out_f[r] = (bg mean, var(bg mean), I sum, var I sum, x, y, z, var x, var y, var z,
     bg sum, var bg sum) and out_i[r] = (n valid, n background, n foreground, n background
     used, status: 0 ok, 1 no background, 2 no foreground, 3 foreground has bad pixels,
@@ -470,44 +501,41 @@ def process(rows, bbox, off, sb_data, sb_mask, sb_bg, gain, panel, algorithm, gl
             bbox[r, 5]
         w = x1 - x0
         h = y1 - y0
-        n = w * h * (z1 - z0)
+        d = z1 - z0
+        n = w * h * d
         o = off[r]
         g = gain[panel[r]]
-        nbg = 0
+        # one pass over the box: counts by kind, and the background pixels gathered
+        yv = np.empty(max(n, 1))
+        X = np.empty((max(n, 1) if algorithm != 0 else 1, 4))
+        idx = np.empty(max(n, 1), np.int64)
+        nbg = np.int64(0)
         nval = 0
         nfg = 0
         nov = 0
         bad_fg = False
-        for j in range(n):
-            m = sb_mask[o + j]
-            if m & VALID:
-                nval += 1
-                if m & BACKGROUND:
-                    nbg += 1
-                if m & FOREGROUND:
-                    nfg += 1
-            elif m & FOREGROUND:
-                bad_fg = True  # a gap, masked or untrusted pixel in the foreground
-            if m & OVERLAPPED:
-                nov += 1
-        yv = np.empty(max(nbg, 1))
-        X = np.empty((max(nbg, 1) if algorithm != 0 else 1, 4))
-        idx = np.empty(max(nbg, 1), np.int64)
-        k = 0
         j = 0
-        for zz in range(z1 - z0):
+        for zz in range(d):
             for yy in range(h):
                 for xx in range(w):
                     m = sb_mask[o + j]
-                    if (m & VALID) and (m & BACKGROUND):
-                        yv[k] = sb_data[o + j] / g
-                        if algorithm != 0:
-                            X[k, 0] = 1.0
-                            X[k, 1] = xx - 0.5 * w
-                            X[k, 2] = yy - 0.5 * h
-                            X[k, 3] = zz - 0.5 * (z1 - z0)
-                        idx[k] = j
-                        k += 1
+                    if m & VALID:
+                        nval += 1
+                        if m & BACKGROUND:
+                            yv[nbg] = sb_data[o + j] / g
+                            if algorithm != 0:
+                                X[nbg, 0] = 1.0
+                                X[nbg, 1] = xx - 0.5 * w
+                                X[nbg, 2] = yy - 0.5 * h
+                                X[nbg, 3] = zz - 0.5 * d
+                            idx[nbg] = j
+                            nbg += 1
+                        if m & FOREGROUND:
+                            nfg += 1
+                    elif m & FOREGROUND:
+                        bad_fg = True  # a gap, masked or untrusted pixel in the foreground
+                    if m & OVERLAPPED:
+                        nov += 1
                     j += 1
         status = 0
         coef = np.zeros(4)
@@ -516,15 +544,14 @@ def process(rows, bbox, off, sb_data, sb_mask, sb_bg, gain, panel, algorithm, gl
         if nbg < 1:
             status = 1
         elif algorithm == 0:
-            mu = glm_constant(yv, yv.shape[0], glm_c)  # = nbg, typed int64 (not literal 0)
+            mu = glm_constant(yv, nbg, glm_c)
             coef[0] = mu
             nused = nbg
             for q in range(nbg):
                 sb_mask[o + idx[q]] |= BACKGROUND_USED
             var_b = max(mu, 1.0 / nbg) / nbg
         else:
-            c, keep = simple_background(yv, X, yv.shape[0], npar, outlier, lower, upper,
-                                        tukey)
+            c, keep = simple_background(yv, X, nbg, npar, outlier, lower, upper, tukey)
             for a in range(npar):
                 coef[a] = c[a]
             rss = 0.0
@@ -537,7 +564,9 @@ def process(rows, bbox, off, sb_data, sb_mask, sb_bg, gain, panel, algorithm, gl
                         pred += c[a] * X[q, a]
                     rss += (yv[q] - pred) ** 2
             var_b = rss / max(nused - npar, 1) / max(nused, 1)
-        # per-pixel background (in counts) and sums
+        for a in range(4):
+            bg_coef[r, a] = coef[a]
+        # sums over the foreground, background subtracted
         isum = 0.0
         csum = 0.0
         bsum = 0.0
@@ -549,15 +578,14 @@ def process(rows, bbox, off, sb_data, sb_mask, sb_bg, gain, panel, algorithm, gl
         szz = 0.0
         sw = 0.0
         j = 0
-        for zz in range(z1 - z0):
+        for zz in range(d):
             for yy in range(h):
                 for xx in range(w):
-                    b = coef[0] + coef[1] * (xx - 0.5 * w) + coef[2] * (yy - 0.5 * h) + \
-                        coef[3] * (zz - 0.5 * (z1 - z0))
-                    b = max(b, 0.0) * g
-                    sb_bg[o + j] = b
                     m = sb_mask[o + j]
                     if (m & VALID) and (m & FOREGROUND):
+                        b = coef[0] + coef[1] * (xx - 0.5 * w) + coef[2] * (yy - 0.5 * h) + \
+                            coef[3] * (zz - 0.5 * d)
+                        b = max(b, 0.0) * g
                         v = sb_data[o + j]
                         isum += v - b
                         csum += v
@@ -653,8 +681,8 @@ def _trilinear(u, v, t, hxy, hz, nxy, nz):
 
 
 @njit
-def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, sb_bg, geo,
-                         beam, scan, panel, pix_off, pnx, dirs, hxy, hz, acc, wsum, nref):
+def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, bg_coef, gain,
+                         geo, beam, scan, panel, pix_off, pnx, dirs, hxy, hz, acc, wsum, nref):
     """Add reflections ``rows`` to the reference profiles ``acc[region[r]]``: each valid
     pixel that is in no other reflection's foreground adds (counts - background) / J to
     the 8 nearest grid points with trilinear weights w (J the pixel volume in normalised
@@ -666,7 +694,9 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, s
         r = rows[ii]
         g = region[r]
         nref[g] += 1
-        n = (bbox[r, 1] - bbox[r, 0]) * (bbox[r, 3] - bbox[r, 2]) * (bbox[r, 5] - bbox[r, 4])
+        w, h, d = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2], bbox[r, 5] - bbox[r, 4]
+        n = w * h * d
+        g_r = gain[panel[r]]
         scale = 1.0 / jac[r]
         wi = isum[r]
         o = off[r]
@@ -681,7 +711,7 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, s
                                                 nz)
             if ix < 0:
                 continue
-            val = (sb_data[o + j] - sb_bg[o + j]) * scale
+            val = (sb_data[o + j] - g_r * background_at(bg_coef, r, j, w, h, d)) * scale
             for a in range(2):
                 wa = fz if a else 1.0 - fz
                 for b in range(2):
@@ -694,7 +724,7 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, s
 
 
 @njit
-def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, sb_bg, gain,
+def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, bg_coef, gain,
                  geo, beam, scan, panel, pix_off, pnx, dirs, hxy, hz, var_bg, min_fraction,
                  out):
     """3D profile fitting (Kabsch (2010); DIALS ProfileFitter): the intensity I minimising
@@ -721,7 +751,8 @@ def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, s
         q = prof_index[r]
         if q < 0:
             continue
-        n = (bbox[r, 1] - bbox[r, 0]) * (bbox[r, 3] - bbox[r, 2]) * (bbox[r, 5] - bbox[r, 4])
+        w, h, d = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2], bbox[r, 5] - bbox[r, 4]
+        n = w * h * d
         o = off[r]
         gr = gain[panel[r]]
         m_fg = 0
@@ -757,7 +788,7 @@ def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, s
             if (m & VALID) and (m & FOREGROUND):
                 pv[k] = val * jac[r]
                 cv[k] = sb_data[o + j]
-                bv[k] = sb_bg[o + j]
+                bv[k] = gr * background_at(bg_coef, r, j, w, h, d)
                 k += 1
         m_fg = k
         if m_fg == 0 or norm <= 0:
@@ -787,10 +818,10 @@ def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, s
             for k in range(m_fg):
                 if pv[k] <= 0.0:
                     continue  # no expected counts from the spot: no information on I
-                var = gr * max(bv[k] + max(intensity, 0.0) * pv[k], 1e-6)
-                a += pv[k] * (cv[k] - bv[k]) / var
-                b += pv[k] * pv[k] / var
-                spv += pv[k] / var
+                wv = pv[k] / (gr * max(bv[k] + max(intensity, 0.0) * pv[k], 1e-6))
+                a += wv * (cv[k] - bv[k])
+                b += wv * pv[k]
+                spv += wv
             new = a / b
             sp2v = b
             if abs(new - intensity) <= 1e-6 * max(abs(new), 1.0):

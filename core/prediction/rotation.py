@@ -29,7 +29,6 @@ the Lorentz factor of the rotation method). Frame coordinates follow
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -46,6 +45,7 @@ from .rays import (  # noqa: F401  (re-exported: the names callers import from h
     zeta_factor,
 )
 from .scan_varying import scan_varying_rays
+from .threads import thread_parts
 
 
 def generate_indices(crystal, d_min: float, d_max: float | None = None,
@@ -114,9 +114,9 @@ def nearest_rotation_angle(phi2: np.ndarray, ok: np.ndarray, phi_near) -> np.nda
     return np.where(ok, phi2[np.arange(len(phi2)), pick], np.nan)
 
 
-def _crossing_angles(experiment: Experiment, hkl: np.ndarray):
+def _crossing_angles(experiment: Experiment, hkl: np.ndarray, nproc: int | None = None):
     """:func:`rotation_angles` of reflections ``hkl`` (N, 3) of ``experiment``'s crystal
-    (a large set in two threads: numpy releases the GIL on large arrays)."""
+    (a large set in up to ``nproc`` threads, :func:`thread_parts`)."""
     g = experiment.goniometer
     s0_datum = g.setting_rotation.T @ experiment.beam.s0
     A, F = experiment.crystal.A, g.fixed_rotation
@@ -124,10 +124,11 @@ def _crossing_angles(experiment: Experiment, hkl: np.ndarray):
     def angles(part):
         return rotation_angles(s0_datum, g.rotation_axis_datum, (part @ A.T) @ F.T)
 
-    if len(hkl) < 200_000 or (os.cpu_count() or 1) < 2:
+    parts = thread_parts(len(hkl), nproc)
+    if parts < 2:
         return angles(hkl)
-    with ThreadPoolExecutor(2) as ex:
-        done = list(ex.map(angles, np.array_split(hkl, 2)))
+    with ThreadPoolExecutor(parts) as ex:
+        done = list(ex.map(angles, np.array_split(hkl, parts)))
     return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
 
 
@@ -153,14 +154,15 @@ def detector_d_min(experiment: Experiment) -> float:
 
 def predict_rotation(experiment: Experiment, d_min: float | None = None,
                      d_max: float | None = None, remove_absent: bool = True,
-                     margin_deg: float = 0.0, scan_varying: bool | None = None
-                     ) -> ReflectionTable:
+                     margin_deg: float = 0.0, scan_varying: bool | None = None,
+                     nproc: int | None = None) -> ReflectionTable:
     """Predict every reflection of ``experiment`` that crosses the Ewald sphere during its
     scan (widened by ``margin_deg`` each side) and hits a panel, to ``d_min`` (A; None: the
     detector corner, :func:`detector_d_min`).
 
     With a scan-varying crystal (``crystal.A_at_scan_points``) and ``scan_varying`` None or
     True, the per-image models are used (:mod:`.scan_varying`; no margin there).
+    Large predictions run in up to ``nproc`` threads (None: all cores).
 
     Returns a ReflectionTable with DIALS columns (see :func:`predict_rays`), sorted by
     frame z. Each hkl appears once per crossing (normally twice in a 360 deg scan).
@@ -171,9 +173,9 @@ def predict_rotation(experiment: Experiment, d_min: float | None = None,
     if scan_varying is None:
         scan_varying = experiment.crystal.A_at_scan_points is not None
     if scan_varying:
-        return predict_scan_varying(experiment, d_min, d_max, remove_absent)
+        return predict_scan_varying(experiment, d_min, d_max, remove_absent, nproc=nproc)
     hkl = generate_indices(experiment.crystal, d_min, d_max, remove_absent)
-    phi2, ok = _crossing_angles(experiment, hkl)
+    phi2, ok = _crossing_angles(experiment, hkl, nproc)
     lo, hi = np.deg2rad(experiment.scan.oscillation_range)
     if hi < lo:
         lo, hi = hi, lo
@@ -199,7 +201,8 @@ def predict_rotation(experiment: Experiment, d_min: float | None = None,
 
 
 def predict_scan_varying(experiment: Experiment, d_min: float, d_max: float | None = None,
-                         remove_absent: bool = True, window: int = 5) -> ReflectionTable:
+                         remove_absent: bool = True, window: int = 5,
+                         nproc: int | None = None) -> ReflectionTable:
     """Predict with ``crystal.A_at_scan_points`` (n_images + 1 matrices, one per image
     boundary): the static prediction widened by ``window`` images each side gives the
     candidates, :func:`gonio.core.prediction.scan_varying.scan_varying_rays` their
@@ -207,8 +210,9 @@ def predict_scan_varying(experiment: Experiment, d_min: float, d_max: float | No
     _check(experiment)
     scan = experiment.scan
     static = predict_rotation(experiment, d_min, d_max, remove_absent,
-                              margin_deg=window * abs(scan.oscillation[1]), scan_varying=False)
-    return scan_varying_rays(experiment, static, d_min, d_max, window)
+                              margin_deg=window * abs(scan.oscillation[1]), scan_varying=False,
+                              nproc=nproc)
+    return scan_varying_rays(experiment, static, d_min, d_max, window, nproc)
 
 
 def predict_observed(experiment: Experiment, miller_index, phi_near) -> ReflectionTable:

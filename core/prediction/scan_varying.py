@@ -9,7 +9,9 @@ sphere within it. alpha solves |s0 + r1 + alpha dr| = |s0|:
     alpha^2 dr.dr + 2 alpha (s0 + r1).dr + r1.r1 + 2 s0.r1 = 0,   0 <= alpha <= 1,
 
 then s1 = s0 + r1 + alpha dr and phi = phi_i + alpha (phi_i+1 - phi_i). The
-reflection is entering when it starts outside the sphere. This is the
+reflection is entering when it starts outside the sphere. The lattice point is evaluated
+once per image boundary j, as C_j h with C_j = S R(phi_j) F A_j (one matrix per boundary):
+an image's end is the next image's start. This is the
 method of the DIALS scan-varying predictor (D. G. Waterman et al., Acta
 Cryst. D72 (2016) 558).
 
@@ -18,30 +20,31 @@ each tried on ``window`` images either side of its static frame: a crossing
 that the scan-varying model moves by more than that is not found.
 :func:`gonio.core.prediction.rotation.predict_scan_varying` (also reached by
 ``predict_rotation`` when the crystal has scan points) makes the candidates
-and calls :func:`scan_varying_rays`; this module uses only :mod:`.rays`.
+and calls :func:`scan_varying_rays`; this module uses only :mod:`.rays` (and :mod:`.threads`).
 """
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..models.experiment import Experiment
+from ..models.rotation import axis_angle_matrix
 from ..reflection_table import ReflectionTable
-from .rays import PredictionError, lab_rlp, rays_table
-
-#: candidates handed to each thread at least (numpy releases the GIL on large arrays)
-THREAD_MIN = 100_000
+from .rays import PredictionError, rays_table
+from .threads import thread_parts
 
 
 def scan_varying_rays(experiment: Experiment, static: ReflectionTable, d_min: float,
-                      d_max: float | None = None, window: int = 5) -> ReflectionTable:
+                      d_max: float | None = None, window: int = 5,
+                      nproc: int | None = None) -> ReflectionTable:
     """Crossings with ``crystal.A_at_scan_points`` of the candidates in ``static`` (a static
     prediction of the same experiment, widened by ``window`` images): see the module.
-    Large predictions run in two threads, the reflections split by Miller index (every
-    row of one index in the same part, so that no crossing is found twice)."""
+    Large predictions run in up to ``nproc`` threads (None: all cores), the reflections
+    split by Miller index (every row of one index in the same part, so that no crossing is
+    found twice)."""
+
     scan, crystal = experiment.scan, experiment.crystal
     A_sp = crystal.A_at_scan_points
     n = scan.num_images
@@ -50,8 +53,7 @@ def scan_varying_rays(experiment: Experiment, static: ReflectionTable, d_min: fl
             f"the crystal has {0 if A_sp is None else len(A_sp)} scan-point A matrices; a "
             f"scan-varying prediction over {n} images needs {n + 1} (one per image boundary). "
             "Refine scan-varying again, or predict with the static model.")
-    parts = 2 if len(static) * (2 * window + 1) >= 2 * THREAD_MIN and (os.cpu_count() or 1) > 1 \
-        else 1
+    parts = thread_parts(len(static) * (2 * window + 1), nproc)
     if parts == 1:
         table = _crossings(experiment, static, d_min, d_max, window)
     else:
@@ -72,28 +74,45 @@ def _crossings(experiment: Experiment, static: ReflectionTable, d_min: float,
     A_sp = experiment.crystal.A_at_scan_points
     n = scan.num_images
     z0 = scan.array_range[0]
-    centre = np.floor(static["xyzcal.px"][:, 2] - z0).astype(np.int64)
-    offsets = np.arange(-window, window + 1)
-    img = (centre[:, None] + offsets[None, :]).ravel()
-    hkl = np.repeat(static["miller_index"], len(offsets), axis=0).astype(np.int64)
-    inside = (img >= 0) & (img < n)
-    img, hkl = img[inside], hkl[inside]
-    key = ((hkl + 1024) @ np.array([1 << 22, 1 << 11, 1])) * (n + 1) + img
-    _, first = np.unique(key, return_index=True)
-    img, hkl = img[first], hkl[first]
-
     s0 = experiment.beam.s0
     phi_b = np.deg2rad(scan.angle_from_frame(z0 + np.arange(n + 1)))
+    # r at image boundary j is C_j h, C_j = S R(e, phi_j) F A_j: one matrix per boundary
+    C = gonio.setting_rotation @ axis_angle_matrix(gonio.rotation_axis_datum, phi_b) \
+        @ gonio.fixed_rotation @ A_sp
+    # each candidate's lattice point at the 2 window + 2 boundaries of its 2 window + 1
+    # images, each boundary once (an image's end is the next one's start)
+    centre = np.floor(static["xyzcal.px"][:, 2] - z0).astype(np.int64)
+    hkl = np.asarray(static["miller_index"], np.int64)
+    h = hkl.astype(float)
+    offsets = np.arange(-window, window + 2)
+    bound = np.clip(centre[:, None] + offsets[None, :], 0, n)
+    r = np.empty(bound.shape + (3,))
+    for k in range(len(offsets)):
+        r[:, k] = np.einsum("nij,nj->ni", C[bound[:, k]], h)
+    img = (centre[:, None] + offsets[None, :-1]).ravel()
+    r1 = r[:, :-1].reshape(-1, 3)
+    r2 = r[:, 1:].reshape(-1, 3)
+    hkl = np.repeat(hkl, len(offsets) - 1, axis=0)
+    inside = (img >= 0) & (img < n)
+    img, hkl, r1, r2 = img[inside], hkl[inside], r1[inside], r2[inside]
 
-    def lab(j):
-        return lab_rlp(gonio, np.einsum("nij,nj->ni", A_sp[j], hkl.astype(float)), phi_b[j])
-
-    r1, r2 = lab(img), lab(img + 1)
     k = np.linalg.norm(s0)
     out1 = np.linalg.norm(s0 + r1, axis=1) - k >= 0
     out2 = np.linalg.norm(s0 + r2, axis=1) - k >= 0
     dstar_max_sq = 1.0 / d_min**2
     cross = (out1 != out2) & (np.einsum("ij,ij->i", r1, r1) <= dstar_max_sq)
+    if d_max:
+        cross &= np.einsum("ij,ij->i", r1, r1) > 1.0 / d_max**2
+    # a lattice point tried twice (two candidates of one index within a window): once
+    key = ((hkl + 1024) @ np.array([1 << 22, 1 << 11, 1])) * (n + 1) + img
+    _, first = np.unique(np.where(cross, key, -1), return_index=True)
+    keep = np.zeros(len(key), bool)
+    keep[first] = True
+    keep &= cross
+    img, hkl, r1, r2, out1 = img[keep], hkl[keep], r1[keep], r2[keep], out1[keep]
+    # sorted by (index, image) as the candidates were before
+    order = np.argsort(key[keep], kind="stable")
+    img, hkl, r1, r2, out1 = img[order], hkl[order], r1[order], r2[order], out1[order]
     dr = r2 - r1
     a = np.einsum("ij,ij->i", dr, dr)
     b = 2.0 * np.einsum("ij,ij->i", s0 + r1, dr)
@@ -104,9 +123,7 @@ def _crossings(experiment: Experiment, static: ReflectionTable, d_min: float,
         roots = np.stack([q / a, c / q], axis=1)
     in01 = (roots >= 0) & (roots <= 1)
     alpha = np.where(in01[:, 0], roots[:, 0], roots[:, 1])
-    ok = cross & (in01[:, 0] | in01[:, 1])
-    if d_max:
-        ok &= np.einsum("ij,ij->i", r1, r1) > 1.0 / d_max**2
+    ok = in01[:, 0] | in01[:, 1]
     alpha, img, hkl, r1, dr, out1 = alpha[ok], img[ok], hkl[ok], r1[ok], dr[ok], out1[ok]
     r = r1 + alpha[:, None] * dr
     phi = phi_b[img] + alpha * (phi_b[img + 1] - phi_b[img])
