@@ -4,14 +4,18 @@ Makes ``n_sweeps`` lysozyme sweeps (``n_images`` images of ``size`` x ``size`` p
 random orientation each), then times the whole program ``gonio process --many`` on
 them with ``--workers 1`` (its sweeps' steps using both cores, the default, and one
 core, ``--nproc 1``) and with ``--workers 2`` (one core each), in fresh output
-folders, alternating, ``repeats`` times. Reported: the best times and their ratios
-(the issue's target: 2 workers in about half the time of 1).
+folders, alternating, ``repeats`` times. Reported: each run's wall and CPU time and the
+load average (on a shared machine a 2-worker batch may get less than two cores), then
+the best times and their ratios (the issue's target: 2 workers in about half the time
+of 1).
 
 Usage: python benchmarks/bench_many.py [n_sweeps=8] [n_images=60] [repeats=1] [size=512]
 """
 
 from __future__ import annotations
 
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,12 +40,17 @@ def main(n_sweeps: int = 8, n_images: int = 60, repeats: int = 1, size: int = 51
         for rep in range(repeats):
             for k, (workers, options) in enumerate(runs.items()):
                 out = tmp / f"out_{k}_{rep}"
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
                 r = subprocess.run(
                     [sys.executable, "-m", "gonio.shell.main", "process", "--many",
                      str(tmp / "sweep_*" / "image_00001.cbf"), "--out", str(out), *options],
                     capture_output=True, text=True, stdin=subprocess.DEVNULL)
                 dt = time.perf_counter() - t0
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                print(f"  {workers}: {dt:.1f} s wall, {cpu:.1f} s CPU (workers included), load "
+                      f"{os.getloadavg()[0]:.1f}", flush=True)
                 if r.returncode:
                     raise SystemExit(f"process --many failed:\n{r.stdout[-3000:]}\n"
                                      f"{r.stderr[-3000:]}")

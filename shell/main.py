@@ -6,7 +6,7 @@
     gonio history --script     print a script reproducing the current branch
     gonio replay [N]           re-run the branch ending at step N (default: the head) as a new branch
     gonio demo [folder]        simulate a small sweep in a fresh folder and process it
-    gonio process IMAGES [step.param=value] [stop_after=STEP]   the whole pipeline
+    gonio process IMAGES [step.param=value] [stop_after=STEP] [-q]   the whole pipeline
     gonio process --many LIST_OR_GLOB [--scheduler ADDRESS]  many sweeps with Dask (docs/process.md)
     gonio --read-only ...      open the session without changing it (also automatic when
                                the folder is not writable): history, show, diff, goto, save

@@ -157,13 +157,74 @@ def finished(folder: Path, stop_after: str) -> bool:
         PIPELINE.index(marker["stop_after"]) >= PIPELINE.index(stop_after)
 
 
+# -- the worker ------------------------------------------------------------------------------
+#: The modules process's steps import, loaded by :func:`warm_up` before a worker's first sweep.
+WARM_MODULES = (
+    "gonio.shell.session", "gonio.shell.commands.process", "gonio.store.history",
+    "gonio.core.importer", "gonio.core.spotfinding.finder", "gonio.core.indexing.index",
+    "gonio.core.lattice.rbs", "gonio.core.lattice.reindex", "gonio.core.refinement.engine",
+    "gonio.core.integration.integrate", "gonio.core.symmetry.laue_group",
+    "gonio.core.scaling.engine", "gonio.core.merging.statistics", "gonio.core.merge.merge",
+    "gonio.core.export.mtz", "scipy.stats")
+_warm: list = []  # the thread of warm_up, once started in this process
+
+
+def warm_up() -> None:
+    """Make this process (a Dask worker) ready for sweeps, in a background thread started
+    as the worker starts, so that its first sweep does not pay for it: gonio's kernel cache
+    folder (workers started by ``dask worker`` do not have it in their environment), the
+    kernels of process loaded from it (prepared first if this machine never did), and the
+    modules of the steps imported (:data:`WARM_MODULES`)."""
+    if _warm:
+        return
+    import threading
+    from importlib import import_module
+
+    from gonio.core import jit
+
+    jit.use_cache_dir()
+
+    def run():
+        from gonio.shell.main import prepare_kernels
+
+        prepare_kernels(["process"])
+        for module in WARM_MODULES:
+            import_module(module)
+
+    _warm.append(threading.Thread(target=run, name="gonio-warm-up", daemon=True))
+    _warm[0].start()
+
+
+def dask_setup(worker) -> None:
+    """Dask's preload hook: ``dask worker --preload gonio.shell.process_many`` (and the local
+    cluster of process --many) warm the worker up as it starts (:func:`warm_up`)."""
+    warm_up()
+
+
+def _warm_up_plugin():
+    """A worker plugin that warms up every worker of an existing cluster (:func:`warm_up`)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class WarmUp(WorkerPlugin):
+        name = "gonio-warm-up"
+
+        def setup(self, worker):
+            warm_up()
+
+    return WarmUp()
+
+
 # -- the task (runs on a worker) ------------------------------------------------------------
 def process_sweep(sweep: str, folder: str, words: list[str], nproc: int = 0) -> dict:
     """Process one sweep in its session folder; never raises (the error is in the result)."""
+    if _warm:  # what the warm-up imports, this would import meanwhile: no two threads
+        _warm[0].join()  # importing the same modules at once (Python may refuse a cycle)
+    from gonio.core import jit
     from gonio.shell.commands import lookup
     from gonio.shell.commands.process import _quote, read_marker, run_pipeline
     from gonio.shell.session import Session
 
+    jit.use_cache_dir()
     t0 = time.perf_counter()
     out = {"sweep": sweep, "folder": folder, "ok": False, "error": "", "summary": None}
     Path(folder).mkdir(parents=True, exist_ok=True)
@@ -232,12 +293,14 @@ def _run_on_cluster(todo, opts: Options, stream) -> dict:
             cluster, client = None, Client(scheduler_file=opts.scheduler, timeout="30s")
         else:
             cluster, client = None, Client(opts.scheduler, timeout="30s")
+        client.register_plugin(_warm_up_plugin())
         nproc = opts.nproc
         where = f"the Dask cluster at {opts.scheduler}"
     else:
         workers = opts.workers or cores
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=_dashboard_address())
+                               dashboard_address=_dashboard_address(),
+                               preload=[__name__])  # warm_up as each worker starts
         client = Client(cluster)
         nproc = opts.nproc or max(1, cores // workers)
         where = f"a local Dask cluster of {workers} worker processes"

@@ -13,6 +13,14 @@ Running a command line:
 
 Recent states stay in memory (keyed by step number) so undo and goto are
 instant.
+
+``run_line(line, defer=True)`` (what ``process`` uses) records the step in a
+background thread while the caller goes on: the next deferred command computes
+on the state in memory and its own record waits for the one before (its
+parent). A step counts only once its artifacts and row are committed, as
+always; anything else that touches the history (:attr:`Session.history`,
+:attr:`Session.head`, :meth:`close`) first waits for the step being recorded,
+and :meth:`Session.recorded` hands out how each deferred record ended.
 """
 
 from __future__ import annotations
@@ -22,11 +30,15 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gonio.core.errors import GonioError
 from gonio.shell.command import Command, Context, Outcome
 from gonio.shell.commands import COMMANDS, lookup
 from gonio.shell.params import split_line
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 STATE_CACHE_SIZE = 8
 
@@ -45,6 +57,18 @@ class Result:
     ok: bool
     text: str
     step: int | None = None
+    metrics: dict | None = None  # the key figures of the step recorded
+
+
+@dataclass
+class _Recording:
+    """A step computed and being recorded in the background (``run_line(defer=True)``)."""
+
+    future: Future
+    state: object
+    command: str
+    duration_s: float
+    metrics: dict
 
 
 class Session:
@@ -55,13 +79,56 @@ class Session:
         from gonio.store.history import History
 
         self.folder = Path(folder).absolute()
-        self.history = History.open(self.folder, read_only=read_only)
+        self._history = History.open(self.folder, read_only=read_only)
         self.progress = progress or (lambda what, done, total: None)
         self.nproc = nproc or (os.cpu_count() or 1)
         self._states: OrderedDict[int, object] = OrderedDict()
+        self._recording: _Recording | None = None
+        self._recorded: list[Result] = []
+        self._writer: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
-        self.history.close()
+        self.wait_recorded()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+        self._history.close()
+
+    @property
+    def history(self):
+        """The step history (after the step being recorded in the background, if any)."""
+        self.wait_recorded()
+        return self._history
+
+    # -- recording in the background ---------------------------------------------
+    def wait_recorded(self) -> None:
+        """Wait for the step being recorded in the background (if any); how it ended
+        goes to :meth:`recorded`."""
+        rec = self._recording
+        if rec is None:
+            return
+        try:
+            commit = rec.future.result()
+        except GonioError as e:
+            self._recording = None
+            self._recorded.append(Result(False, _paragraph(e)))
+            return
+        except Exception as e:  # a bug while encoding or recording: nothing was committed
+            self._recording = None
+            self._recorded.append(Result(False, _internal_error(e, self.folder)))
+            return
+        self._recording = None
+        self._remember(commit.step, rec.state)
+        notice = (f"Note: another gonio process moved the session to step "
+                  f"{commit.head_before or 0}; this step is recorded as a branch from step "
+                  f"{commit.parent or 0}.\n") if commit.branched else ""
+        self._recorded.append(Result(True, notice + f"[step {commit.step}: {rec.command}, "
+                                     f"{rec.duration_s:.2f} s]", commit.step, rec.metrics))
+
+    def recorded(self) -> list[Result]:
+        """How the deferred records that ended since the last call ended, oldest first: the
+        step's line ``[step N: command, T s]`` and its number, or the error (not recorded)."""
+        out, self._recorded = self._recorded, []
+        return out
 
     # -- state ------------------------------------------------------------------
     @property
@@ -78,9 +145,10 @@ class Session:
         if not key:
             state = State()
         else:
-            manifest = self.history.manifest(key)
-            where = f"step {key} ({self.history.step(key).line[:40]})"
-            state = decode_state(manifest, self.history.loader(key), where)
+            history = self.history
+            manifest = history.manifest(key)
+            where = f"step {key} ({history.step(key).line[:40]})"
+            state = decode_state(manifest, history.loader(key), where)
         self._remember(key, state)
         return state
 
@@ -97,11 +165,19 @@ class Session:
 
     @property
     def state(self):
+        """The current state (that of the step being recorded in the background, if any)."""
+        if self._recording is not None:
+            return self._recording.state
         return self.state_at(self.head)
 
     # -- running ------------------------------------------------------------------
-    def run_line(self, line: str) -> Result:
-        """Run one command line; never raises for user errors."""
+    def run_line(self, line: str, defer: bool = False) -> Result:
+        """Run one command line; never raises for user errors.
+
+        ``defer``: a step is recorded in the background: the result's text has no
+        ``[step N: ...]`` line and no step number (:meth:`recorded` gives them once it
+        is committed), and a deferred step that follows computes meanwhile.
+        """
         line = line.strip()
         if not line or line.startswith("#"):
             return Result(True, "")
@@ -112,51 +188,86 @@ class Session:
                 return self.run_line(f"help {name}")
             command = lookup(name)
             parsed = command.paramset.parse(args, cwd=self.folder)
-            return self._run(command, parsed, line)
+            return self._run(command, parsed, line, defer and command.step)
         except GonioError as e:
             return Result(False, _paragraph(e))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # a bug: say so plainly; nothing was committed
-            return Result(False, f"Error: internal error in gonio ({type(e).__name__}: {e}). "
-                          f"Nothing was recorded; the session is as before. "
-                          f"{_save_traceback(self.folder)}")
+            return Result(False, _internal_error(e, self.folder))
 
-    def _run(self, command: Command, parsed, line: str) -> Result:
+    def _run(self, command: Command, parsed, line: str, defer: bool = False) -> Result:
         if command.step:
-            self.history.require_writable(f"run {command.name}")
-        head = self.head
+            self._history.require_writable(f"run {command.name}")
+        base = self._recording if defer else None
         notice = ""
-        if command.step and self.history.moved_elsewhere(head):
-            notice = (f"Note: another gonio process moved the session to step {head or 0} "
-                      f"since your last command; this {command.name} runs on step {head or 0}.\n")
-        ctx = Context(load_state=lambda: self.state_at(head), cwd=str(self.folder),
-                      progress=self.progress, nproc=self.nproc, session=self)
+        if base is None:  # from the head in the database
+            head = self.head
+            if command.step and self._history.moved_elsewhere(head):
+                notice = (f"Note: another gonio process moved the session to step {head or 0} "
+                          f"since your last command; this {command.name} runs on step "
+                          f"{head or 0}.\n")
+            load = lambda: self.state_at(head)  # noqa: E731
+        else:  # from the step being recorded meanwhile (its record is this one's parent)
+            load = lambda: base.state  # noqa: E731
+        ctx = Context(load_state=load, cwd=str(self.folder), progress=self.progress,
+                      nproc=self.nproc, session=self)
         t0 = time.perf_counter()
-        outcome: Outcome = command.function()(ctx, parsed)
+        try:
+            outcome: Outcome = command.function()(ctx, parsed)
+        finally:
+            if base is not None:
+                self.wait_recorded()
         duration = time.perf_counter() - t0
         if outcome.state is None or not command.step:
             return Result(True, outcome.text)
-        from gonio.store.state import encode_changes
+        if base is not None:
+            previous = self._recorded[-1]  # how the record of the step computed from ended
+            if not previous.ok:  # that step is not in the session: neither is this one
+                return Result(False, f"Error: {command.name} was not recorded: the step it was "
+                              "computed from could not be recorded (its error is above). The "
+                              "session is as before.")
+            parent = previous.step
+        else:
+            parent = head
+        record = self._record_job(command.name, line, parsed, ctx.state, outcome, duration,
+                                  parent)
+        text = outcome.text.rstrip()
+        if defer:
+            if self._writer is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-        artifacts = encode_changes(ctx.state, outcome.state)
-        params = dict(parsed.values)
-        if parsed.positional:
-            params["_positional"] = list(parsed.positional)
-        commit = self.history.record_step(
-            command=command.name, line=line, params=params, artifacts=artifacts,
-            log=outcome.text, metrics=outcome.metrics, duration_s=duration,
-            software_version=software_version(), parent=head,
-        )
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="gonio-record")
+            self._recording = _Recording(self._writer.submit(record), outcome.state,
+                                         command.name, duration, outcome.metrics)
+            return Result(True, notice + text)
+        commit = record()
         step = commit.step
         self._remember(step, outcome.state)
         if commit.branched:
             notice += (f"Note: another gonio process moved the session to step "
                        f"{commit.head_before or 0}; this step is recorded as a branch from step "
                        f"{head or 0}.\n")
-        text = outcome.text.rstrip()
         return Result(True, notice + (text + "\n" if text else "") + f"[step {step}: "
-                      f"{command.name}, {duration:.2f} s]", step)
+                      f"{command.name}, {duration:.2f} s]", step, outcome.metrics)
+
+    def _record_job(self, name: str, line: str, parsed, old, outcome: Outcome,
+                    duration: float, parent: int | None):
+        """``record() -> Commit``: encode what changed from ``old`` and commit the step."""
+        params = dict(parsed.values)
+        if parsed.positional:
+            params["_positional"] = list(parsed.positional)
+
+        def record():
+            from gonio.store.state import encode_changes
+
+            return self._history.record_step(
+                command=name, line=line, params=params,
+                artifacts=encode_changes(old, outcome.state), log=outcome.text,
+                metrics=outcome.metrics, duration_s=duration,
+                software_version=software_version(), parent=parent)
+
+        return record
 
 
 def _save_traceback(folder: Path) -> str:
@@ -169,6 +280,12 @@ def _save_traceback(folder: Path) -> str:
     except OSError:  # read-only folder or full disk: show it instead
         return "The traceback follows; please report it.\n" + traceback.format_exc()
     return f"The traceback is in {log}; please report it."
+
+
+def _internal_error(e: Exception, folder: Path) -> str:
+    """A bug: said plainly; nothing was committed."""
+    return (f"Error: internal error in gonio ({type(e).__name__}: {e}). Nothing was recorded; "
+            f"the session is as before. {_save_traceback(folder)}")
 
 
 def _paragraph(e: Exception) -> str:

@@ -198,3 +198,44 @@ def test_the_whole_pipeline_to_the_merged_file(processed):
     a = s.state_at(head).reflections["scaled"]["intensity.scale.value"]
     b = s.state.reflections["scaled"]["intensity.scale.value"]
     assert len(a) > 50 and np.allclose(a, b, rtol=1e-6, atol=0)
+
+
+def test_quiet_prints_one_line_per_step_and_the_summary(sweep, tmp_path, monkeypatch, capsys):
+    from gonio.shell.main import main
+
+    _, template = sweep
+    monkeypatch.chdir(tmp_path)
+    assert main(["process", template, "stop_after=index", "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "gonio>" not in "\n".join(out)  # no step's own tables
+    assert [ln.split(",")[0] for ln in out[:3]] == ["[step 1: import", "[step 2: findspots",
+                                                   "[step 3: index"]
+    assert "spots=" in out[1] and "percent_indexed=" in out[2]  # key figures, as in history
+    assert out[3].startswith("process: 3 steps (steps 1-3) up to index")
+    assert any(ln.startswith("  Unit cell") for ln in out[4:])
+    s = Session(tmp_path)
+    try:
+        assert s.history.step(3).line == "index"  # quiet is process's own, not the step's
+    finally:
+        s.close()
+
+
+def test_preloaded_modules_exist_and_load_in_a_thread():
+    """What process imports in the background while integrate runs (PRELOAD) names real
+    steps and modules, and the thread imports them (in a new process: none loaded yet)."""
+    import subprocess
+    import sys
+
+    from gonio.shell.commands.process import PRELOAD
+
+    assert set(PRELOAD) <= set(PIPELINE)
+    code = ("import sys, threading\n"
+            "from gonio.shell.commands.process import PRELOAD, _preload\n"
+            "mods = [m for ms in PRELOAD.values() for m in ms]\n"
+            "assert not any(m in sys.modules for m in mods)\n"
+            "_preload(mods)\n"
+            "[t.join() for t in threading.enumerate() if t.name == 'gonio-preload']\n"
+            "print(all(m in sys.modules for m in mods))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "True"

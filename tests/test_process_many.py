@@ -118,6 +118,20 @@ def test_many_on_a_local_cluster_then_rerun(sweeps, tmp_path):
             s.close()
 
 
+def test_warm_up_loads_what_the_steps_import():
+    """A worker's warm-up (in a new process, as a worker starts) imports every module of
+    WARM_MODULES and loads the kernels of process in the background."""
+    code = ("import sys\n"
+            "from gonio.shell import process_many as m\n"
+            "assert not any(x in sys.modules for x in m.WARM_MODULES[3:])\n"
+            "m.warm_up(); m.warm_up(); m._warm[0].join(timeout=120)\n"
+            "assert len(m._warm) == 1 and not m._warm[0].is_alive()\n"
+            "print(sorted(set(m.WARM_MODULES) - set(sys.modules)))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=200)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"
+
+
 @pytest.mark.slow
 def test_many_on_an_existing_scheduler(sweeps, tmp_path):
     sweeps, _ = sweeps
@@ -150,6 +164,14 @@ def test_many_on_an_existing_scheduler(sweeps, tmp_path):
         assert marker["stop_after"] == "findspots" and marker["images"] == [
             f"{sweeps}/sweep_2/image_#####.cbf"]
         assert "gonio> findspots" in (folder / "gonio_process.log").read_text()
+        # the worker, started without --preload, was warmed up by the plugin process --many
+        # registered when it connected
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:  # eval: nothing of this module to pickle
+            warmed = client.run(eval, "bool(__import__('gonio.shell.process_many', "
+                                "fromlist=['_warm'])._warm)")
+        assert list(warmed.values()) == [True]
     finally:
         for p in (worker, scheduler):
             if p is not None:

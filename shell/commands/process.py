@@ -6,7 +6,10 @@ scan-varying) -> integrate -> symmetry -> scale -> merge -> export.
 
 Every step is run through the session exactly as if typed (``Session.run_line``),
 so the result is an ordinary session: ``history``, ``undo``, ``goto`` and
-``replay`` work on it as on steps typed by hand. The parameters of the steps are
+``replay`` work on it as on steps typed by hand. Each step is recorded in the
+background while the next one computes (``run_line(defer=True)``); its
+``[step N: ...]`` line is echoed once it is committed, before the next step's
+output (``quiet``: only those lines, with the step's key figures, and the summary). The parameters of the steps are
 the process command's own, scoped by step (``index.max_lattices=2``); an
 unscoped name is accepted when exactly one step has it and is otherwise an error
 naming the candidates (the usual rule for shortened names). Without images on
@@ -33,6 +36,11 @@ from gonio.shell.params import Param, ParameterError, ParamSet, format_value, sc
 #: The steps in order; each is also the scope of its parameters on the process line.
 PIPELINE = ("import", "findspots", "index", "rbs", "reindex", "refine", "integrate",
             "symmetry", "scale", "merge", "export")
+
+#: Modules that later steps import, loaded in a thread while the step named here runs:
+#: integrate spends its time in kernels that release the GIL, and scipy.stats (the Student t
+#: of scale's and merge's CC1/2 significance) takes ~0.5 s of CPU to import.
+PRELOAD = {"integrate": ("scipy.stats",)}
 
 #: In the session folder: the steps made by process runs (``process_steps``), and at the
 #: end of a successful run ``finished`` with the summary.
@@ -72,8 +80,15 @@ SCOPES = {**{s: s for s in PIPELINE}, "refine_bravais_settings": "rbs", "find_sp
 
 
 def params() -> list[Param]:
-    """Process's own parameter; the steps' are resolved by :class:`ProcessParamSet`."""
-    return [Param("stop_after", "choice", "export", "the last step to run", choices=PIPELINE)]
+    """Process's own parameters; the steps' are resolved by :class:`ProcessParamSet`."""
+    return [Param("stop_after", "choice", "export", "the last step to run", choices=PIPELINE),
+            Param("quiet", "bool", False, "print one line per step (its number, time and key "
+                  "figures, as history shows them) and the summary, instead of every step's "
+                  "tables; -q or --quiet on the line is the same")]
+
+
+#: Words on the process line that stand for quiet=True.
+QUIET_FLAGS = ("-q", "--quiet")
 
 
 DESCRIPTION = (
@@ -94,6 +109,9 @@ class ProcessParamSet(ParamSet):
     The scoped parameters are not listed (``help STEP`` lists them), so ``help
     NAME`` does not show every step parameter twice.
     """
+
+    def parse(self, tokens, cwd=None):
+        return super().parse(["quiet=True" if t in QUIET_FLAGS else t for t in tokens], cwd)
 
     def resolve(self, name: str) -> Param:
         from gonio.shell.commands import lookup
@@ -220,6 +238,32 @@ def run_pipeline(session, parsed, echo=None) -> str:
     steps = PIPELINE[start:PIPELINE.index(stop_after) + 1]
     made: list[int] = []
     notes: list[str] = []
+    recording = ""  # the step being recorded in the background while the next one computes
+
+    def stop(step: str, error: str):
+        good = session.head
+        where = (f"step {good} ({session.history.step(good).line})" if good
+                 else "the empty start (step 0)")
+        write_marker(session.folder, {"finished": False, "failed_at": step,
+                                      "process_steps": earlier + made})
+        return ProcessStepError(
+            f"process stopped at {step}: {error.removeprefix('Error: ')} The session is at "
+            f"{where}; the steps before are kept. What to try: {HINTS[step]}. Then type process "
+            "(without images) to continue from there, or give the step's parameters on the "
+            f"process line as {step}.NAME=VALUE.")
+
+    quiet = parsed.values["quiet"]
+    from gonio.shell.commands.history import _metrics_text
+
+    def collect():
+        for done in session.recorded():
+            if echo:
+                echo(f"{done.text}  {_metrics_text(done.metrics)}" if quiet and done.ok
+                     else done.text)
+            if not done.ok:
+                raise stop(recording, done.text)
+            made.append(done.step)
+
     t0 = time.perf_counter()
     for step in steps:
         words = step_arguments(parsed, step)
@@ -234,28 +278,39 @@ def run_pipeline(session, parsed, echo=None) -> str:
                 continue
             words.insert(0, f"solution={best}")
         line = " ".join([step, *words])
-        good = session.head
-        result = session.run_line(line)
-        if echo:
-            echo(f"gonio> {line}\n{result.text}")
+        if step in PRELOAD:
+            _preload(PRELOAD[step])
+        result = session.run_line(line, defer=True)
+        collect()
+        if echo and not quiet:
+            echo(f"gonio> {line}" + (f"\n{result.text}" if result.text else ""))
         if not result.ok:
-            error = result.text.removeprefix("Error: ")
-            where = (f"step {good} ({session.history.step(good).line})" if good
-                     else "the empty start (step 0)")
-            write_marker(session.folder, {"finished": False, "failed_at": step,
-                                          "process_steps": earlier + made})
-            raise ProcessStepError(
-                f"process stopped at {step}: {error} The session is at {where}; the steps "
-                f"before are kept. What to try: {HINTS[step]}. Then type process (without "
-                "images) to continue from there, or give the step's parameters on the process "
-                f"line as {step}.NAME=VALUE.")
-        made.append(result.step)
+            raise stop(step, result.text)
+        recording = step
+    session.wait_recorded()
+    collect()
     seconds = time.perf_counter() - t0
     summary = collect_summary(session, made)
     summary.update({"finished": True, "stop_after": stop_after, "seconds": round(seconds, 2),
                     "images": images, "steps": made, "process_steps": earlier + made})
     write_marker(session.folder, summary)
     return summary_text(summary, notes)
+
+
+def _preload(modules) -> None:
+    """Import ``modules`` in a background thread (a failure is left to the step that needs
+    the module, which meets and reports it)."""
+    import threading
+    from importlib import import_module
+
+    def load():
+        for module in modules:
+            try:
+                import_module(module)
+            except Exception:
+                pass
+
+    threading.Thread(target=load, name="gonio-preload", daemon=True).start()
 
 
 # -- summary --------------------------------------------------------------------------
