@@ -173,8 +173,16 @@ def test_the_whole_pipeline_to_the_merged_file(processed):
     start = s.head
     r = ok(s, "process")  # continues after refine: integrate ... export
     steps = branch(s)
-    assert [x.command for x in steps[-5:]] == ["integrate", "symmetry", "scale", "merge", "export"]
+    new = [x for x in steps if x.id > start]
+    commands = [x.command for x in new]
     marker = json.loads((s.folder / MARKER).read_text())
+    if len(new) == 6:  # cut to the resolution of the CC1/2 fit: scale again with that d_min
+        assert commands == ["integrate", "symmetry", "scale", "scale", "merge", "export"]
+        cut = float(new[3].line.split("d_min=")[1].split()[0])
+        assert marker["d_min"] == pytest.approx(cut, abs=0.01)
+        assert "resolution cut at" in r.text
+    else:
+        assert commands == ["integrate", "symmetry", "scale", "merge", "export"]
     assert marker["steps"] == [x.id for x in steps if x.id > start]
     merged = s.folder / "merged.mtz"
     assert str(merged) in marker["files"] and merged.is_file()
@@ -187,11 +195,11 @@ def test_the_whole_pipeline_to_the_merged_file(processed):
                   "merged.mtz"):
         assert label in r.text
     # the same five steps typed by hand on a branch from refine: the same merged data
-    processed_steps, head = steps[-5:], s.head
+    processed_steps, head = new, s.head
     s.history.goto(start)
     for x in processed_steps:
         ok(s, x.command)
-    by_hand = branch(s)[-5:]
+    by_hand = branch(s)[-len(new):]
     assert s.head != head and [x.line for x in by_hand] == [x.line for x in processed_steps]
     for x, y in zip(processed_steps, by_hand):
         assert x.metrics == y.metrics, x.line
@@ -239,3 +247,19 @@ def test_preloaded_modules_exist_and_load_in_a_thread():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "True"
+
+
+def test_resolution_cut_follows_the_cc_half_fit():
+    """process scales again to the d_min where the CC1/2 fit falls to 0.3 (as xia2), only when
+    that cuts data away."""
+    from gonio.shell.commands.process import resolution_cut
+    from gonio.store.state import State
+
+    def state(cc_half, d_min_data):
+        return State().evolve(data={"merging_statistics": {"resolution": {
+            "cc_half": cc_half, "d_min_data": d_min_data}}})
+
+    assert resolution_cut(state(1.593, 1.525)) == 1.59
+    assert resolution_cut(state(None, 1.525)) is None  # CC1/2 never falls to 0.3
+    assert resolution_cut(state(1.527, 1.525)) is None  # at the edge of the data: no cut
+    assert resolution_cut(State()) is None  # no scale step

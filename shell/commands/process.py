@@ -2,7 +2,10 @@
 
 import -> findspots -> index -> rbs -> reindex (the highest-symmetry recommended
 Bravais setting, as xia2 chooses) -> refine (its default: static, then
-scan-varying) -> integrate -> symmetry -> scale -> merge -> export.
+scan-varying) -> integrate -> symmetry -> scale -> merge -> export. When the
+CC1/2 fit of the merging statistics falls to 0.3 before the data end
+(dials.estimate_resolution's cc_half criterion), scale is run again with that
+d_min, as xia2 does, unless the line gives scale.d_min.
 
 Every step is run through the session exactly as if typed (``Session.run_line``),
 so the result is an ordinary session: ``history``, ``undo``, ``goto`` and
@@ -287,6 +290,19 @@ def run_pipeline(session, parsed, echo=None) -> str:
         if not result.ok:
             raise stop(step, result.text)
         recording = step
+        if step == "scale" and not any(w.startswith("d_min=") for w in words):
+            cut = resolution_cut(session.state)
+            if cut is not None:  # as xia2: scale again to the CC1/2 resolution limit
+                notes.append(f"resolution cut at {cut:.2f} A, where the fit of CC1/2 falls to "
+                             "0.3 (dials.estimate_resolution's cc_half); scale was run again "
+                             "with that d_min (give scale.d_min to choose another).")
+                line = " ".join(["scale", f"d_min={cut:.2f}", *words])
+                result = session.run_line(line, defer=True)
+                collect()
+                if echo and not quiet:
+                    echo(f"gonio> {line}" + (f"\n{result.text}" if result.text else ""))
+                if not result.ok:
+                    raise stop(step, result.text)
     session.wait_recorded()
     collect()
     seconds = time.perf_counter() - t0
@@ -295,6 +311,16 @@ def run_pipeline(session, parsed, echo=None) -> str:
                     "images": images, "steps": made, "process_steps": earlier + made})
     write_marker(session.folder, summary)
     return summary_text(summary, notes)
+
+
+def resolution_cut(state) -> float | None:
+    """The high-resolution limit (A) the CC1/2 fit of the scale step in ``state`` suggests,
+    when it cuts away data (more than 0.5 % in d); else None."""
+    r = (state.data.get("merging_statistics") or {}).get("resolution") or {}
+    cut, d_data = r.get("cc_half"), r.get("d_min_data")
+    if cut is None or not d_data or cut <= d_data * 1.005:
+        return None
+    return round(float(cut), 2)
 
 
 def _preload(modules) -> None:
