@@ -165,7 +165,7 @@ WARM_MODULES = (
     "gonio.core.lattice.rbs", "gonio.core.lattice.reindex", "gonio.core.refinement.engine",
     "gonio.core.integration.integrate", "gonio.core.symmetry.laue_group",
     "gonio.core.scaling.engine", "gonio.core.merging.statistics", "gonio.core.merge.merge",
-    "gonio.core.export.mtz", "scipy.stats")
+    "gonio.core.export.mtz", "scipy.optimize")
 _warm: list = []  # the thread of warm_up, once started in this process
 
 

@@ -109,7 +109,7 @@ def refine_individual(group, n_groups, intensity, variance, g, n_bins: int = 10,
     ``start`` (dials.scale: the current model, (1, 0.02) before the first refinement; with
     its 1 % convergence test on a the result depends on it by up to ~1 %)."""
     from scipy.optimize import minimize_scalar
-    from scipy.stats import norm
+    from scipy.special import ndtr, ndtri  # normal CDF and its inverse
 
     sel, ih = select_for_error_model(group, n_groups, intensity, variance, g, min_Ih)
     if sel.sum() < MIN_REFLECTIONS:
@@ -123,9 +123,9 @@ def refine_individual(group, n_groups, intensity, variance, g, n_bins: int = 10,
     counts = np.bincount(bin_of[inb], minlength=nb)
     wbin = mean_i / mean_i.sum()
     n = len(grp)
-    lo_idx = ceil(norm.cdf(-1.5) * n - 0.5)
-    hi_idx = ceil(norm.cdf(1.5) * n - 0.5)
-    x = norm.ppf(np.linspace((lo_idx + 0.5) / n, (hi_idx + 0.5) / n, hi_idx - lo_idx,
+    lo_idx = ceil(ndtr(-1.5) * n - 0.5)
+    hi_idx = ceil(ndtr(1.5) * n - 0.5)
+    x = ndtri(np.linspace((lo_idx + 0.5) / n, (hi_idx + 0.5) / n, hi_idx - lo_idx,
                              endpoint=False))
     design = np.column_stack([np.ones_like(x), x])
 

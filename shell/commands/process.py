@@ -41,9 +41,9 @@ PIPELINE = ("import", "findspots", "index", "rbs", "reindex", "refine", "integra
             "symmetry", "scale", "merge", "export")
 
 #: Modules that later steps import, loaded in a thread while the step named here runs:
-#: integrate spends its time in kernels that release the GIL, and scipy.stats (the Student t
-#: of scale's and merge's CC1/2 significance) takes ~0.5 s of CPU to import.
-PRELOAD = {"integrate": ("scipy.stats",)}
+#: integrate spends its time in kernels that release the GIL, and scipy.optimize (scale's
+#: minimisers, the resolution fit) takes ~0.4 s of CPU to import.
+PRELOAD = {"integrate": ("scipy.optimize",)}
 
 #: In the session folder: the steps made by process runs (``process_steps``), and at the
 #: end of a successful run ``finished`` with the summary.
