@@ -18,6 +18,26 @@ def data_path(*parts: str) -> Path:
     return p
 
 
+def lcysteine_sweeps():
+    """(experiments, reflections) of the three .expt/.refl pairs DIALS scaled together in
+    ../shared/data/l_cysteine_4_sweeps_scaled, as one list (ids renumbered); skips without
+    the data."""
+    from gonio.core.io.dials_expt import read_expt
+    from gonio.core.io.dials_refl import read_refl
+    from gonio.core.models.experiment import ExperimentList
+    from gonio.core.reflection_table import ReflectionTable
+
+    tables, exps = [], ExperimentList()
+    for name in ("scaled_20_25", "scaled_30", "scaled_35"):
+        t = read_refl(data_path("l_cysteine_4_sweeps_scaled", name + ".refl"))
+        e = read_expt(data_path("l_cysteine_4_sweeps_scaled", name + ".expt"))
+        t["id"] = t["id"] + len(exps)
+        t.experiment_identifiers = {k + len(exps): v for k, v in t.experiment_identifiers.items()}
+        exps.extend(e)
+        tables.append(t)
+    return exps, ReflectionTable.concatenate(tables)
+
+
 def run_ok(session, line: str):
     """Run a shell line that must succeed; its Result."""
     r = session.run_line(line)

@@ -28,14 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import data_path, run_fail, run_ok
+from conftest import data_path, lcysteine_sweeps, run_fail, run_ok
 
-from gonio.core.io.dials_expt import read_expt
-from gonio.core.io.dials_refl import read_refl
 from gonio.core.merging import merging_statistics
 from gonio.core.merging.equivalents import group_equivalents, map_to_asu
 from gonio.core.models.experiment import ExperimentList
-from gonio.core.reflection_table import Flags, ReflectionTable
+from gonio.core.reflection_table import Flags
 from gonio.core.scaling import ScalingParams, scale
 from gonio.core.scaling.engine import combined_intensities
 from gonio.core.scaling.error_model import apply_error_model, refine_error_model
@@ -50,15 +48,7 @@ DIALS_OPTIONS = dict(intensity_choice="profile", error_model_minimisation="indiv
 
 @pytest.fixture(scope="module")
 def lcys():
-    tables, exps = [], ExperimentList()
-    for name in ("scaled_20_25", "scaled_30", "scaled_35"):
-        t = read_refl(data_path("l_cysteine_4_sweeps_scaled", name + ".refl"))
-        e = read_expt(data_path("l_cysteine_4_sweeps_scaled", name + ".expt"))
-        t["id"] = t["id"] + len(exps)
-        t.experiment_identifiers = {k + len(exps): v for k, v in t.experiment_identifiers.items()}
-        exps.extend(e)
-        tables.append(t)
-    return exps, ReflectionTable.concatenate(tables)
+    return lcysteine_sweeps()
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +118,17 @@ def test_individual_error_model_as_dials312(dials_obs):
     assert a_merged > 1.03 * a_ref
 
 
+def _scaled_stats(scaled):
+    """gonio's scaled observations (not outliers, not excluded), their inverse scale factors
+    and their merging statistics."""
+    used = scaled.get_flags(Flags.scaled) & ~scaled.get_flags(Flags.bad_for_scaling,
+                                                             all_bits=False)
+    t = scaled.select(used)
+    g = t["inverse_scale_factor"]
+    return t, g, _stats(t["miller_index"], t["intensity.scale.value"] / g,
+                        np.sqrt(t["intensity.scale.variance"]) / g)
+
+
 def test_dials_options_shell_by_shell(lcys):
     """gonio with DIALS 3.12's choices against DIALS 3.12, per resolution shell: the same
     observations, CC1/2 and Rmeas within 2 % (Rmeas of the first and third shells 2-3 %: a
@@ -136,12 +137,7 @@ def test_dials_options_shell_by_shell(lcys):
     exps, table = lcys
     new_exps, scaled, result = scale(exps, table, ScalingParams(**DIALS_OPTIONS))
     assert result.intensity_choice == "profile"
-    used = scaled.get_flags(Flags.scaled) & ~scaled.get_flags(Flags.bad_for_scaling,
-                                                             all_bits=False)
-    t = scaled.select(used)
-    g = t["inverse_scale_factor"]
-    ours = _stats(t["miller_index"], t["intensity.scale.value"] / g,
-                  np.sqrt(t["intensity.scale.variance"]) / g)
+    t, g, ours = _scaled_stats(scaled)
     n_obs = np.array([s.n_obs for s in ours.shells])
     ref_n = np.array([s["n_obs"] for s in REF["shells"]])
     assert abs(ours.overall.n_obs - REF["overall"]["n_obs"]) <= 5
@@ -166,12 +162,7 @@ def test_defaults_against_dials312(lcys):
     within 2 %, as many observations within 2 %."""
     exps, table = lcys
     _, scaled, result = scale(exps, table, ScalingParams())
-    used = scaled.get_flags(Flags.scaled) & ~scaled.get_flags(Flags.bad_for_scaling,
-                                                             all_bits=False)
-    t = scaled.select(used)
-    g = t["inverse_scale_factor"]
-    ours = _stats(t["miller_index"], t["intensity.scale.value"] / g,
-                  np.sqrt(t["intensity.scale.variance"]) / g)
+    t, g, ours = _scaled_stats(scaled)
     cc = _ratios(ours, REF["shells"], "cc_half")
     assert np.all(np.abs(cc - 1) < 0.02), cc
     assert ours.overall.r_meas == pytest.approx(REF["overall"]["r_meas"], rel=0.02)

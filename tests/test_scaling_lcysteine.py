@@ -30,34 +30,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import data_path
+from conftest import lcysteine_sweeps
 from scaling_synthetic import scale_deviation
 
-from gonio.core.io.dials_expt import read_expt
-from gonio.core.io.dials_refl import read_refl
 from gonio.core.merging import merging_statistics
 from gonio.core.merging.equivalents import group_equivalents, map_to_asu
-from gonio.core.models.experiment import ExperimentList
-from gonio.core.reflection_table import Flags, ReflectionTable
+from gonio.core.reflection_table import Flags
 from gonio.core.scaling import ScalingParams, scale
 from gonio.core.scaling.engine import combined_intensities
 from gonio.core.scaling.error_model import apply_error_model
 from gonio.core.scaling.targets import best_means
 
-PAIRS = ("scaled_20_25", "scaled_30", "scaled_35")
-
 
 @pytest.fixture(scope="module")
 def lcys():
-    tables, exps = [], ExperimentList()
-    for name in PAIRS:
-        t = read_refl(data_path("l_cysteine_4_sweeps_scaled", name + ".refl"))
-        e = read_expt(data_path("l_cysteine_4_sweeps_scaled", name + ".expt"))
-        t["id"] = t["id"] + len(exps)
-        t.experiment_identifiers = {k + len(exps): v for k, v in t.experiment_identifiers.items()}
-        exps.extend(e)
-        tables.append(t)
-    return exps, ReflectionTable.concatenate(tables)
+    return lcysteine_sweeps()
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,11 @@ def test_resolution_map_is_kept_per_geometry_and_beam():
 
 
 def test_kept_maps_stay_within_their_memory_bound(monkeypatch):
-    monkeypatch.setattr(masks, "_MAPS", type(masks._MAPS)())
+    from gonio.core.geometry.kept_arrays import KeptArrays
+
     panel = Panel(image_size=(100, 100))
     one = 100 * 100 * 8
-    monkeypatch.setattr(masks, "MAPS_BYTES", 2 * one)
-    for wavelength in (1.0, 1.1, 1.2):
-        masks.resolution_map(panel, Beam(wavelength=wavelength))
-    assert len(masks._MAPS) == 2
+    monkeypatch.setattr(masks, "_MAPS", KeptArrays(2 * one))
+    maps = [masks.resolution_map(panel, Beam(wavelength=w)) for w in (1.0, 1.1, 1.2)]
+    assert masks.resolution_map(panel, Beam(wavelength=1.2)) is maps[2]  # kept
+    assert masks.resolution_map(panel, Beam(wavelength=1.0)) is not maps[0]  # dropped

@@ -6,36 +6,25 @@ correction, mm -> laboratory frame, normalised) costs ~0.2-0.35 s per 1M pixels 
 work that holds the GIL, on the serial path of every ``integrate``; a session that
 integrates again with other parameters (or another sweep on the same detector) reuses
 them. Like the resolution maps of spot finding (:mod:`gonio.core.spotfinding.masks`), the
-latest geometries are kept up to :data:`DIRECTIONS_BYTES` in all, read-only.
+latest geometries are kept up to 256 MiB in all, read-only
+(:class:`gonio.core.geometry.kept_arrays.KeptArrays`).
 """
 
 from __future__ import annotations
 
-import json
-from collections import OrderedDict
-
 import numpy as np
 
+from ..geometry.kept_arrays import KeptArrays
 from ..models.detector import Panel
 
-_DIRS: OrderedDict[str, np.ndarray] = OrderedDict()
-DIRECTIONS_BYTES = 256 * 2**20
+_DIRS = KeptArrays(256 * 2**20)
 
 
 def pixel_directions(panel: Panel) -> np.ndarray:
     """(ny * nx, 3) float32 unit vectors from the sample to the pixel centres, row by row
     (slow, then fast), parallax included as :meth:`Panel.pixel_to_millimeter` applies it.
     Computed once per panel geometry and kept (read-only)."""
-    key = json.dumps(panel.to_dict(), sort_keys=True)
-    d = _DIRS.get(key)
-    if d is None:
-        d = _directions(panel)
-        d.setflags(write=False)
-        _DIRS[key] = d
-        while sum(a.nbytes for a in _DIRS.values()) > DIRECTIONS_BYTES and len(_DIRS) > 1:
-            _DIRS.popitem(last=False)
-    _DIRS.move_to_end(key)
-    return d
+    return _DIRS.get(panel.to_dict(), lambda: _directions(panel))
 
 
 def _directions(panel: Panel) -> np.ndarray:

@@ -15,20 +15,17 @@ test is done by the threshold kernel itself.
 
 from __future__ import annotations
 
-import json
-from collections import OrderedDict
-
 import gemmi
 import numpy as np
 
+from ..geometry.kept_arrays import KeptArrays
 from ..models.beam import Beam
 from ..models.detector import Panel
 
-#: Resolution maps of the latest panel geometries and beams, newest last, kept up to
-#: MAPS_BYTES in all: a step on a few images (a user trying parameters, images processed as
-#: they arrive) then costs little more than their decoding.
-_MAPS: OrderedDict[str, np.ndarray] = OrderedDict()
-MAPS_BYTES = 256 * 2**20
+#: Resolution maps of the latest panel geometries and beams, up to 256 MiB in all: a step on
+#: a few images (a user trying parameters, images processed as they arrive) then costs
+#: little more than their decoding.
+_MAPS = KeptArrays(256 * 2**20)
 
 
 def resolution_map(panel: Panel, beam: Beam) -> np.ndarray:
@@ -36,16 +33,8 @@ def resolution_map(panel: Panel, beam: Beam) -> np.ndarray:
 
     Computed once per panel geometry and beam direction and kept (read-only).
     """
-    key = json.dumps([panel.to_dict(), [float(x) for x in beam.s0]], sort_keys=True)
-    d = _MAPS.get(key)
-    if d is None:
-        d = _resolution_map(panel, beam)
-        d.setflags(write=False)
-        _MAPS[key] = d
-        while sum(m.nbytes for m in _MAPS.values()) > MAPS_BYTES and len(_MAPS) > 1:
-            _MAPS.popitem(last=False)
-    _MAPS.move_to_end(key)
-    return d
+    return _MAPS.get([panel.to_dict(), [float(x) for x in beam.s0]],
+                     lambda: _resolution_map(panel, beam))
 
 
 def _resolution_map(panel: Panel, beam: Beam) -> np.ndarray:

@@ -267,6 +267,17 @@ def run_pipeline(session, parsed, echo=None) -> str:
                 raise stop(recording, done.text)
             made.append(done.step)
 
+    def run_step(step: str, words: list[str]) -> None:
+        nonlocal recording
+        line = " ".join([step, *words])
+        result = session.run_line(line, defer=True)
+        collect()
+        if echo and not quiet:
+            echo(f"gonio> {line}" + (f"\n{result.text}" if result.text else ""))
+        if not result.ok:
+            raise stop(step, result.text)
+        recording = step
+
     t0 = time.perf_counter()
     for step in steps:
         words = step_arguments(parsed, step)
@@ -280,29 +291,16 @@ def run_pipeline(session, parsed, echo=None) -> str:
                 notes.append("rbs recommended no solution: the data stay in the P1 setting.")
                 continue
             words.insert(0, f"solution={best}")
-        line = " ".join([step, *words])
         if step in PRELOAD:
             _preload(PRELOAD[step])
-        result = session.run_line(line, defer=True)
-        collect()
-        if echo and not quiet:
-            echo(f"gonio> {line}" + (f"\n{result.text}" if result.text else ""))
-        if not result.ok:
-            raise stop(step, result.text)
-        recording = step
+        run_step(step, words)
         if step == "scale" and not any(w.startswith("d_min=") for w in words):
             cut = resolution_cut(session.state)
             if cut is not None:  # as xia2: scale again to the CC1/2 resolution limit
                 notes.append(f"resolution cut at {cut:.2f} A, where the fit of CC1/2 falls to "
                              "0.3 (dials.estimate_resolution's cc_half); scale was run again "
                              "with that d_min (give scale.d_min to choose another).")
-                line = " ".join(["scale", f"d_min={cut:.2f}", *words])
-                result = session.run_line(line, defer=True)
-                collect()
-                if echo and not quiet:
-                    echo(f"gonio> {line}" + (f"\n{result.text}" if result.text else ""))
-                if not result.ok:
-                    raise stop(step, result.text)
+                run_step(step, [f"d_min={cut:.2f}", *words])
     session.wait_recorded()
     collect()
     seconds = time.perf_counter() - t0
