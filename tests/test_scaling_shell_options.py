@@ -31,6 +31,7 @@ def test_array_model_and_dials_error_model_through_the_shell(one_sweep):
 def test_bad_array_and_error_model_values(one_sweep):
     assert "n_resolution_bins" in run_fail(one_sweep, "scale model=array n_resolution_bins=0")
     assert "leave_one_out" in run_fail(one_sweep, "scale minimisation=bogus")
+    assert "emax" in run_fail(one_sweep, "scale emax=-1")
 
 
 def test_reflection_selection_through_the_shell(one_sweep):

@@ -71,14 +71,22 @@ class SmootherDesign:
         return SmootherDesign(self.index[sel], self.weight[sel], self.n_param)
 
 
-def smoother_design(phi_deg, phi_range, interval) -> SmootherDesign:
+def smoother_design(phi_deg, phi_range, interval, data_range=None) -> SmootherDesign:
     """Smoother weights of reflections at ``phi_deg``: DIALS's GaussianSmoother
-    (:mod:`gonio.core.refinement.smoother`) over the rotation range."""
+    (:mod:`gonio.core.refinement.smoother`) over the rotation range; with ``data_range``
+    (the rotation range (deg) of the reflections scaled) placed as dials.scale 3.x places
+    it: from the first reflection, over a whole number of normalised units of
+    interval / 0.999 (its ``norm_fac``), as many intervals as over the rotation range."""
     from gonio.core.refinement.smoother import GaussianSmoother
 
     n_param, step = smoother_layout(phi_range, interval)
     n_int = {2: 1, 3: 2}.get(n_param, n_param - 2)
-    smoother = GaussianSmoother((phi_range[0], phi_range[0] + n_int * step), n_int)
+    if data_range is None:
+        smoother = GaussianSmoother((phi_range[0], phi_range[0] + n_int * step), n_int)
+    else:
+        unit = step / 0.999
+        span = max(int(np.ceil(round((data_range[1] - data_range[0]) / unit, 10))), 1)
+        smoother = GaussianSmoother((data_range[0], data_range[0] + span * unit), n_int)
     w = smoother.weights(phi_deg)
     k = min(3, n_param)
     idx = np.argpartition(-w, k - 1, axis=1)[:, :k] if k < n_param else \
@@ -167,6 +175,9 @@ class SweepModel:
     p_decay: np.ndarray | None
     p_abs: np.ndarray | None
     sd: np.ndarray | None = None  # estimated standard deviations of all parameters
+    #: rotation range (deg) of the reflections scaled, to place the smoothers as
+    #: dials.scale 3.x does (:func:`smoother_design`); None: over the scan
+    data_range: tuple[float, float] | None = None
 
     @classmethod
     def new(cls, kind, phi_range, scale_interval, decay_interval, lmax, surface_weight,
@@ -207,8 +218,8 @@ class SweepModel:
             one = SmootherDesign(np.zeros((n, 1), np.int64), np.ones((n, 1)), 1)
             return ComponentData(one, one if self.p_decay is not None else None,
                                  1 / (2 * d ** 2), None)
-        scale = smoother_design(phi_deg, self.phi_range, self.scale_interval)
-        decay = smoother_design(phi_deg, self.phi_range, self.decay_interval) \
+        scale = smoother_design(phi_deg, self.phi_range, self.scale_interval, self.data_range)
+        decay = smoother_design(phi_deg, self.phi_range, self.decay_interval, self.data_range) \
             if self.p_decay is not None else None
         harm = None
         if self.p_abs is not None:

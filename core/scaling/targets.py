@@ -47,17 +47,19 @@ def leave_one_out(group, n_groups, intensity, weight, g):
     return z, ih, den
 
 
-def reject_outliers(group, n_groups, intensity, variance, g, zmax: float, max_passes: int = 20):
+def reject_outliers(group, n_groups, intensity, variance, g, zmax: float, max_passes: int = 20,
+                    reject_pairs: bool = True):
     """Boolean (N,) outliers, as dials.scale's standard (NormDevOutlierRejection): in every
     group of more than two observations, the one deviating most from the rest by more than
     ``zmax`` is rejected, repeatedly; weights w = 1/sigma^2 capped at 10 times the group's
     median first, so that no single observation (a zero with a tiny sigma) sets the mean
     the others are judged against.
 
-    A pair whose two observations disagree by more than ``zmax`` (their deviations are
-    equal and opposite, so neither can be singled out) loses both: dials.scale keeps both,
-    and the delta-CC1/2 filter then blames the good observation's image group as much as
-    the bad one's."""
+    With ``reject_pairs``, a pair whose two observations disagree by more than ``zmax``
+    (their deviations are equal and opposite, so neither can be singled out) loses both:
+    dials.scale keeps both (``reject_pairs=False``, also for groups left with two after a
+    rejection), and the delta-CC1/2 filter then blames the good observation's image group
+    as much as the bad one's."""
     w = 1.0 / variance
     w = np.minimum(w, 10.0 * group_median(group, n_groups, w)[group])
     out = np.zeros(len(group), bool)
@@ -69,6 +71,8 @@ def reject_outliers(group, n_groups, intensity, variance, g, zmax: float, max_pa
         az = np.where(np.isfinite(z), np.abs(z), 0.0)
         bad = az > zmax
         pair = np.bincount(gk, minlength=n_groups)[gk] == 2
+        if not reject_pairs:
+            bad &= ~pair
         if not bad.any():
             break
         order = np.lexsort((-az, gk))

@@ -103,6 +103,10 @@ def model_summary(result) -> str:
                 "filtering).")
     if result.selection is not None:
         text.append(result.selection.summary())
+    if result.rounds:  # as dials.scale's log lists them
+        text.append("Rounds: " + ", ".join(
+            f"{v} outliers" if kind == "outliers" else f"error model a = {v[0]:.4f}, "
+            f"b = {v[1]:.5f}" for kind, v in result.rounds))
     for k, c in enumerate(result.filtering, 1):
         worst = min(c.delta[np.isfinite(c.delta)], default=float("nan"))
         text.append(f"Delta CC1/2 filtering, cycle {k}: CC1/2 {c.cc_half:.4f}, {len(c.labels)} "
