@@ -15,9 +15,16 @@ only figures of one run). With ``kernels``: where that compilation goes, kernel
 by kernel (numba's compile events; a kernel's time includes the kernels and
 numpy functions it compiles on the way), in this process, with an empty cache.
 
+With ``compare TREE``: both of these, for the working tree and for another tree
+alternately (interleaved, so that the load of a shared machine falls on both alike).
+TREE is a folder holding ``gonio/core``, ``gonio/shell``, ``gonio/store`` and
+``gonio/session_examples`` (``git archive HEAD core shell store session_examples |
+tar -x -C TREE/gonio``), imported through ``PYTHONPATH``.
+
     python benchmarks/bench_first_run.py [repeats=3]
     python benchmarks/bench_first_run.py compile [repeats=1]
     python benchmarks/bench_first_run.py kernels [unit...]
+    python benchmarks/bench_first_run.py compare TREE [repeats=4]
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ DEMO_UNITS = ("gonio.core.simulate", "gonio.core.spotfinding.threshold", "gonio.
 def run_demo(folder: Path, env: dict) -> tuple[float, dict, str]:
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "gonio.shell.main", "demo", str(folder)], env=env,
-                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=folder.parent)
     wall = time.perf_counter() - t0
     if r.returncode:
         raise SystemExit(f"gonio demo failed:\n{r.stdout}\n{r.stderr}")
@@ -57,9 +64,17 @@ def wait_for_preparation(cache: Path) -> None:
             fcntl.flock(f, fcntl.LOCK_EX)
 
 
-def first_and_second(tmp: Path) -> tuple[float, float, dict, dict, str]:
+def tree_env(tree: str | None, **extra) -> dict:
+    """The environment of a gonio process of the working tree (None) or of ``tree``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if tree:
+        env["PYTHONPATH"] = tree
+    return dict(env, **extra)
+
+
+def first_and_second(tmp: Path, tree: str | None = None) -> tuple[float, float, dict, dict, str]:
     cache = tmp / "numba-cache"
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONUNBUFFERED="1")
+    env = tree_env(tree, NUMBA_CACHE_DIR=str(cache), PYTHONUNBUFFERED="1")
     first, steps1, err1 = run_demo(tmp / "demo1", env)
     wait_for_preparation(cache)
     second, steps2, _ = run_demo(tmp / "demo2", env)
@@ -84,19 +99,26 @@ def demo_runs(repeats: int) -> None:
     print(f"median first - second over {repeats} runs: {statistics.median(excess):.2f} s")
 
 
+def units_cpu(tree: str | None = None) -> dict:
+    """CPU seconds of preparing each unit of the demo alone, each in a fresh process
+    with an empty cache (numba's start-up included)."""
+    cpu = {}
+    for unit in DEMO_UNITS:
+        with tempfile.TemporaryDirectory() as tmp:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([sys.executable, "-m", "gonio.core.jit", unit], cwd=tmp,
+                           env=tree_env(tree, NUMBA_CACHE_DIR=tmp), check=True,
+                           capture_output=True)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu[unit] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu
+
+
 def compile_cpu(repeats: int) -> None:
     """CPU seconds of preparing each unit alone, in one process, with an empty cache."""
     total = []
     for k in range(repeats):
-        cpu = {}
-        for unit in DEMO_UNITS:
-            with tempfile.TemporaryDirectory() as tmp:
-                env = dict(os.environ, NUMBA_CACHE_DIR=tmp)
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                subprocess.run([sys.executable, "-m", "gonio.core.jit", unit], env=env,
-                               check=True, capture_output=True)
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu[unit] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpu = units_cpu()
         total.append(sum(cpu.values()))
         print(f"run {k + 1} (load {os.getloadavg()[0]:.1f}): "
               + ", ".join(f"{u.split('.', 2)[-1]} {s:.2f} s" for u, s in cpu.items())
@@ -139,8 +161,44 @@ def kernel_times(units: list[str]) -> None:
             print(f"  {seconds:6.2f} s  {name}")
 
 
+def compare(tree: str, repeats: int) -> None:
+    """The working tree against ``tree``, alternating: compile CPU of the demo's units,
+    then the demo's first run minus its second."""
+    trees = {"this tree": None, tree: str(Path(tree).absolute())}
+    cpu, excess, wait = {}, {}, {}
+    for k in range(repeats):
+        for name in list(trees)[::1 if k % 2 == 0 else -1]:
+            units = units_cpu(trees[name])
+            cpu.setdefault(name, []).append(units)
+            print(f"{name}: compile CPU (load {os.getloadavg()[0]:.1f}) " + ", ".join(
+                f"{u.split('.', 2)[-1]} {s:.2f} s" for u, s in units.items())
+                + f"; total {sum(units.values()):.2f} s", flush=True)
+    for k in range(repeats):
+        for name in list(trees)[::1 if k % 2 == 0 else -1]:
+            load = os.getloadavg()[0]
+            with tempfile.TemporaryDirectory() as tmp:
+                first, second, steps1, steps2, _ = first_and_second(Path(tmp), trees[name])
+            excess.setdefault(name, []).append(first - second)
+            wait.setdefault(name, []).append(steps1.get("findspots", 0.0)
+                                             - steps2.get("findspots", 0.0))
+            print(f"{name}: demo (load {load:.1f}) first {first:.2f} s, second {second:.2f} s, "
+                  f"first - second {first - second:.2f} s (simulate "
+                  f"{steps1.get('simulate', 0):.2f} / {steps2.get('simulate', 0):.2f} s, "
+                  f"findspots {steps1.get('findspots', 0):.2f} / "
+                  f"{steps2.get('findspots', 0):.2f} s)", flush=True)
+    for name in trees:
+        totals = [sum(u.values()) for u in cpu[name]]
+        per_unit = {u: statistics.median(c[u] for c in cpu[name]) for u in DEMO_UNITS}
+        print(f"{name}: median compile CPU {statistics.median(totals):.2f} s ("
+              + ", ".join(f"{u.split('.', 2)[-1]} {s:.2f}" for u, s in per_unit.items())
+              + f"); median first - second {statistics.median(excess[name]):.2f} s, of which "
+              f"findspots {statistics.median(wait[name]):.2f} s")
+
+
 def main(argv: list[str]) -> None:
-    if argv and argv[0] == "compile":
+    if argv and argv[0] == "compare":
+        compare(argv[1], int(argv[2]) if len(argv) > 2 else 4)
+    elif argv and argv[0] == "compile":
         compile_cpu(int(argv[1]) if len(argv) > 1 else 1)
     elif argv and argv[0] == "kernels":
         kernel_times(argv[1:])

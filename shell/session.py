@@ -15,17 +15,22 @@ Recent states stay in memory (keyed by step number) so undo and goto are
 instant.
 
 ``run_line(line, defer=True)`` (what ``process`` uses) records the step in a
-background thread while the caller goes on: the next deferred command computes
-on the state in memory and its own record waits for the one before (its
-parent). A step counts only once its artifacts and row are committed, as
+background thread while the caller goes on: the record starts when the next
+command starts computing (after its line is parsed), which computes on the
+state in memory, and its own record waits for the one before (its parent). A step counts only once its artifacts and row are committed, as
 always; anything else that touches the history (:attr:`Session.history`,
 :attr:`Session.head`, :meth:`close`) first waits for the step being recorded,
 and :meth:`Session.recorded` hands out how each deferred record ended.
+
+In a folder without a session the history database is created when the first
+step is recorded (not when the session starts): the first command computes
+meanwhile, and a session that records nothing leaves no ``.gonio`` behind.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -38,6 +43,7 @@ from gonio.shell.commands import COMMANDS, lookup
 from gonio.shell.params import split_line
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from concurrent.futures import Future, ThreadPoolExecutor
 
 STATE_CACHE_SIZE = 8
@@ -62,9 +68,12 @@ class Result:
 
 @dataclass
 class _Recording:
-    """A step computed and being recorded in the background (``run_line(defer=True)``)."""
+    """A step computed and being recorded in the background (``run_line(defer=True)``):
+    its record ``job`` starts (``future``) when the next command starts computing, or
+    when anything waits for it."""
 
-    future: Future
+    job: Callable[[], object]
+    future: Future | None
     state: object
     command: str
     duration_s: float
@@ -76,10 +85,15 @@ class Session:
 
     def __init__(self, folder: str | os.PathLike = ".", progress=None, nproc: int = 0,
                  read_only: bool = False):
-        from gonio.store.history import History
-
         self.folder = Path(folder).absolute()
-        self._history = History.open(self.folder, read_only=read_only)
+        self._opened = None
+        self._open_lock = threading.Lock()
+        # a new session has nothing to read: its database is created (and SQLAlchemy,
+        # ~0.3 s of CPU, imported) when the first step is recorded, which process does in
+        # the background while the next step computes
+        self._new = not read_only and _new_session_folder(self.folder)
+        if not self._new:
+            self._opened = _open_history(self.folder, read_only)
         self.progress = progress or (lambda what, done, total: None)
         self.nproc = nproc or (os.cpu_count() or 1)
         self._states: OrderedDict[int, object] = OrderedDict()
@@ -91,7 +105,23 @@ class Session:
         self.wait_recorded()
         if self._writer is not None:
             self._writer.shutdown(wait=True)
-        self._history.close()
+        if self._opened is not None:  # (a new session that recorded nothing has no database)
+            self._opened.close()
+
+    @property
+    def _history(self):
+        """The history database (for a new session: created on first use, by whichever
+        thread needs it first; its error, if any, is that caller's)."""
+        if self._opened is None:
+            with self._open_lock:
+                if self._opened is None:
+                    self._opened = _open_history(self.folder)
+        return self._opened
+
+    def _opening_new(self) -> bool:
+        """True for a new session whose database is not created yet: it has no step and
+        its folder is writable (checked when the session started)."""
+        return self._new and self._opened is None
 
     @property
     def history(self):
@@ -106,6 +136,7 @@ class Session:
         rec = self._recording
         if rec is None:
             return
+        self._start_recording()
         try:
             commit = rec.future.result()
         except GonioError as e:
@@ -124,6 +155,12 @@ class Session:
         self._recorded.append(Result(True, notice + f"[step {commit.step}: {rec.command}, "
                                      f"{rec.duration_s:.2f} s]", commit.step, rec.metrics))
 
+    def _start_recording(self) -> None:
+        """Start the record of the step computed last, if it waits to start."""
+        rec = self._recording
+        if rec is not None and rec.future is None:
+            rec.future = self._writer.submit(rec.job)
+
     def recorded(self) -> list[Result]:
         """How the deferred records that ended since the last call ended, oldest first: the
         step's line ``[step N: command, T s]`` and its number, or the error (not recorded)."""
@@ -133,6 +170,8 @@ class Session:
     # -- state ------------------------------------------------------------------
     @property
     def head(self) -> int | None:
+        if self._opening_new():
+            return None
         return self.history.head
 
     def state_at(self, step: int | None):
@@ -197,13 +236,14 @@ class Session:
             return Result(False, _internal_error(e, self.folder))
 
     def _run(self, command: Command, parsed, line: str, defer: bool = False) -> Result:
-        if command.step:
+        fresh = self._opening_new()  # a new session, its database not created yet
+        if command.step and not fresh:
             self._history.require_writable(f"run {command.name}")
         base = self._recording if defer else None
         notice = ""
         if base is None:  # from the head in the database
             head = self.head
-            if command.step and self._history.moved_elsewhere(head):
+            if command.step and not fresh and self._history.moved_elsewhere(head):
                 notice = (f"Note: another gonio process moved the session to step {head or 0} "
                           f"since your last command; this {command.name} runs on step "
                           f"{head or 0}.\n")
@@ -213,6 +253,9 @@ class Session:
         ctx = Context(load_state=load, cwd=str(self.folder), progress=self.progress,
                       nproc=self.nproc, session=self)
         t0 = time.perf_counter()
+        # the record of the step before runs while this one computes (not while its line
+        # was parsed and its modules imported: those hold the GIL as a record does)
+        self._start_recording()
         try:
             outcome: Outcome = command.function()(ctx, parsed)
         finally:
@@ -238,8 +281,8 @@ class Session:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="gonio-record")
-            self._recording = _Recording(self._writer.submit(record), outcome.state,
-                                         command.name, duration, outcome.metrics)
+            self._recording = _Recording(record, None, outcome.state, command.name, duration,
+                                         outcome.metrics)
             return Result(True, notice + text)
         commit = record()
         step = commit.step
@@ -268,6 +311,26 @@ class Session:
                 software_version=software_version(), parent=parent)
 
         return record
+
+
+def _new_session_folder(folder: Path) -> bool:
+    """True for an existing, writable folder that holds no session yet."""
+    from gonio.store.layout import DATABASE_NAME, SESSION_DIR
+
+    return (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+            and not (folder / SESSION_DIR / DATABASE_NAME).exists())
+
+
+#: Opens in this process one at a time (two sessions of one new folder: the second
+#: finds the database the first created).
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_history(folder: Path, read_only: bool = False):
+    from gonio.store.history import History
+
+    with _OPEN_LOCK:
+        return History.open(folder, read_only=read_only)
 
 
 def _save_traceback(folder: Path) -> str:

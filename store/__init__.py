@@ -9,6 +9,7 @@
   session folder.
 - :mod:`gonio.store.schema`: the database tables (SQLAlchemy ORM).
 - :mod:`gonio.store.errors`: the user-facing errors.
+- :mod:`gonio.store.layout`: where a session lives in its folder.
 
 The store deals in bytes; what an artifact means is up to its callers.
 """

@@ -63,6 +63,7 @@ from gonio.store.errors import (
     ReadOnlyHistoryError,
     WriteFailedError,
 )
+from gonio.store.layout import DATABASE_NAME, SESSION_DIR
 from gonio.store.schema import (
     APPLICATION_ID,
     SCHEMA_VERSION,
@@ -72,8 +73,6 @@ from gonio.store.schema import (
     StepRow,
 )
 
-SESSION_DIR = ".gonio"
-DATABASE_NAME = "history.sqlite"
 BLOB_DIR = "blobs"
 #: How long a write waits for another gonio process holding the database (s).
 BUSY_TIMEOUT_S = 60.0

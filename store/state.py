@@ -7,7 +7,19 @@ in the blob store, so a step that changes only the experiments shares the
 reflection tables of its parent.
 
 Artifact names: ``experiments`` (DIALS .expt JSON), ``reflections/<name>``
-(DIALS .refl msgpack), ``data/<name>`` (JSON).
+(a table), ``columns/<name>/<column>`` (its columns), ``data/<name>`` (JSON).
+
+A table is stored column by column: ``reflections/<name>`` is a small header
+(msgpack: :data:`COLUMN_TABLE`, the row count, the experiment identifiers and
+the column names in order) and each column is a one-column DIALS .refl
+msgpack of its own, so a step that changes a few columns of a table (reindex:
+the Miller indices; refine: the predictions and flags) stores only those: a
+column that is the same array as in the state the step started from keeps
+its parent's artifact. So a step must never write into the arrays of the state
+it started from (states are values: a step makes new columns, as
+``ReflectionTable.copy`` or a new array does; ``set_flags`` writes in place, so
+a step that sets flags copies the flags column first). Tables stored whole as
+one DIALS .refl msgpack (by gonio before column storage) are read as before.
 
 A session folder is data only: decoding a stored state parses JSON and
 msgpack into plain values and numpy arrays, and nothing else. A stored table
@@ -20,12 +32,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import msgpack
+
 from gonio.core.errors import GonioError
 from gonio.core.io.dials_expt import expt_from_bytes, expt_to_bytes
 from gonio.core.io.dials_refl import refl_from_bytes, refl_to_bytes
 from gonio.core.models.experiment import ExperimentList
 from gonio.core.reflection_table import ReflectionTable
 from gonio.store.errors import CorruptHistoryError, UnsafeArtifactError
+
+#: First element of the header of a table stored column by column.
+COLUMN_TABLE = "gonio::column_table"
 
 
 class _Pending:
@@ -39,7 +56,14 @@ class _Pending:
 
 class Tables(dict):
     """Named reflection tables; stored ones are decoded on first access, so moving
-    through the history (undo, goto) costs nothing until a table is used."""
+    through the history (undo, goto) costs nothing until a table is used.
+
+    ``by_columns`` maps the name of a table stored column by column (as the state's
+    step has it in its manifest) to the names of its stored columns."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.by_columns: dict[str, list[str]] = {}
 
     def __getitem__(self, name):
         value = super().__getitem__(name)
@@ -90,6 +114,8 @@ class State:
         for k in self.reflections:
             if k not in drop and k not in (reflections or {}):
                 dict.__setitem__(refl, k, self.reflections.raw(k))
+                if k in self.reflections.by_columns:
+                    refl.by_columns[k] = self.reflections.by_columns[k]
         refl.update(reflections or {})
         dat = {k: v for k, v in self.data.items() if k not in drop}
         dat.update(data or {})
@@ -97,17 +123,21 @@ class State:
 
 
 def encode_changes(old: State, new: State) -> dict[str, bytes | None]:
-    """Artifacts that differ between two states (None = removed)."""
+    """Artifacts that differ between two states (None = removed); a table that changed
+    is stored column by column, its columns that are the same arrays as in ``old``
+    left out (they keep the artifacts of ``old``'s step)."""
     out: dict[str, bytes | None] = {}
     if new.experiments is not old.experiments:
         out["experiments"] = expt_to_bytes(new.experiments)
     old_names = list(old.reflections)
     for name in new.reflections:
         if name not in old.reflections or old.reflections.raw(name) is not new.reflections.raw(name):
-            out[f"reflections/{name}"] = refl_to_bytes(new.reflections[name])
+            out.update(_encode_table(name, old, new))
     for name in old_names:
         if name not in new.reflections:
             out[f"reflections/{name}"] = None
+            for column in old.reflections.by_columns.get(name, ()):
+                out[_column_artifact(name, column)] = None
     for name, value in new.data.items():
         if name not in old.data or old.data[name] is not value:
             out[f"data/{name}"] = json.dumps(value).encode()
@@ -117,6 +147,35 @@ def encode_changes(old: State, new: State) -> dict[str, bytes | None]:
     # keep table order (newest last) as its own small artifact
     if list(new.reflections) != old_names:
         out["order"] = json.dumps(list(new.reflections)).encode()
+    return out
+
+
+def _column_artifact(table: str, column: str) -> str:
+    return f"columns/{table}/{column}"
+
+
+def _encode_table(name: str, old: State, new: State) -> dict[str, bytes | None]:
+    """The header and the changed columns of table ``name`` of ``new`` (and None for the
+    columns ``old``'s step stored that the new table no longer has); marks the table as
+    stored by columns in ``new``."""
+    table = new.reflections[name]
+    stored = old.reflections.by_columns.get(name, ()) if name in old.reflections else ()
+    before = old.reflections.raw(name) if stored else None
+    out: dict[str, bytes | None] = {}
+    identifiers = {int(k): str(v) for k, v in table.experiment_identifiers.items()}
+    for column, values in table.items():
+        if isinstance(before, ReflectionTable) and column in stored and column in before \
+                and before[column] is values:
+            continue  # the same array as the stored one: its artifact is inherited
+        out[_column_artifact(name, column)] = refl_to_bytes(
+            ReflectionTable({column: values}, identifiers))
+    for column in stored:
+        if column not in table:
+            out[_column_artifact(name, column)] = None
+    out[f"reflections/{name}"] = msgpack.packb(
+        [COLUMN_TABLE, 1, {"nrows": len(table), "identifiers": identifiers,
+                           "columns": list(table.keys())}], use_bin_type=True)
+    new.reflections.by_columns[name] = list(table.keys())
     return out
 
 
@@ -140,9 +199,12 @@ def decode_state(manifest: dict[str, str], load, where: str = "the stored state"
     reflections = Tables()
     for n in names:
         blob = manifest[f"reflections/{n}"]
-        dict.__setitem__(
-            reflections, n, _Pending(lambda blob=blob, n=n: _table(load(blob), n, where))
-        )
+        prefix = _column_artifact(n, "")
+        columns = {a[len(prefix):]: h for a, h in manifest.items() if a.startswith(prefix)}
+        if columns:
+            reflections.by_columns[n] = list(columns)
+        dict.__setitem__(reflections, n, _Pending(
+            lambda blob=blob, n=n, columns=columns: _table(load(blob), n, where, columns, load)))
     data = {
         n.split("/", 1)[1]: _json(load(h), n, where)
         for n, h in manifest.items()
@@ -166,13 +228,49 @@ def _not_json(name: str, where: str) -> UnsafeArtifactError:
     )
 
 
-def _table(data: bytes, name: str, where: str) -> ReflectionTable:
-    """A stored table from its msgpack bytes; anything else is refused, never unpickled."""
+def _table(data: bytes, name: str, where: str, columns: dict[str, str] | None = None,
+           load=None) -> ReflectionTable:
+    """A stored table from its msgpack bytes (a whole DIALS table, or the header of one
+    stored by columns, whose column blobs ``columns`` (column -> hash) ``load`` reads);
+    anything else is refused, never unpickled."""
     if data[:1] != b"\x93":  # every table gonio stores is a 3-element msgpack array
-        raise UnsafeArtifactError(
-            f"The table '{name}' of {where} is not in the format gonio writes (DIALS msgpack; it "
-            f"starts with {bytes(data[:4])!r}), so gonio will not decode it: a session folder "
-            "is read as data only. The folder was altered by something other than gonio; "
-            "run `gonio check`, and use a step whose tables are intact."
-        )
-    return refl_from_bytes(data, source=f"the table '{name}' of {where}")
+        raise _not_table(name, where, f"it starts with {bytes(data[:4])!r}")
+    if not data.startswith(_COLUMN_TABLE_PREFIX):
+        return refl_from_bytes(data, source=f"the table '{name}' of {where}")
+    try:
+        _, _, header = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        nrows, order = int(header["nrows"]), [str(c) for c in header["columns"]]
+        identifiers = {int(k): str(v) for k, v in header["identifiers"].items()}
+    except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException):
+        raise _not_table(name, where, "its header cannot be read") from None
+    table = ReflectionTable(experiment_identifiers=identifiers)
+    for column in order:
+        if column not in (columns or {}):
+            raise CorruptHistoryError(f"The table '{name}' of {where} lists the column "
+                                      f"'{column}', which is not stored. Run `gonio check`, "
+                                      "and use a step whose tables are intact.")
+        part = load(columns[column])
+        if part[:1] != b"\x93":
+            raise _not_table(name, where, f"its column '{column}' is not DIALS msgpack")
+        one = refl_from_bytes(part, source=f"the column '{column}' of the table '{name}' "
+                                           f"of {where}")
+        if column not in one or len(one) != nrows:
+            raise CorruptHistoryError(f"The column '{column}' of the table '{name}' of {where} "
+                                      "does not match its table. Run `gonio check`, and use a "
+                                      "step whose tables are intact.")
+        table[column] = one[column]
+    return table
+
+
+#: How the header of a table stored by columns begins (a msgpack array of 3 whose first
+#: element is the string COLUMN_TABLE).
+_COLUMN_TABLE_PREFIX = b"\x93" + msgpack.packb(COLUMN_TABLE, use_bin_type=True)
+
+
+def _not_table(name: str, where: str, why: str) -> UnsafeArtifactError:
+    return UnsafeArtifactError(
+        f"The table '{name}' of {where} is not in the format gonio writes (DIALS msgpack; "
+        f"{why}), so gonio will not decode it: a session folder is read as data only. The "
+        "folder was altered by something other than gonio; run `gonio check`, and use a "
+        "step whose tables are intact."
+    )

@@ -110,3 +110,109 @@ def test_prediction_threads_follow_nproc(close_sweep, monkeypatch):
     np.testing.assert_array_equal(a["miller_index"][key_a], b["miller_index"][key_b])
     np.testing.assert_allclose(a["xyzcal.px"][key_a], b["xyzcal.px"][key_b], atol=1e-9)
 
+
+
+def test_row_spans_hold_every_pixel_the_exact_tests_take(close_sweep):
+    """Pass 0 tests exactly only the span of each box row where the row's straight line
+    (u, v, t), widened by its measured curvature, meets the foreground, and reference
+    learning only the span that meets the reference grid (kernels._foreground_span,
+    _grid_span). On a detector 45 mm away (strong curvature along the rows), for a few
+    hundred reflections and frames, every pixel that passes the exact test lies inside
+    its span, and the spans do skip most of each row."""
+    import numba
+
+    from gonio.core.integration import kernels as K
+    from gonio.core.integration.integrate import _profile_geometry
+    from gonio.core.integration.kabsch import kabsch_basis
+    from gonio.core.integration.pixel_directions import pixel_directions
+    from gonio.core.prediction.rotation import predict_rotation
+
+    @numba.njit
+    def spans(ax, dirs, row, x0, x1, lim, tlim, g):
+        fa, fb = K._foreground_span(ax, dirs, row, x0, x1, lim, tlim)
+        ga, gb = K._grid_span(ax, dirs, row, x0, x1, g, g)
+        return fa, fb, ga, gb
+
+    sim, p, _ = close_sweep
+    e = sim.experiments[0]
+    table = predict_rotation(e, 2.0)
+    table = table.select(np.arange(0, len(table), max(1, len(table) // 300)))
+    s0 = np.asarray(e.beam.s0, float)
+    m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
+    e1, e2, _, zeta = kabsch_basis(s0, table["s1"], m2)
+    n = len(table)
+    # n_sigma sigma_b, sigma_m (deg): spots ~7 px in radius, 1-3 images deep
+    db, dm = np.full(n, 1.5), np.full(n, 3 * p.sigma_m)
+    geo = _profile_geometry(table, e1, e2, zeta, db, dm, s0, m2)
+    beam = np.concatenate([s0, m2, [np.linalg.norm(s0)]])
+    panel = e.detector[0]
+    nx, ny = panel.image_size
+    dirs = pixel_directions(panel)
+    lim, tlim, g = 1.1 ** 2, 1.05, 1.3
+    osc = np.deg2rad(e.scan.oscillation[1])
+    kept = tested = n_fg = n_grid = 0
+    for r in range(n):
+        x, y, _ = table["xyzcal.px"][r]
+        x0, x1 = int(max(x - 14, 0)), int(min(x + 14, nx))
+        for ang in (-osc, 0.0, osc):
+            ax = K._frame_axes(geo, r, beam, ang)
+            for yy in range(int(max(y - 14, 0)), int(min(y + 14, ny)), 3):
+                row = yy * nx
+                d = dirs[row + x0:row + x1].astype(float)
+                u = d @ np.array(ax[0:3]) + ax[3]
+                v = d @ np.array(ax[4:7]) + ax[7]
+                t = d @ np.array(ax[8:11]) + ax[11]
+                xs = np.arange(x0, x1)
+                fa, fb, ga, gb = spans(np.array(ax), dirs, row, x0, x1, lim, tlim, g)
+                fg = xs[(u * u + v * v <= lim) & (np.abs(t) <= tlim)]
+                on_grid = xs[(np.abs(u) <= g) & (np.abs(v) <= g) & (np.abs(t) <= g)]
+                assert np.all((fg >= fa) & (fg < fb)), (r, yy, fg, fa, fb)
+                assert np.all((on_grid >= ga) & (on_grid < gb)), (r, yy, on_grid, ga, gb)
+                kept += max(fb - fa, 0) + max(gb - ga, 0)
+                n_fg += len(fg)
+                n_grid += len(on_grid)
+                tested += 2 * (x1 - x0)
+    assert tested > 50_000
+    print(tested, kept, n_fg, n_grid)
+    assert n_fg > 10_000 and n_grid > 20_000
+    assert kept < 0.5 * tested
+
+
+def test_box_extent_is_the_panel_s_ray_intersection(close_sweep):
+    """kernels.box_extent (the shoebox corners, 16 rays per reflection) gives the pixel
+    positions Panel.ray_intersection and millimeter_to_pixel (parallax included) give."""
+    from gonio.core.integration import kernels as K
+    from gonio.core.integration.kabsch import kabsch_basis
+    from gonio.core.prediction.rotation import predict_rotation
+
+    sim, _, _ = close_sweep
+    e = sim.experiments[0]
+    pan = e.detector[0]
+    assert pan.has_parallax
+    table = predict_rotation(e, 2.0)
+    s1 = table["s1"]
+    s0 = np.asarray(e.beam.s0, float)
+    m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
+    e1, e2, _, _ = kabsch_basis(s0, s1, m2)
+    n = len(table)
+    half = np.linalg.norm(s1, axis=1) * np.deg2rad(0.6)
+    lo, hi = np.full(n, -0.02), np.full(n, 0.03)
+    ext = np.empty((n, 5))
+    K.box_extent(s1, s0, m2, e1, e2, half, lo, hi, np.zeros(n, np.int64),
+                 K.panel_geometry(e.detector), ext)
+    xs, ys = [], []
+    for ang in np.linspace(lo, hi, 4):
+        c, sn = np.cos(ang)[:, None], np.sin(ang)[:, None]
+        for a, b in ((-1, -1), (1, -1), (-1, 1), (1, 1)):
+            v = s1 - s0 + half[:, None] * (a * e1 + b * e2)
+            ray = s0 + v * c + np.cross(m2, v) * sn + m2 * (v @ m2)[:, None] * (1 - c)
+            mm, ok = pan.ray_intersection(ray)
+            assert ok.all()
+            px = pan.millimeter_to_pixel(mm)
+            xs.append(px[:, 0])
+            ys.append(px[:, 1])
+    xs, ys = np.array(xs), np.array(ys)
+    assert np.all(ext[:, 4] == 1)
+    for got, want in ((ext[:, 0], xs.min(0)), (ext[:, 1], xs.max(0)), (ext[:, 2], ys.min(0)),
+                      (ext[:, 3], ys.max(0))):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)

@@ -168,6 +168,36 @@ def test_a_kernel_only_kernels_call_compiles_no_python_entry_and_caches(install,
     assert run_kernel(src, env)[:2] == (285.0, 0)
 
 
+def test_a_kernel_only_kernels_call_makes_no_machine_code_of_its_own(install):
+    """The callee's LLVM IR is linked into its caller, which makes the machine code: the
+    callee alone gets none (numba made it, unused, before), and its caller runs right."""
+    src, env = install
+    (src / "tiny_kernels.py").write_text(INTERNAL_KERNELS)
+    check = RUN + textwrap.dedent('''
+        def defined(kernel):
+            cres = kernel.overloads[kernel.signatures[0]]
+            return int(cres.library.get_pointer_to_function(cres.fndesc.mangled_name) != 0)
+        print("MACHINE_CODE", defined(tiny_kernels._term), defined(tiny_kernels.weighted_sum))
+    ''')
+    r = subprocess.run([sys.executable, "-c", check, str(src)], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    assert float(out["RESULT"]) == 285.0
+    assert out["MACHINE_CODE"] == "0 1"
+
+
+def test_importing_spot_finding_does_not_import_numba():
+    """numba (0.3-0.4 s) is imported when a kernel is first needed, not with the package
+    (its parameters serve help, completion and the shell's start-up)."""
+    code = ("import sys, gonio.core.spotfinding\n"
+            "from gonio.core.spotfinding import SpotFinderParams, find_spots\n"
+            "print('numba' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
 @pytest.mark.parametrize("damage", ["index", "data"])
 def test_damaged_cache_files_are_recompiled_not_fatal(install, tmp_path, damage):
     src, env = install

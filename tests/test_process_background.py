@@ -15,12 +15,14 @@ import subprocess
 import sys
 import textwrap
 
+import msgpack
 import pytest
 from conftest import run_ok as ok
 from test_process import simulate_sweep
 
 from gonio.core.io.dials_expt import expt_to_bytes
 from gonio.core.io.dials_refl import refl_to_bytes
+from gonio.core.reflection_table import ReflectionTable
 from gonio.shell.commands.process import MARKER, PIPELINE
 from gonio.shell.session import Session
 from gonio.store.maintenance import check
@@ -53,11 +55,21 @@ def test_the_stored_steps_are_the_states_computed(template, tmp_path):
             assert manifest["experiments"] == sha(expt_to_bytes(state.experiments)), info.line
             tables = {n.split("/", 1)[1] for n in manifest if n.startswith("reflections/")}
             assert tables == set(state.reflections), info.line
-            for name in tables:
-                assert manifest[f"reflections/{name}"] == sha(
-                    refl_to_bytes(state.reflections[name])), (info.line, name)
+            for name in tables:  # stored by columns: each column blob is the computed one
+                table = state.reflections[name]
+                header = msgpack.unpackb(s.history.load(info.id, f"reflections/{name}"),
+                                        strict_map_key=False)
+                assert header[2]["columns"] == list(table.keys()), (info.line, name)
+                for column, values in table.items():
+                    one = ReflectionTable({column: values}, table.experiment_identifiers)
+                    assert manifest[f"columns/{name}/{column}"] == sha(refl_to_bytes(one)), (
+                        info.line, name, column)
             for name, value in state.data.items():
                 assert manifest[f"data/{name}"] == sha(json.dumps(value).encode())
+        # the shoeboxes found by findspots are stored once, whatever table carries them
+        shoeboxes = {x.manifest.get(f"columns/{t}/shoebox") for x in steps[1:]
+                     for t in ("strong", "indexed")}
+        assert len(shoeboxes - {None}) == 1
     finally:
         s.close()
     assert check(tmp_path).ok
@@ -146,3 +158,55 @@ def test_each_step_line_follows_its_output(template, tmp_path, monkeypatch, caps
              for ln in out if ln.startswith(("gonio> ", "[step "))]
     assert marks == ["import", "[step 1: import", "findspots", "[step 2: findspots", "index",
                      "[step 3: index"]
+
+
+def test_a_new_session_creates_its_database_when_the_first_step_is_recorded(template, tmp_path):
+    """Nothing to read in a new folder: the first step computes while the database does not
+    exist yet, and its (background) record creates it; a session that records nothing
+    leaves no database behind."""
+    from gonio.store.layout import DATABASE_NAME, SESSION_DIR
+
+    database = tmp_path / SESSION_DIR / DATABASE_NAME
+    s = Session(tmp_path)
+    try:
+        assert not database.exists() and s.head is None
+        result = s.run_line(f"import {template}", defer=True)
+        assert result.ok, result.text
+        s.wait_recorded()
+        assert [r.step for r in s.recorded()] == [1]
+        assert database.is_file() and s.head == 1
+        assert s.state.experiments[0].scan.num_images == 40  # the simulated sweep
+    finally:
+        s.close()
+    assert check(tmp_path).ok
+    idle = tmp_path / "idle"
+    idle.mkdir()
+    s = Session(idle)
+    assert s.run_line("help import").ok
+    s.close()
+    assert not (idle / SESSION_DIR / DATABASE_NAME).exists()
+
+
+def test_a_new_session_whose_database_cannot_be_made_stops_at_the_first_step(
+        template, tmp_path, monkeypatch):
+    """The database of a new session is made by the first record: if that fails, process
+    stops at the first step with the store's error, and nothing is recorded."""
+    import gonio.shell.session as session_module
+    from gonio.store.errors import NoSessionError
+
+    def cannot(folder, read_only=False):
+        raise NoSessionError(f"Cannot start a session in {folder}: No space left on device.")
+
+    real = session_module._open_history
+    monkeypatch.setattr(session_module, "_open_history", cannot)
+    s = Session(tmp_path)
+    try:
+        r = s.run_line(f"process {template} stop_after=index")
+        assert not r.ok
+        assert "process stopped at import: Cannot start a session" in r.text
+        assert "The session is at the empty start (step 0)" in r.text
+        monkeypatch.setattr(session_module, "_open_history", real)  # space again
+        ok(s, f"process {template} stop_after=findspots")
+        assert commands(s) == ["import", "findspots"]
+    finally:
+        s.close()

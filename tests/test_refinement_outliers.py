@@ -1,4 +1,5 @@
-"""sauter_poon outlier rejection (Sauter & Poon 2010), alone and inside refinement."""
+"""Outlier rejection: sauter_poon (Sauter & Poon 2010), alone and inside refinement, and the
+C-steps of MCD."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from test_indexing_synthetic import make_experiment, strong_spots
 from gonio.core.errors import GonioError
 from gonio.core.geometry.spots import centroid_px_to_mm
 from gonio.core.refinement import RefinementParams, refine
-from gonio.core.refinement.outliers import sauter_poon_inliers
+from gonio.core.refinement.outliers import mcd_inliers, sauter_poon_inliers
 from gonio.core.reflection_table import Flags
 
 
@@ -85,3 +86,35 @@ def test_x4_sauter_poon_and_lbfgs_from_the_shell_reach_dials_rmsds(x4_session):
     theirs = np.sqrt(np.mean(d**2, axis=0))
     m = s.history.step(s.head).metrics
     assert m["rmsd_x_px"] <= 1.05 * theirs[0] and m["rmsd_y_px"] <= 1.05 * theirs[1]
+
+
+def test_mcd_is_the_same_wherever_the_residuals_sit_and_whatever_their_units():
+    """MCD is affine-equivariant: a systematic offset of the residuals (a million times
+    their spread: the C-steps' sums of products must not lose it to cancellation) or
+    other units change nothing; the planted outliers are found."""
+    rng = np.random.default_rng(7)
+    res = rng.normal(size=(3000, 3)) * [0.03, 0.02, 0.0004]
+    res[:30] += [0.3, -0.2, 0.004]  # outliers, ten sigma away
+    ok = mcd_inliers(res)
+    assert not ok[:30].any() and ok[30:].mean() > 0.95
+    shifted = res + np.array([0.03, -0.02, 0.0004]) * 1e6
+    assert np.array_equal(mcd_inliers(shifted), ok)
+    assert np.array_equal(mcd_inliers(res * [1000.0, 1.0, 57.3]), ok)
+
+
+def test_the_c_steps_mean_and_covariance_from_sums_equal_the_direct_ones():
+    from gonio.core.refinement.outliers import _masked_mean_cov, _stacked_nearest, _terms
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 3)) @ np.array([[1.0, 0.3, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    masks = rng.random((4, 500)) < 0.5
+    mu, cov = _masked_mean_cov(_terms(x), masks, 3)
+    for k, m in enumerate(masks):
+        assert np.allclose(mu[k], x[m].mean(axis=0), rtol=0, atol=1e-13)
+        assert np.allclose(cov[k], np.cov(x[m].T), rtol=0, atol=1e-13)
+    # the h nearest rows in Mahalanobis distance, for each of the (mean, covariance) pairs
+    near = _stacked_nearest(_terms(x), mu, cov, 100)
+    for k in range(4):
+        d = x - mu[k]
+        d2 = np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov[k]), d)
+        assert near[k].sum() == 100 and np.array_equal(near[k], d2 <= np.sort(d2)[99])

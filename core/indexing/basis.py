@@ -118,8 +118,10 @@ def select_basis(vectors: np.ndarray, rlp: np.ndarray, tolerance: float = 0.3,
     triples, vol = triples[good], vol[good]
     if not len(triples):
         return None, []
-    pair = ok[:, :, None] * ok[:, None, :]  # (N, m, m)
-    counts = np.einsum("nt,nt->t", pair[:, triples[:, 0], triples[:, 1]], ok[:, triples[:, 2]])
+    # rlps that vectors i, j and k all index, for every (i, j, k) at once: the products of
+    # pairs against the single vectors, (m^2, N) x (N, m); sums of 0/1 (exact in float32)
+    pair = (ok[:, :, None] * ok[:, None, :]).reshape(len(ok), m * m)
+    counts = (pair.T @ ok)[triples[:, 0] * m + triples[:, 1], triples[:, 2]]
     best = counts.max()
     eligible = np.flatnonzero(counts >= 0.9 * best)
     order = eligible[np.lexsort((-counts[eligible], np.round(vol[eligible], -1)))]

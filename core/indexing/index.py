@@ -641,7 +641,9 @@ def _assign(rlp, A_list, params):
 
 
 def _indexed_table(refl, hkl, lattice, n_iset) -> ReflectionTable:
-    t = refl.copy()
+    """``refl`` with the assigned Miller indices and experiment ids (new columns; the
+    others, the shoeboxes among them, shared with ``refl``)."""
+    t = ReflectionTable(dict(refl.items()), refl.experiment_identifiers)
     t["miller_index"] = hkl
     ids = np.where(lattice >= 0, lattice * n_iset + refl["imageset_id"], -1)
     t["id"] = ids.astype(np.int32)

@@ -132,8 +132,47 @@ def profile_models(experiments, indexed, params: IntegrationParams) -> list[Prof
     return models
 
 
-def _predict(experiments, models, params: IntegrationParams, members,
-             nproc: int) -> ReflectionTable:
+def _models_and_predictions(experiments, indexed, params: IntegrationParams, groups,
+                            nproc: int, result: IntegrationResult):
+    """(profile models, predicted table per sweep group). The prediction does not need the
+    profile model: with several threads the model is estimated in one while the
+    reflections are predicted (by the others). Errors come in the same order as done one
+    after the other: the profile model's first."""
+    timings = result.timings
+    estimate = not (params.sigma_b is not None and params.sigma_m is not None)
+    executor = ThreadPoolExecutor(1) if estimate and nproc > 1 else None
+
+    def models_timed():
+        t0, c0 = time.perf_counter(), time.thread_time()
+        models = profile_models(experiments, indexed, params)
+        timings["profile_model"] = time.perf_counter() - t0
+        return models, time.thread_time() - c0
+
+    try:
+        pending = executor.submit(models_timed) if executor else None
+        models = None if pending else models_timed()[0]
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            predicted = [_predict(experiments, params, g, nproc) for g in groups]
+        except IntegrationError:
+            if pending:
+                pending.result()  # the profile model's error, if any, first
+            raise
+        timings["predict"] = time.perf_counter() - t0
+        if pending:
+            models, spent = pending.result()
+            # the estimate ran beside the prediction: its CPU beyond the calling thread's
+            # over the same time is on the critical path
+            timings["cpu.profile_model"] = spent
+            timings["cpu.parallel_span"] = timings.get("cpu.parallel_span", 0.0) + max(
+                spent - (time.thread_time() - c0), 0.0)
+    finally:
+        if executor:
+            executor.shutdown(wait=True)
+    return models, predicted
+
+
+def _predict(experiments, params: IntegrationParams, members, nproc: int) -> ReflectionTable:
     from ..prediction.rotation import detector_d_min, predict_rotation
 
     tables = []
@@ -163,12 +202,6 @@ def _predict(experiments, models, params: IntegrationParams, members,
     return table
 
 
-def _rotate(v, axis, angle):
-    """Rodrigues rotation of vectors v (..., 3) about unit ``axis`` by ``angle`` (rad)."""
-    c, sn = np.cos(angle)[..., None], np.sin(angle)[..., None]
-    return v * c + np.cross(axis, v) * sn + axis * (v @ axis)[..., None] * (1 - c)
-
-
 def _shoeboxes(experiments, models, table, members):
     """Shoeboxes (x0, x1, y0, y1, z0, z1; scan-relative frames), n_sigma sigma_b and
     n_sigma sigma_m (deg) per reflection, and whether the reflecting range is inside the
@@ -181,6 +214,7 @@ def _shoeboxes(experiments, models, table, members):
     beam at every angle of that range, not only at phi: near the rotation axis the spot
     moves across the detector while it diffracts.
     """
+    from . import kernels as K
     from .kabsch import kabsch_basis, kabsch_phi_from_c3
 
     n = len(table)
@@ -211,32 +245,17 @@ def _shoeboxes(experiments, models, table, members):
         # the phi range actually in the box, rad, relative to phi
         lo = np.deg2rad(e.scan.angle_from_frame(b[:, 4] + a0) - phi)
         hi = np.deg2rad(e.scan.angle_from_frame(b[:, 5] + a0) - phi)
-        s0 = e.beam.s0
         m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
-        k1 = np.linalg.norm(s1, axis=1)[:, None]
-        xs, ys = [], []
-        for frac in np.linspace(0.0, 1.0, 4):
-            ang = lo + frac * (hi - lo)
-            for a, c in ((-1, -1), (1, -1), (-1, 1), (1, 1)):
-                off = k1 * np.deg2rad(2.0 * db[sel])[:, None] * (a * e1 + c * e2)
-                ray = s0 + _rotate(s1 - s0 + off, m2, ang)
-                xy = np.full((len(sel), 2), np.nan)
-                for ip in np.unique(panel):
-                    on = panel == ip
-                    pan = e.detector[int(ip)]
-                    mm, ok = pan.ray_intersection(ray[on])
-                    px = pan.millimeter_to_pixel(mm)
-                    px[~ok] = np.nan
-                    xy[on] = px
-                xs.append(xy[:, 0])
-                ys.append(xy[:, 1])
-        xs, ys = np.array(xs), np.array(ys)
-        good = np.all(np.isfinite(xs), axis=0) & np.all(np.isfinite(ys), axis=0)
-        with np.errstate(invalid="ignore"):
-            b[good, 0] = np.minimum(b[good, 0], np.floor(xs[:, good].min(0)))
-            b[good, 1] = np.maximum(b[good, 1], np.ceil(xs[:, good].max(0)))
-            b[good, 2] = np.minimum(b[good, 2], np.floor(ys[:, good].min(0)))
-            b[good, 3] = np.maximum(b[good, 3], np.ceil(ys[:, good].max(0)))
+        half = np.linalg.norm(s1, axis=1) * np.deg2rad(2.0 * db[sel])
+        ext = np.empty((len(sel), 5))
+        K.box_extent(np.ascontiguousarray(s1), np.asarray(e.beam.s0, float), m2,
+                     np.ascontiguousarray(e1), np.ascontiguousarray(e2), half, lo, hi, panel,
+                     K.panel_geometry(e.detector), ext)
+        good = ext[:, 4] > 0
+        b[good, 0] = np.minimum(b[good, 0], np.floor(ext[good, 0]))
+        b[good, 1] = np.maximum(b[good, 1], np.ceil(ext[good, 1]))
+        b[good, 2] = np.minimum(b[good, 2], np.floor(ext[good, 2]))
+        b[good, 3] = np.maximum(b[good, 3], np.ceil(ext[good, 3]))
         bbox[sel] = b
     for ip, p in enumerate(experiments[members[0]].detector):
         sel = table["panel"] == ip
@@ -384,9 +403,11 @@ def _chunks(rows: np.ndarray, n: int) -> list[np.ndarray]:
     return [c for c in np.array_split(rows, max(1, min(n, len(rows)))) if len(c)]
 
 
-def _integrate_sweep(experiments, members, models, reader, params: IntegrationParams,
+def _integrate_sweep(experiments, members, models, table, reader, params: IntegrationParams,
                      nproc: int, progress, result: IntegrationResult,
                      masks=None) -> ReflectionTable:
+    """Integrate the reflections ``table`` predicted for the experiments ``members`` that
+    share one sweep."""
     from . import kernels as K
     from .kabsch import kabsch_basis
 
@@ -394,7 +415,6 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
     scan, detector = expt.scan, expt.detector
     timings = result.timings
     t0 = time.perf_counter()
-    table = _predict(experiments, models, params, members, nproc)
     bbox, db, dm, full = _shoeboxes_in_parts(experiments, models, table, members, nproc)
     keep = (bbox[:, 1] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 2]) & (bbox[:, 5] > bbox[:, 4])
     table, bbox, db, dm, full = table.select(keep), bbox[keep], db[keep], dm[keep], full[keep]
@@ -418,7 +438,7 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
     sizes = ((bbox[:, 1] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 2])
              * (bbox[:, 5] - bbox[:, 4])).astype(np.int64)
     n_images = scan.num_images
-    timings["predict"] = timings.get("predict", 0.0) + time.perf_counter() - t0
+    timings["setup"] = timings.get("setup", 0.0) + time.perf_counter() - t0
 
     # pixel volume in normalised Kabsch coordinates (c1/db, c2/db, c3/dm) per reflection
     jac, pix_deg = _jacobians(detector, table, e1, e2, zeta, osc, db, dm, panel)
@@ -475,7 +495,8 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
     block = params.block_size or max(4, min(20, int(math.ceil(1.0 / max(abs(osc), 1e-6)))))
     block = int(block)
     scratch = [(K.pixel_state(geo["static_ok"]), np.full(geo["n_pixels"], np.inf, np.float32),
-                np.full(geo["n_pixels"], -1, np.int32)) for _ in range(nproc)]
+                np.full(geo["n_pixels"], -1, np.int32), np.empty(geo["n_pixels"], np.int32),
+                np.zeros(1, np.int64)) for _ in range(nproc)]
     frame_max = np.zeros(n_images)
     off = np.zeros(n, np.int64)
     chunks: list[_Chunk] = []
@@ -526,21 +547,43 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
 
     var_bg = out_f[:, 1]
 
+    def fit(item):
+        c, part = item
+        most = int(sizes[part].max())
+        K.fit_profiles(part, prof_index, profiles, jac, bbox, off, c.data, c.mask, bg_coef,
+                       geo["gain"], rgeo, beam, scan_rad, panel, geo["pix_off"], geo["pnx"],
+                       geo["dirs"], hxy, hxy, var_bg, MIN_PROFILE_FRACTION, out_prf,
+                       np.empty(most), np.empty(most), np.empty(most))
+
     def fit_ready(last):
+        """Fit the waiting reflections whose reference profiles are complete: one parallel
+        section over every chunk's parts (the threads take the next part when done)."""
+        items = []
         for c in chunks:
             if not len(c.waiting):
                 continue
             ready = c.waiting if last else c.waiting[finalized[sblock[c.waiting]]]
             if not len(ready):
                 continue
-
-            def fit(part, c=c):
-                K.fit_profiles(part, prof_index, profiles, jac, bbox, off, c.data, c.mask,
-                               bg_coef, geo["gain"], rgeo, beam, scan_rad, panel, geo["pix_off"],
-                               geo["pnx"], geo["dirs"], hxy, hxy, var_bg,
-                               MIN_PROFILE_FRACTION, out_prf)
-            run(fit, _chunks(ready, nproc * 2), "fit")
+            items += [(c, part) for part in _chunks(ready, nproc * 2)]
             c.waiting = np.setdiff1d(c.waiting, ready, assume_unique=True)
+        if items:
+            run(fit, items, "fit")
+
+    def proc(item):
+        c, part = item
+        most = max(int(sizes[part].max()), 1)
+        K.process(part, bbox, off, c.data, c.mask, geo["gain"], panel, alg,
+                  params.glm_tuning_constant, npar, outlier, params.nsigma_lower,
+                  params.nsigma_upper, params.tukey_multiplier, bg_coef, out_f, out_i,
+                  np.empty(most), np.empty((most if alg else 1, 4)), np.empty(most, np.int64))
+
+    def learn(items):
+        for c, part in items:
+            K.accumulate_reference(part, slot_region, jac, out_f[:, 2], bbox, off, c.data,
+                                   c.mask, bg_coef, geo["gain"], rgeo, beam, scan_rad, panel,
+                                   geo["pix_off"], geo["pnx"], geo["dirs"], hxy, hxy, acc, wsum,
+                                   nref_slot)
 
     t_read = t_extract = t_process = t_fit = 0.0
     try:
@@ -561,7 +604,7 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
             live_chunks = [c for c in chunks if len(c.live)]
 
             def work(k, frames=frames, live_chunks=live_chunks):
-                state, best, own = scratch[k]
+                state, best, own, claimed, n_claimed = scratch[k]
                 tr = te = 0.0
                 for f in frames[k::nproc]:
                     ta, ca = time.perf_counter(), time.thread_time()
@@ -570,15 +613,18 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
                     frame_max[f] = img.max() if img.size else 0.0
                     cb = time.thread_time()
                     cpu.add("read", cb - ca)
-                    for pass_ in range(3):
+                    for pass_ in range(2):
                         cp = time.thread_time()
                         for c in live_chunks:
                             K.extract_frame(pass_, f, img, geo["tmin"], geo["tmax"], c.live,
                                             panel, bbox, rgeo, beam, scan_rad, fg_pad, off,
                                             geo["pix_off"], geo["pnx"], geo["dirs"],
-                                            state, best, own, c.data, c.mask,
-                                            overlapped, overloaded)
-                        cpu.add(("claims", "copy", "reset")[pass_], time.thread_time() - cp)
+                                            state, best, own, claimed, n_claimed, c.data,
+                                            c.mask, overlapped, overloaded)
+                        cpu.add(("claims", "copy")[pass_], time.thread_time() - cp)
+                    cp = time.thread_time()
+                    K.reset_claims(state, claimed, n_claimed)
+                    cpu.add("reset", time.thread_time() - cp)
                     te += time.perf_counter() - tb
                     tr += tb - ta
                 return tr, te
@@ -587,34 +633,33 @@ def _integrate_sweep(experiments, members, models, reader, params: IntegrationPa
                 t_read += tr
                 t_extract += te
             t2 = time.perf_counter()
+            # the reflections complete after this block, each chunk's in parts, in one
+            # parallel section per phase (the threads take the next part when done)
+            finished = []
             for c in live_chunks:
                 done = c.live[bbox[c.live, 5] <= f1]
-                if not len(done):
-                    continue
-                c.live = c.live[bbox[c.live, 5] > f1]
-
-                def proc(part, c=c):
-                    K.process(part, bbox, off, c.data, c.mask, geo["gain"], panel, alg,
-                              params.glm_tuning_constant, npar, outlier, params.nsigma_lower,
-                              params.nsigma_upper, params.tukey_multiplier, bg_coef, out_f,
-                              out_i)
-                run(proc, _chunks(done, nproc * 2), "background")
+                if len(done):
+                    c.live = c.live[bbox[c.live, 5] > f1]
+                    finished.append((c, done))
+            run(proc, [(c, part) for c, done in finished for part in _chunks(done, nproc * 2)],
+                "background")
+            refs = []
+            for c, done in finished:
                 isig = out_f[done, 2] / np.sqrt(np.maximum(out_f[done, 3], 1e-12))
                 lost = out_i[done, 5] / np.maximum(out_i[done, 5] + out_i[done, 2], 1)
                 ref = done[candidate[done] & (lost <= REFERENCE_MAX_LOST) & (out_i[done, 4] == 0)
                            & (isig >= REFERENCE_MIN_I_OVER_SIGMA)]
                 reference[ref] = True
+                refs.append((c, ref))
                 if params.profile_fitting:
-                    def learn(part, c=c):
-                        K.accumulate_reference(part, slot_region, jac, out_f[:, 2], bbox, off,
-                                               c.data, c.mask, bg_coef, geo["gain"], rgeo,
-                                               beam, scan_rad, panel, geo["pix_off"],
-                                               geo["pnx"], geo["dirs"], hxy, hxy, acc, wsum,
-                                               nref_slot)
-                    # one thread per set of rings: no two add to the same profile
-                    run(learn, [g for g in (ref[ring[ref] % nproc == k] for k in range(nproc))
-                                if len(g)], "learn")
                     c.waiting = np.concatenate([c.waiting, done])
+            if params.profile_fitting:
+                # one thread per set of rings, over every chunk: no two add to the same
+                # profile, and each profile gets its references in the same order
+                groups = [[(c, ref[ring[ref] % nproc == k]) for c, ref in refs] for k in
+                          range(nproc)]
+                run(learn, [[(c, g) for c, g in grp if len(g)] for grp in groups
+                            if any(len(g) for _, g in grp)], "learn")
             t3 = time.perf_counter()
             t_process += t3 - t2
             if params.profile_fitting:
@@ -885,9 +930,9 @@ def integrate(experiments, indexed, params: IntegrationParams | None = None, pro
     nproc = params.effective_nproc()
     result = IntegrationResult(nproc=nproc)
     t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
-    models = profile_models(experiments, indexed, params)
+    models, predicted = _models_and_predictions(experiments, indexed, params, groups, nproc,
+                                                result)
     result.profile_models = models
-    result.timings["profile_model"] = time.perf_counter() - t0
     tables = []
     total = sum(experiments[g[0]].scan.num_images for g in groups)
     done = [0]
@@ -895,8 +940,8 @@ def integrate(experiments, indexed, params: IntegrationParams | None = None, pro
         def prog(d, n, base=done[0]):
             if progress:
                 progress(base + d, total)
-        tables.append(_integrate_sweep(experiments, g, models, readers[g[0]], params, nproc,
-                                       prog, result, masks))
+        tables.append(_integrate_sweep(experiments, g, models, predicted.pop(0),
+                                       readers[g[0]], params, nproc, prog, result, masks))
         done[0] += experiments[g[0]].scan.num_images
     table = ReflectionTable.concatenate(tables)
     table.experiment_identifiers = {k: e.identifier for k, e in enumerate(experiments)}

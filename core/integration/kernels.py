@@ -38,7 +38,9 @@ import math
 
 import numpy as np
 
-from gonio.core.jit import njit
+from gonio.core.jit import INTERNAL, njit
+
+from .prefetch import prefetch
 
 VALID, BACKGROUND, FOREGROUND, STRONG, BACKGROUND_USED, OVERLAPPED = 1, 2, 4, 8, 16, 32
 SHARED = 64  # gonio's own: a foreground pixel also inside another reflection's foreground
@@ -84,10 +86,105 @@ def _rotated_axis(e0, e1, e2, geo, r, beam, cs, sn, scale):
             -(q0 * beam[0] + q1 * beam[1] + q2 * beam[2] + ep) * inv)
 
 
+@njit(**INTERNAL)
+def _row_line(ax, dirs, row, x0, x1):
+    """(u, v, t) at the first pixel x0 of a box row (flat detector row start ``row``),
+    their steps per pixel along the straight line to the last pixel x1 - 1, and eps_uv,
+    eps_t: twice the line's distance from the exact (u, v) and t at the middle pixel,
+    plus 1e-3.
+
+    Along a row (u, v, t) (:func:`_frame_axes` ``ax``) are linear in x but for the
+    curvature of the pixel directions: a quadratic term, whose distance from the line is
+    largest at the middle, so that within eps the line bounds them. For (u, v), across
+    the spot, it is a few hundredths; t, along the diffracted beam, is quadratic in the
+    angle from it (the Ewald sphere's curvature) and can leave the line by more."""
+    span = x1 - 1 - x0
+    xm = x0 + span // 2
+    a, b, m = row + x0, row + x1 - 1, row + xm
+    ua = ax[0] * dirs[a, 0] + ax[1] * dirs[a, 1] + ax[2] * dirs[a, 2] + ax[3]
+    va = ax[4] * dirs[a, 0] + ax[5] * dirs[a, 1] + ax[6] * dirs[a, 2] + ax[7]
+    ta = ax[8] * dirs[a, 0] + ax[9] * dirs[a, 1] + ax[10] * dirs[a, 2] + ax[11]
+    ub = ax[0] * dirs[b, 0] + ax[1] * dirs[b, 1] + ax[2] * dirs[b, 2] + ax[3]
+    vb = ax[4] * dirs[b, 0] + ax[5] * dirs[b, 1] + ax[6] * dirs[b, 2] + ax[7]
+    tb = ax[8] * dirs[b, 0] + ax[9] * dirs[b, 1] + ax[10] * dirs[b, 2] + ax[11]
+    um = ax[0] * dirs[m, 0] + ax[1] * dirs[m, 1] + ax[2] * dirs[m, 2] + ax[3]
+    vm = ax[4] * dirs[m, 0] + ax[5] * dirs[m, 1] + ax[6] * dirs[m, 2] + ax[7]
+    tm = ax[8] * dirs[m, 0] + ax[9] * dirs[m, 1] + ax[10] * dirs[m, 2] + ax[11]
+    du, dv, dt = (ub - ua) / span, (vb - va) / span, (tb - ta) / span
+    k = xm - x0
+    eps_uv = 2.0 * max(abs(ua + du * k - um), abs(va + dv * k - vm)) + 1e-3
+    eps_t = 2.0 * abs(ta + dt * k - tm) + 1e-3
+    return ua, va, ta, du, dv, dt, eps_uv, eps_t
+
+
+@njit(**INTERNAL)
+def _slab(c0, dc, lim, klo, khi):
+    """[klo, khi] narrowed to where |c0 + dc k| <= lim."""
+    if dc != 0.0:
+        k1, k2 = (-lim - c0) / dc, (lim - c0) / dc
+        return max(klo, min(k1, k2)), min(khi, max(k1, k2))
+    if abs(c0) > lim:
+        return 1.0, 0.0
+    return klo, khi
+
+
+@njit(**INTERNAL)
+def _span_pixels(x0, x1, klo, khi):
+    """The pixels [xa, xb) of the row x0 <= x < x1 within k = x - x0 in [klo, khi]."""
+    span = x1 - 1 - x0
+    if klo > span or khi < 0.0 or klo > khi:
+        return x0, x0
+    return x0 + max(int(math.floor(klo)), 0), x0 + min(int(math.ceil(khi)), span) + 1
+
+
+@njit(**INTERNAL)
+def _foreground_span(ax, dirs, row, x0, x1, lim, tlim):
+    """The pixels [xa, xb) of a box row (:func:`_row_line`) that may be foreground:
+    u^2 + v^2 <= lim and |t| <= tlim, tested exactly by the caller; the others (3/4 of
+    the box) fail that test: where the row's line meets the disc widened by 2 eps_uv
+    (the line is within eps_uv of u and of v) and the slab widened by eps_t."""
+    if x1 - x0 <= 4:
+        return x0, x1
+    ua, va, ta, du, dv, dt, eps, eps_t = _row_line(ax, dirs, row, x0, x1)
+    if not (eps < 1.0 and eps_t < 1e6):  # not a smooth row (or not finite): test all
+        return x0, x1
+    qa = du * du + dv * dv
+    radius = math.sqrt(lim) + 2.0 * eps
+    if qa > 0.0:
+        qb = ua * du + va * dv
+        disc = qb * qb - qa * (ua * ua + va * va - radius * radius)
+        if disc < 0.0:
+            return x0, x0
+        sq = math.sqrt(disc)
+        klo, khi = (-qb - sq) / qa, (-qb + sq) / qa
+    elif ua * ua + va * va <= radius * radius:
+        klo, khi = 0.0, float(x1 - 1 - x0)
+    else:
+        return x0, x0
+    klo, khi = _slab(ta, dt, tlim + eps_t, klo, khi)
+    return _span_pixels(x0, x1, klo, khi)
+
+
+@njit(**INTERNAL)
+def _grid_span(ax, dirs, row, x0, x1, g_uv, g_t):
+    """The pixels [xa, xb) of a box row (:func:`_row_line`) that may be on the reference
+    grid, |u|, |v| <= g_uv and |t| <= g_t (widened by eps_uv, eps_t); the others are off
+    it."""
+    if x1 - x0 <= 4:
+        return x0, x1
+    ua, va, ta, du, dv, dt, eps, eps_t = _row_line(ax, dirs, row, x0, x1)
+    if not (eps < 1.0 and eps_t < 1e6):
+        return x0, x1
+    klo, khi = _slab(ua, du, g_uv + eps, 0.0, float(x1 - 1 - x0))
+    klo, khi = _slab(va, dv, g_uv + eps, klo, khi)
+    klo, khi = _slab(ta, dt, g_t + eps_t, klo, khi)
+    return _span_pixels(x0, x1, klo, khi)
+
+
 @njit
 def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan, fg_pad, off,
-                  pix_off, pnx, dirs, state, best, own, sb_data, sb_mask, overlapped,
-                  overloaded):
+                  pix_off, pnx, dirs, state, best, own, claimed, n_claimed, sb_data, sb_mask,
+                  overlapped, overloaded):
     """Copy frame ``f`` (flat pixels of all panels) into the shoeboxes of reflections
     ``act`` that cover it, with their mask codes.
 
@@ -98,13 +195,14 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
     Overlapped), is background of none, and those reflections are flagged
     ``overlapped``. ``state``, ``best``, ``own`` are per-pixel scratch: ``state`` (one
     byte, so that pass 1 fetches little per pixel) holds STATIC_BAD for a gap or masked
-    pixel and the number of claims of the frame in its low bits (0 on entry, reset by
-    pass 2; :func:`pixel_state` makes it); best and own are the smallest distance and its
-    reflection, defined where claimed. ``sb_mask`` must be 0 on entry (pass 0 sets only
-    the foreground). Valid: not statically masked and tmin < counts < tmax.
-    The work is done in three passes (0: foreground claims, 1: pixels and mask codes, 2:
-    scratch reset), each to be run for every set of reflections covering the frame before
-    the next.
+    pixel and the number of claims of the frame in its low bits (0 on entry;
+    :func:`pixel_state` makes it); best and own are the smallest distance and its
+    reflection, defined where claimed. Pass 0 lists the pixels it claims first in
+    ``claimed[:n_claimed[0]]``, for :func:`reset_claims`. ``sb_mask`` must be 0 on entry
+    (pass 0 sets only the foreground). Valid: not statically masked and
+    tmin < counts < tmax. The work is done in two passes (0: foreground claims, 1: pixels
+    and mask codes), each to be run for every set of reflections covering the frame
+    before the next; then :func:`reset_claims`.
     """
     phi_mid = scan[0] + (f + 0.5) * scan[1]
     half = 0.5 * abs(scan[1])
@@ -129,7 +227,11 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
             for y in range(y0, y1):
                 row = pix_off[p] + y * nx
                 jrow = base + (y - y0) * w
-                for x in range(x0, x1):
+                if y + 2 < y1:  # the directions of the row after next (:mod:`.prefetch`)
+                    for ahead in range(3 * (row + 2 * nx + x0), 3 * (row + 2 * nx + x1) + 15, 16):
+                        prefetch(dirs, ahead)
+                xa, xb = _foreground_span(ax, dirs, row, x0, x1, lim, tlim)
+                for x in range(xa, xb):
                     pix = row + x
                     d0, d1, d2 = dirs[pix, 0], dirs[pix, 1], dirs[pix, 2]
                     u = au0 * d0 + au1 * d1 + au2 * d2 + cu
@@ -142,17 +244,25 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
                         c = st & CLAIMS
                         if c < CLAIMS:
                             state[pix] = st + 1
+                        if c == 0:
+                            claimed[n_claimed[0]] = pix
+                            n_claimed[0] += 1
                         d2 = uv + t * t
                         if c == 0 or d2 < best[pix]:
                             best[pix] = d2
                             own[pix] = r
-        elif pass_ == 1:
+        else:
             lo, hi = tmin[p], tmax[p]
             over = False
             shared = False
             for y in range(y0, y1):
                 row = pix_off[p] + y * nx
                 jrow = base + (y - y0) * w
+                if y + 2 < y1:  # the counts and states of the row after next
+                    for ahead in range(row + 2 * nx + x0, row + 2 * nx + x1 + 15, 16):
+                        prefetch(frame, ahead)
+                    prefetch(state, row + 2 * nx + x0)
+                    prefetch(state, row + 2 * nx + x1 - 1)
                 for x in range(x0, x1):
                     pix = row + x
                     j = jrow + x
@@ -180,13 +290,87 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
                 overloaded[r] = True
             if shared:
                 overlapped[r] = True
-        else:
-            for y in range(y0, y1):
-                row = pix_off[p] + y * nx
-                jrow = base + (y - y0) * w
-                for x in range(x0, x1):
-                    if sb_mask[jrow + x] & (FOREGROUND | OVERLAPPED):
-                        state[row + x] &= STATIC_BAD
+
+
+@njit
+def reset_claims(state, claimed, n_claimed):
+    """Clear the claims :func:`extract_frame` left in ``state`` for the next frame
+    (its static bit stays): only at the pixels pass 0 listed."""
+    for i in range(n_claimed[0]):
+        state[claimed[i]] &= STATIC_BAD
+    n_claimed[0] = 0
+
+
+def panel_geometry(detector) -> np.ndarray:
+    """Per panel, for :func:`box_extent`: D^-1 (9, row by row; D = [fast | slow | origin]
+    maps panel mm to the laboratory frame), origin (3), fast (3), slow (3), normal (3,
+    pointing away from the sample), mu (1/mm), thickness (mm, 0 without the parallax
+    correction), pixel size (2, mm)."""
+    out = np.zeros((len(detector), 25))
+    for i, p in enumerate(detector):
+        n = p.normal if p.origin @ p.normal >= 0 else -p.normal
+        out[i, 0:9] = np.linalg.inv(p.d_matrix).ravel()
+        out[i, 9:12], out[i, 12:15], out[i, 15:18] = p.origin, p.fast_axis, p.slow_axis
+        out[i, 18:21] = n
+        out[i, 21] = p.mu
+        out[i, 22] = p.thickness if p.has_parallax else 0.0
+        out[i, 23:25] = p.pixel_size
+    return out
+
+
+@njit
+def box_extent(s1, s0, m2, e1, e2, half, lo, hi, panel, pg, out):
+    """The pixel extent of each reflection's spot over its rotation range: where the
+    diffracted beams through the 4 corners of the square +-``half[r]`` (1/A, along e1 and
+    e2 about s1) meet the detector at 4 angles evenly spaced from ``lo[r]`` to ``hi[r]``
+    (rad, relative to the reflection's angle; the lattice point rotated about the unit
+    axis m2, Rodrigues). out[r] = (min x, max x, min y, max y, all 16 on the panel plane
+    in front of the sample: 1 or 0), px, the parallax shift applied as
+    :meth:`Panel.millimeter_to_pixel` does."""
+    for r in range(s1.shape[0]):
+        p = panel[r]
+        xmin = ymin = np.inf
+        xmax = ymax = -np.inf
+        good = 1.0
+        for i in range(4):
+            ang = lo[r] + (i / 3.0) * (hi[r] - lo[r])
+            c, sn = math.cos(ang), math.sin(ang)
+            for k in range(4):
+                a = -1.0 if k % 2 == 0 else 1.0
+                b = -1.0 if k < 2 else 1.0
+                v0 = s1[r, 0] - s0[0] + half[r] * (a * e1[r, 0] + b * e2[r, 0])
+                v1 = s1[r, 1] - s0[1] + half[r] * (a * e1[r, 1] + b * e2[r, 1])
+                v2 = s1[r, 2] - s0[2] + half[r] * (a * e1[r, 2] + b * e2[r, 2])
+                md = (m2[0] * v0 + m2[1] * v1 + m2[2] * v2) * (1.0 - c)
+                r0 = s0[0] + v0 * c + (m2[1] * v2 - m2[2] * v1) * sn + m2[0] * md
+                r1 = s0[1] + v1 * c + (m2[2] * v0 - m2[0] * v2) * sn + m2[1] * md
+                r2 = s0[2] + v2 * c + (m2[0] * v1 - m2[1] * v0) * sn + m2[2] * md
+                w = pg[p, 6] * r0 + pg[p, 7] * r1 + pg[p, 8] * r2
+                if not w > 0.0:
+                    good = 0.0
+                    continue
+                x = (pg[p, 0] * r0 + pg[p, 1] * r1 + pg[p, 2] * r2) / w
+                y = (pg[p, 3] * r0 + pg[p, 4] * r1 + pg[p, 5] * r2) / w
+                if pg[p, 22] > 0.0:
+                    l0 = pg[p, 9] + x * pg[p, 12] + y * pg[p, 15]
+                    l1 = pg[p, 10] + x * pg[p, 13] + y * pg[p, 16]
+                    l2 = pg[p, 11] + x * pg[p, 14] + y * pg[p, 17]
+                    norm = math.sqrt(l0 * l0 + l1 * l1 + l2 * l2)
+                    l0, l1, l2 = l0 / norm, l1 / norm, l2 / norm
+                    cos_t = l0 * pg[p, 18] + l1 * pg[p, 19] + l2 * pg[p, 20]
+                    mu, t0 = pg[p, 21], pg[p, 22]
+                    o = 1.0 / mu - (t0 / cos_t + 1.0 / mu) * math.exp(-mu * t0 / cos_t)
+                    dx = (l0 * pg[p, 12] + l1 * pg[p, 13] + l2 * pg[p, 14]) * o
+                    dy = (l0 * pg[p, 15] + l1 * pg[p, 16] + l2 * pg[p, 17]) * o
+                    x, y = x + dx, y + dy
+                x /= pg[p, 23]
+                y /= pg[p, 24]
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    good = 0.0
+                    continue
+                xmin, xmax = min(xmin, x), max(xmax, x)
+                ymin, ymax = min(ymin, y), max(ymax, y)
+        out[r, 0], out[r, 1], out[r, 2], out[r, 3], out[r, 4] = xmin, xmax, ymin, ymax, good
 
 
 @njit
@@ -482,36 +666,35 @@ def background_at(bg_coef, r, j, w, h, d):
 
 @njit
 def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, npar,
-            outlier, lower, upper, tukey, bg_coef, out_f, out_i):
+            outlier, lower, upper, tukey, bg_coef, out_f, out_i, yv, X, fg_j):
     """Background, summation and centroid of the complete shoeboxes ``rows``.
 
-    Marks BackgroundUsed and stores the background model's coefficients in ``bg_coef[r]``
-    (photons per pixel: constant, then the plane's slopes along x, y, z about the box
-    centre; :func:`background_at` evaluates it); per row r:
+    Stores the background model's coefficients in ``bg_coef[r]`` (photons per pixel:
+    constant, then the plane's slopes along x, y, z about the box centre;
+    :func:`background_at` evaluates it); per row r:
     out_f[r] = (bg mean, var(bg mean), I sum, var I sum, x, y, z, var x, var y, var z,
     bg sum, var bg sum) and out_i[r] = (n valid, n background, n foreground, n background
     used, status: 0 ok, 1 no background, 2 no foreground, 3 foreground has bad pixels,
     foreground pixels given to an overlapping reflection).
     Summation: I = sum over foreground of (counts - B); var = gain * sum(counts) + n_fg^2
     var(B) (Poisson counts with the panel gain, and the error of the background estimate).
+    ``yv``, ``X`` (rows: 1 for the GLM, else as ``yv``) and ``fg_j`` are scratch, at least
+    as long as the largest shoebox of ``rows``: one pass over the box gathers the
+    background pixels and the positions of the valid foreground ones, the sums then visit
+    only those.
     """
     for ii in range(rows.shape[0]):
         r = rows[ii]
-        x0, x1, y0, y1, z0, z1 = bbox[r, 0], bbox[r, 1], bbox[r, 2], bbox[r, 3], bbox[r, 4], \
-            bbox[r, 5]
-        w = x1 - x0
-        h = y1 - y0
-        d = z1 - z0
-        n = w * h * d
+        x0, y0, z0 = bbox[r, 0], bbox[r, 2], bbox[r, 4]
+        w = bbox[r, 1] - x0
+        h = bbox[r, 3] - y0
+        d = bbox[r, 5] - z0
         o = off[r]
         g = gain[panel[r]]
-        # one pass over the box: counts by kind, and the background pixels gathered
-        yv = np.empty(max(n, 1))
-        X = np.empty((max(n, 1) if algorithm != 0 else 1, 4))
-        idx = np.empty(max(n, 1), np.int64)
         nbg = np.int64(0)
         nval = 0
         nfg = 0
+        nsum = np.int64(0)
         nov = 0
         bad_fg = False
         j = 0
@@ -528,45 +711,49 @@ def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, np
                                 X[nbg, 1] = xx - 0.5 * w
                                 X[nbg, 2] = yy - 0.5 * h
                                 X[nbg, 3] = zz - 0.5 * d
-                            idx[nbg] = j
                             nbg += 1
                         if m & FOREGROUND:
                             nfg += 1
+                            fg_j[nsum] = j
+                            nsum += 1
                     elif m & FOREGROUND:
                         bad_fg = True  # a gap, masked or untrusted pixel in the foreground
                     if m & OVERLAPPED:
                         nov += 1
                     j += 1
         status = 0
-        coef = np.zeros(4)
+        c0 = c1 = c2 = c3 = 0.0
         var_b = 0.0
         nused = 0
         if nbg < 1:
             status = 1
         elif algorithm == 0:
-            mu = glm_constant(yv, nbg, glm_c)
-            coef[0] = mu
+            c0 = glm_constant(yv, nbg, glm_c)
             nused = nbg
-            for q in range(nbg):
-                sb_mask[o + idx[q]] |= BACKGROUND_USED
-            var_b = max(mu, 1.0 / nbg) / nbg
+            var_b = max(c0, 1.0 / nbg) / nbg
         else:
             c, keep = simple_background(yv, X, nbg, npar, outlier, lower, upper, tukey)
-            for a in range(npar):
-                coef[a] = c[a]
+            c0 = c[0]
+            if npar > 1:
+                c1 = c[1]
+            if npar > 2:
+                c2 = c[2]
+            if npar > 3:
+                c3 = c[3]
             rss = 0.0
             for q in range(nbg):
                 if keep[q]:
                     nused += 1
-                    sb_mask[o + idx[q]] |= BACKGROUND_USED
                     pred = 0.0
                     for a in range(npar):
                         pred += c[a] * X[q, a]
                     rss += (yv[q] - pred) ** 2
             var_b = rss / max(nused - npar, 1) / max(nused, 1)
-        for a in range(4):
-            bg_coef[r, a] = coef[a]
-        # sums over the foreground, background subtracted
+        bg_coef[r, 0] = c0
+        bg_coef[r, 1] = c1
+        bg_coef[r, 2] = c2
+        bg_coef[r, 3] = c3
+        # sums over the valid foreground, background subtracted
         isum = 0.0
         csum = 0.0
         bsum = 0.0
@@ -577,35 +764,33 @@ def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, np
         syy = 0.0
         szz = 0.0
         sw = 0.0
-        j = 0
-        for zz in range(d):
-            for yy in range(h):
-                for xx in range(w):
-                    m = sb_mask[o + j]
-                    if (m & VALID) and (m & FOREGROUND):
-                        b = coef[0] + coef[1] * (xx - 0.5 * w) + coef[2] * (yy - 0.5 * h) + \
-                            coef[3] * (zz - 0.5 * d)
-                        b = max(b, 0.0) * g
-                        v = sb_data[o + j]
-                        isum += v - b
-                        csum += v
-                        bsum += b
-                        wt = v - b
-                        if wt > 0:
-                            px = x0 + xx + 0.5
-                            py = y0 + yy + 0.5
-                            pz = z0 + zz + 0.5
-                            sw += wt
-                            sx += wt * px
-                            sy += wt * py
-                            sz += wt * pz
-                            sxx += wt * px * px
-                            syy += wt * py * py
-                            szz += wt * pz * pz
-                    j += 1
+        for k in range(nsum):
+            j = fg_j[k]
+            xx = j % w
+            q = j // w
+            yy = q % h
+            zz = q // h
+            b = c0 + c1 * (xx - 0.5 * w) + c2 * (yy - 0.5 * h) + c3 * (zz - 0.5 * d)
+            b = max(b, 0.0) * g
+            v = sb_data[o + j]
+            isum += v - b
+            csum += v
+            bsum += b
+            wt = v - b
+            if wt > 0:
+                px = x0 + xx + 0.5
+                py = y0 + yy + 0.5
+                pz = z0 + zz + 0.5
+                sw += wt
+                sx += wt * px
+                sy += wt * py
+                sz += wt * pz
+                sxx += wt * px * px
+                syy += wt * py * py
+                szz += wt * pz * pz
         if nfg == 0:
             status = 2 if status == 0 else status
-        out_f[r, 0] = coef[0] * g
+        out_f[r, 0] = c0 * g
         out_f[r, 1] = var_b * g * g
         out_f[r, 2] = isum
         out_f[r, 3] = g * max(csum, 0.0) + nfg * nfg * var_b * g * g
@@ -642,28 +827,20 @@ def _grid_pos(u, h, n):
 
 
 @njit
-def _shoebox_coords(r, bbox, geo, beam, scan, panel, pix_off, pnx, dirs, sb_mask, o, bits):
-    """(n, 3) normalised coordinates (u, v, t) of the pixels of shoebox r (pixel centre,
-    image centre) whose mask has any of ``bits``; the others are left undefined."""
-    x0, x1, y0, y1, z0, z1 = bbox[r, 0], bbox[r, 1], bbox[r, 2], bbox[r, 3], bbox[r, 4], \
-        bbox[r, 5]
-    w = x1 - x0
-    h = y1 - y0
-    out = np.empty(((z1 - z0) * w * h, 3))
-    p = panel[r]
-    j = 0
-    for zz in range(z1 - z0):
-        ax = _frame_axes(geo, r, beam, geo[r, 14] - (scan[0] + (z0 + zz + 0.5) * scan[1]))
-        for yy in range(h):
-            pix = pix_off[p] + (y0 + yy) * pnx[p] + x0
-            for xx in range(w):
-                if sb_mask[o + j] & bits:
-                    d0, d1, d2 = dirs[pix + xx, 0], dirs[pix + xx, 1], dirs[pix + xx, 2]
-                    out[j, 0] = ax[0] * d0 + ax[1] * d1 + ax[2] * d2 + ax[3]
-                    out[j, 1] = ax[4] * d0 + ax[5] * d1 + ax[6] * d2 + ax[7]
-                    out[j, 2] = ax[8] * d0 + ax[9] * d1 + ax[10] * d2 + ax[11]
-                j += 1
-    return out
+def _image_axes(r, f, geo, beam, scan):
+    """:func:`_frame_axes` of reflection r at the centre of image f (frames from the scan
+    start)."""
+    return _frame_axes(geo, r, beam, geo[r, 14] - (scan[0] + (f + 0.5) * scan[1]))
+
+
+@njit
+def _pixel_trilinear(ax, dirs, p, hxy, hz, nxy, nz):
+    """:func:`_trilinear` of pixel p, whose direction ``dirs[p]`` the affine map ``ax``
+    (3 x 4, row-major) takes to the normalised Kabsch coordinates."""
+    d0, d1, d2 = dirs[p, 0], dirs[p, 1], dirs[p, 2]
+    return _trilinear(ax[0] * d0 + ax[1] * d1 + ax[2] * d2 + ax[3],
+                      ax[4] * d0 + ax[5] * d1 + ax[6] * d2 + ax[7],
+                      ax[8] * d0 + ax[9] * d1 + ax[10] * d2 + ax[11], hxy, hz, nxy, nz)
 
 
 @njit
@@ -690,43 +867,54 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, b
     intensity-weighted mean over the references (the strong ones, least noisy, count most:
     the sum of the reflections' pixels, as DIALS's reference learner, normalised)."""
     nz, nxy = acc.shape[1], acc.shape[2]
+    g_uv, g_t = 0.5 * hxy * (nxy - 1), 0.5 * hz * (nz - 1)  # the grid's half-widths
     for ii in range(rows.shape[0]):
         r = rows[ii]
         g = region[r]
         nref[g] += 1
         w, h, d = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2], bbox[r, 5] - bbox[r, 4]
-        n = w * h * d
         g_r = gain[panel[r]]
         scale = 1.0 / jac[r]
         wi = isum[r]
         o = off[r]
-        uvt = _shoebox_coords(r, bbox, geo, beam, scan, panel, pix_off, pnx, dirs, sb_mask, o,
-                              FOREGROUND | BACKGROUND)
-        for j in range(n):
-            m = sb_mask[o + j]
-            if (m & VALID) == 0 or (m & (OVERLAPPED | SHARED)) or \
-                    (m & (FOREGROUND | BACKGROUND)) == 0:
-                continue
-            ix, iy, iz, fx, fy, fz = _trilinear(uvt[j, 0], uvt[j, 1], uvt[j, 2], hxy, hz, nxy,
-                                                nz)
-            if ix < 0:
-                continue
-            val = (sb_data[o + j] - g_r * background_at(bg_coef, r, j, w, h, d)) * scale
-            for a in range(2):
-                wa = fz if a else 1.0 - fz
-                for b in range(2):
-                    wb = fy if b else 1.0 - fy
-                    for c in range(2):
-                        wc = fx if c else 1.0 - fx
-                        wt = wa * wb * wc
-                        acc[g, iz + a, iy + b, ix + c] += wt * val
-                        wsum[g, iz + a, iy + b, ix + c] += wt * wi
+        x0, y0, z0 = bbox[r, 0], bbox[r, 2], bbox[r, 4]
+        p = panel[r]
+        for zz in range(d):
+            ax = _image_axes(r, z0 + zz, geo, beam, scan)
+            for yy in range(h):
+                row = pix_off[p] + (y0 + yy) * pnx[p]
+                pix = row + x0
+                if yy + 2 < h:  # the directions of the row after next (:mod:`.prefetch`)
+                    for ahead in range(3 * (pix + 2 * pnx[p]), 3 * (pix + 2 * pnx[p] + w) + 15,
+                                       16):
+                        prefetch(dirs, ahead)
+                xa, xb = _grid_span(ax, dirs, row, x0, x0 + w, g_uv, g_t)
+                for xx in range(xa - x0, xb - x0):
+                    j = (zz * h + yy) * w + xx
+                    m = sb_mask[o + j]
+                    if (m & VALID) == 0 or (m & (OVERLAPPED | SHARED)) or \
+                            (m & (FOREGROUND | BACKGROUND)) == 0:
+                        continue
+                    ix, iy, iz, fx, fy, fz = _pixel_trilinear(ax, dirs, pix + xx, hxy, hz,
+                                                              nxy, nz)
+                    if ix < 0:
+                        continue
+                    val = (sb_data[o + j] - g_r * background_at(bg_coef, r, j, w, h, d)) * scale
+                    for a in range(2):
+                        wa = fz if a else 1.0 - fz
+                        for b in range(2):
+                            wb = fy if b else 1.0 - fy
+                            for c in range(2):
+                                wc = fx if c else 1.0 - fx
+                                wt = wa * wb * wc
+                                acc[g, iz + a, iy + b, ix + c] += wt * val
+                                wsum[g, iz + a, iy + b, ix + c] += wt * wi
 
 
 @njit
 def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, bg_coef, gain,
                  geo, beam, scan, panel, pix_off, pnx, dirs, hxy, hz, var_bg, min_fraction,
-                 out):
+                 out, pv, cv, bv):
     """3D profile fitting (Kabsch (2010); DIALS ProfileFitter): the intensity I minimising
     sum over foreground pixels of (c - B - I p)^2 / v with Poisson variances
     v = gain (B + I p), iterated to convergence (the Poisson maximum-likelihood estimate).
@@ -743,7 +931,8 @@ def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, b
     made.
     out[r] = (I, var I, correlation, sum of p over the fitted pixels, status: 0 ok, 1 no
     pixels / no profile, 2 did not converge, 3 too little of the profile on valid
-    pixels)."""
+    pixels). ``pv``, ``cv``, ``bv``: scratch, at least as long as the largest shoebox of
+    ``rows``."""
     nz, nxy = profiles.shape[1], profiles.shape[2]
     for ii in range(rows.shape[0]):
         r = rows[ii]
@@ -752,44 +941,46 @@ def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, b
         if q < 0:
             continue
         w, h, d = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2], bbox[r, 5] - bbox[r, 4]
-        n = w * h * d
         o = off[r]
         gr = gain[panel[r]]
-        m_fg = 0
-        for j in range(n):
-            m = sb_mask[o + j]
-            if m & (FOREGROUND | OVERLAPPED):
-                m_fg += 1
-        if m_fg == 0:
-            continue
-        pv = np.empty(m_fg)
-        cv = np.empty(m_fg)
-        bv = np.empty(m_fg)
         k = 0
         norm = 0.0
-        uvt = _shoebox_coords(r, bbox, geo, beam, scan, panel, pix_off, pnx, dirs, sb_mask, o,
-                              FOREGROUND | OVERLAPPED)
-        for j in range(n):
-            m = sb_mask[o + j]
-            if (m & (FOREGROUND | OVERLAPPED)) == 0:
-                continue
-            ix, iy, iz, fx, fy, fz = _trilinear(uvt[j, 0], uvt[j, 1], uvt[j, 2], hxy, hz, nxy,
-                                                nz)
-            val = 0.0
-            if ix >= 0:
-                for a in range(2):
-                    wa = fz if a else 1.0 - fz
-                    for b in range(2):
-                        wb = fy if b else 1.0 - fy
-                        for c in range(2):
-                            wc = fx if c else 1.0 - fx
-                            val += wa * wb * wc * profiles[q, iz + a, iy + b, ix + c]
-            norm += val * jac[r]
-            if (m & VALID) and (m & FOREGROUND):
-                pv[k] = val * jac[r]
-                cv[k] = sb_data[o + j]
-                bv[k] = gr * background_at(bg_coef, r, j, w, h, d)
-                k += 1
+        x0, y0, z0 = bbox[r, 0], bbox[r, 2], bbox[r, 4]
+        p = panel[r]
+        j = -1
+        for zz in range(d):
+            ax = _image_axes(r, z0 + zz, geo, beam, scan)
+            for yy in range(h):
+                pix = pix_off[p] + (y0 + yy) * pnx[p] + x0
+                if yy + 2 < h:  # the directions of the row after next (:mod:`.prefetch`)
+                    for ahead in range(3 * (pix + 2 * pnx[p]), 3 * (pix + 2 * pnx[p] + w) + 15,
+                                       16):
+                        prefetch(dirs, ahead)
+                for xx in range(w):
+                    j += 1
+                    m = sb_mask[o + j]
+                    if (m & (FOREGROUND | OVERLAPPED)) == 0:
+                        continue
+                    ix, iy, iz, fx, fy, fz = _pixel_trilinear(ax, dirs, pix + xx, hxy, hz,
+                                                              nxy, nz)
+                    val = 0.0
+                    if ix >= 0:  # trilinear, the 8 terms summed in (z, y, x) order
+                        gz, gy, gx = 1.0 - fz, 1.0 - fy, 1.0 - fx
+                        w00, w01, w10, w11 = gz * gy, gz * fy, fz * gy, fz * fy
+                        val = w00 * gx * profiles[q, iz, iy, ix]
+                        val += w00 * fx * profiles[q, iz, iy, ix + 1]
+                        val += w01 * gx * profiles[q, iz, iy + 1, ix]
+                        val += w01 * fx * profiles[q, iz, iy + 1, ix + 1]
+                        val += w10 * gx * profiles[q, iz + 1, iy, ix]
+                        val += w10 * fx * profiles[q, iz + 1, iy, ix + 1]
+                        val += w11 * gx * profiles[q, iz + 1, iy + 1, ix]
+                        val += w11 * fx * profiles[q, iz + 1, iy + 1, ix + 1]
+                    norm += val * jac[r]
+                    if (m & VALID) and (m & FOREGROUND):
+                        pv[k] = val * jac[r]
+                        cv[k] = sb_data[o + j]
+                        bv[k] = gr * background_at(bg_coef, r, j, w, h, d)
+                        k += 1
         m_fg = k
         if m_fg == 0 or norm <= 0:
             continue

@@ -298,6 +298,7 @@ def refine_bravais_settings(experiments: ExperimentList, indexed: ReflectionTabl
     if params.max_refine_reflections and len(table) > params.max_refine_reflections:
         rng = np.random.default_rng(params.random_seed)
         subset = np.sort(rng.choice(len(table), params.max_refine_reflections, replace=False))
+    sub_table = table.select(subset)  # the reflections each candidate is refined on
     solutions = []
     n = len(settings)
     for j, setting in enumerate(settings):
@@ -306,14 +307,16 @@ def refine_bravais_settings(experiments: ExperimentList, indexed: ReflectionTabl
         new_crystal = crystal_in_setting(crystal, setting)
         for e in expts:
             e.crystal = new_crystal
-        # unchanged columns are shared with the input table, not copied
-        refl = ReflectionTable({k: table[k] for k in table.keys()}, table.experiment_identifiers)
+        # unchanged columns are shared with the input tables, not copied
+        refl = ReflectionTable(dict(table.items()), table.experiment_identifiers)
         refl["miller_index"] = transform_miller_indices(refl["miller_index"], setting.P)
+        work = ReflectionTable(dict(sub_table.items()), table.experiment_identifiers)
+        work["miller_index"] = refl["miller_index"][subset]
         cc = None
         if isig is not None and isig[0].sum() > 0:
             cc = symmetry_correlation(refl["miller_index"][isig[0]], isig[1], setting.space_group)
         try:
-            r_expts, r_refl, _ = refine_fn(expts, refl.select(subset))
+            r_expts, r_refl, _ = refine_fn(expts, work)
             rmsd, nspots = _rmsd_and_count(r_refl)
         except (GonioError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
             solutions.append(RbsSolution(number, setting, None, None, None, None, cc,

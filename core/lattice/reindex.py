@@ -123,8 +123,8 @@ def reindex(experiments: ExperimentList, reflections: ReflectionTable | None,
     sg = None if space_group is None else _as_space_group(space_group)
 
     new_refl = None
-    if reflections is not None:
-        new_refl = reflections.copy()
+    if reflections is not None:  # a new table: the Miller indices new, the other columns shared
+        new_refl = ReflectionTable(dict(reflections.items()), reflections.experiment_identifiers)
         if "miller_index" in new_refl:
             hkl = np.asarray(new_refl["miller_index"])
             indexed = np.any(hkl != 0, axis=1)

@@ -263,8 +263,9 @@ def _bin_sizes(experiments):
     return np.array(out)
 
 
-def _weights(refl, bins_per_refl):
-    var = refl["xyzobs.mm.variance"].copy()
+def _weights(var, bins_per_refl):
+    """1 / variance of the observed centroids (mm, mm, rad), never above that of a uniform
+    distribution over one bin (pixel, image)."""
     floor = bins_per_refl**2 / 12.0
     return 1.0 / np.maximum(var, floor)
 
@@ -365,7 +366,7 @@ def _refine_stage(experiments: ExperimentList, reflections: ReflectionTable,
 
     ``judged``: (candidate rows, inlier mask) already judged with these models, if known.
     Returns (experiments, reflections, result, the last (rows, inlier mask) judgement)."""
-    refl = reflections.copy()
+    refl = _shallow_copy(reflections)
     if "xyzobs.mm.value" not in refl:
         centroid_px_to_mm(experiments, refl)
     hkl = refl["miller_index"].astype(float)
@@ -429,7 +430,8 @@ def _refine_stage(experiments: ExperimentList, reflections: ReflectionTable,
                              f"{setup.n_free} parameters. Fix more parameters or index more spots.")
         bins_r = bins[ids[rows]]
         problem = _Problem(setup, evaluate, rows, refl["xyzobs.mm.value"][rows],
-                           np.sqrt(_weights(refl.select(rows), bins_r)), bins_r, restraints)
+                           np.sqrt(_weights(refl["xyzobs.mm.variance"][rows], bins_r)), bins_r,
+                           restraints)
         p, JTJ, cost = _minimise(problem, params, result, log)
     setup.set(p)
 
@@ -797,14 +799,25 @@ def _cell_esds(setup: _Setup, cov: np.ndarray) -> list[list[float]]:
     return out
 
 
+def _shallow_copy(reflections: ReflectionTable) -> ReflectionTable:
+    """A new table sharing the columns of ``reflections`` (refinement replaces columns and
+    never writes into them), except ``flags``, copied: flags are set in place."""
+    refl = ReflectionTable(dict(reflections.items()), reflections.experiment_identifiers)
+    if "flags" in refl:
+        refl["flags"] = refl["flags"].copy()
+    return refl
+
+
 def _cell_params(real_abc: np.ndarray):
     return cell_from_real_vectors(real_abc).parameters
 
 
 def update_predictions(experiments: ExperimentList, reflections: ReflectionTable) -> ReflectionTable:
     """A copy of ``reflections`` with ``xyzcal.mm``, ``xyzcal.px``, ``s1`` and ``entering``
-    predicted by ``experiments`` for the indexed rows (``id >= 0``, hkl != 0)."""
-    refl = reflections.copy()
+    predicted by ``experiments`` for the indexed rows (``id >= 0``, hkl != 0). The other
+    columns are shared with ``reflections`` (except ``flags``, which a caller may change
+    in place)."""
+    refl = _shallow_copy(reflections)
     if "xyzobs.mm.value" not in refl:
         centroid_px_to_mm(experiments, refl)
     n = len(refl)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -47,10 +49,12 @@ def mcd_inliers(residuals: np.ndarray, threshold_probability: float = 0.975,
     n, p = x.shape
     if n < 5 * p:
         return tukey_inliers(everything)
-    # columns to comparable scales (MCD is affine-equivariant; this only helps the numerics)
+    # columns centred and to comparable scales (MCD is affine-equivariant; this only helps
+    # the numerics: the sums of products below then lose nothing to cancellation)
+    centre = np.median(x, axis=0)
     scale = np.maximum(np.std(x, axis=0), 1e-300)
-    x = x / scale
-    everything = everything / scale
+    x = (x - centre) / scale
+    everything = (everything - centre) / scale
     h = (n + p + 1) // 2
 
     def mean_cov(rows):
@@ -67,40 +71,42 @@ def mcd_inliers(residuals: np.ndarray, threshold_probability: float = 0.975,
         return np.sum((d @ P) * d, axis=1)
 
     # FAST-MCD: the random starts and their first C-steps on a subsample of at most
-    # 1500 rows, the best few then iterated to convergence on all rows
+    # 1500 rows, the best few then iterated to convergence on all rows. A set of rows is
+    # a boolean mask (S sets side by side); its mean and covariance come from the sums of
+    # the rows' linear and quadratic terms (one product with the masks).
     sub = x if n <= 1500 else x[rng.choice(n, 1500, replace=False)]
     h_sub = (len(sub) + p + 1) // 2
     starts = np.array([rng.choice(len(sub), p + 1, replace=False) for _ in range(n_starts)])
+    sub_terms = _terms(sub)
+    x_terms = sub_terms if sub is x else _terms(x)
     # all starts at once (their first two C-steps: mean and covariance of the h nearest
-    # rows, then the h rows nearest to those), as stacks of means and covariances
+    # rows, then the h rows nearest to those)
     mu, cov = _stacked_mean_cov(sub[starts])
-    idx = _stacked_nearest(sub, mu, cov + 1e-12 * np.eye(p), h_sub)
-    mu, cov = _stacked_mean_cov(sub[idx])
+    sel = _stacked_nearest(sub_terms, mu, cov + 1e-12 * np.eye(p), h_sub)
+    mu, cov = _masked_mean_cov(sub_terms, sel, p)
     det1 = np.linalg.det(cov)
-    idx = _stacked_nearest(sub, mu, cov, h_sub)
-    mu, cov = _stacked_mean_cov(sub[idx])
+    sel = _stacked_nearest(sub_terms, mu, cov, h_sub)
+    mu, cov = _masked_mean_cov(sub_terms, sel, p)
     det2 = np.linalg.det(cov)
-    ends = _stacked_nearest(sub, mu, cov, h_sub)
+    ends = _stacked_nearest(sub_terms, mu, cov, h_sub)
     # a start's determinant: the last before it stopped falling
     det = np.where(det2 >= det1 * (1 - 1e-12), det1, det2)
     # the three best iterated to convergence on all rows, side by side
-    best3 = ends[np.argsort(det, kind="stable")[:3]]
-    mu, cov = _stacked_mean_cov(sub[best3])
-    idx = _stacked_nearest(x, mu, cov, h)
-    det = np.full(len(idx), np.inf)
-    active = np.ones(len(idx), bool)
+    mu, cov = _masked_mean_cov(sub_terms, ends[np.argsort(det, kind="stable")[:3]], p)
+    sel = _stacked_nearest(x_terms, mu, cov, h)
+    det = np.full(len(sel), np.inf)
+    active = np.ones(len(sel), bool)
     for _ in range(100):  # C-steps until the determinant stops falling, for each
-        mu, cov = _stacked_mean_cov(x[idx])
+        mu, cov = _masked_mean_cov(x_terms, sel, p)
         new_det = np.linalg.det(cov)
-        new_idx = _stacked_nearest(x, mu, cov, h)
-        idx[active] = new_idx[active]
+        new_sel = _stacked_nearest(x_terms, mu, cov, h)
+        sel[active] = new_sel[active]
         stop = active & (new_det >= det * (1 - 1e-12))
         det[active & ~stop] = new_det[active & ~stop]
         active &= ~stop
         if not active.any():
             break
-    best = idx[np.argmin(det)]
-    mu, cov = mean_cov(x[best])
+    mu, cov = mean_cov(x[sel[np.argmin(det)]])
     d2 = dist2(mu, cov, x)
     cov *= np.median(d2) / chi2_ppf(0.5, p)  # consistency with the normal distribution
     cut = chi2_ppf(threshold_probability, p)
@@ -116,24 +122,54 @@ def _stacked_mean_cov(rows: np.ndarray):
     return mu, np.matmul(d.transpose(0, 2, 1), d) / (rows.shape[1] - 1)
 
 
-def _stacked_nearest(data: np.ndarray, mu: np.ndarray, cov: np.ndarray, h: int):
-    """For each of S (mean, covariance): the h rows of ``data`` nearest in Mahalanobis
-    distance, (S, h) indices. The squared distances (x - mu)' P (x - mu) of all rows
-    for all S at once, as one product of the rows' quadratic and linear terms with
-    each (mean, covariance)'s coefficients."""
+@lru_cache(maxsize=8)
+def _upper(p: int):
+    """Row and column indices of the upper triangle of a p x p matrix, and the weights
+    (1 on the diagonal, 2 off it) of x' P x written over that triangle."""
+    iu, ju = np.triu_indices(p)
+    return iu, ju, np.where(iu == ju, 1.0, 2.0)
+
+
+def _terms(data: np.ndarray) -> np.ndarray:
+    """(p(p+1)/2 + p, m): each row's quadratic terms x_i x_j (i <= j), then x itself,
+    as columns."""
+    iu, ju, _ = _upper(data.shape[1])
+    return np.ascontiguousarray(np.concatenate([data[:, iu] * data[:, ju], data], axis=1).T)
+
+
+def _masked_mean_cov(terms: np.ndarray, masks: np.ndarray, p: int):
+    """Means (S, p) and covariances (S, p, p) of the S sets of rows chosen by ``masks``
+    (S, m), from the sums of the rows' ``terms`` (:func:`_terms`): (sum xx' - m mu mu')
+    / (m - 1), which loses only rounding for rows centred and scaled to unit spread."""
+    count = masks.sum(axis=1).astype(float)
+    sums = masks.astype(float) @ terms.T
+    mu = sums[:, -p:] / count[:, None]
+    iu, ju, _ = _upper(p)
+    second = np.empty((len(masks), p, p))
+    second[:, iu, ju] = sums[:, :-p]
+    second[:, ju, iu] = sums[:, :-p]
+    cov = (second - count[:, None, None] * mu[:, :, None] * mu[:, None, :])
+    return mu, cov / (count - 1)[:, None, None]
+
+
+def _stacked_nearest(terms: np.ndarray, mu: np.ndarray, cov: np.ndarray, h: int):
+    """For each of S (mean, covariance): the h rows nearest in Mahalanobis distance, as
+    an (S, m) mask (more than h only for rows tied at the h-th distance). The squared
+    distances (x - mu)' P (x - mu) of all rows for all S at once, as one product of the
+    rows' quadratic and linear ``terms`` (:func:`_terms`) with each (mean, covariance)'s
+    coefficients."""
     try:
         P = np.linalg.inv(cov)
     except np.linalg.LinAlgError:
         P = np.linalg.pinv(cov)
-    p = data.shape[1]
-    iu, ju = np.triu_indices(p)
-    terms = np.concatenate([data[:, iu] * data[:, ju], data], axis=1)  # (m, p(p+1)/2 + p)
-    quad = P[:, iu, ju] * np.where(iu == ju, 1.0, 2.0)  # x' P x: off-diagonals twice
+    iu, ju, twice = _upper(mu.shape[1])
+    quad = P[:, iu, ju] * twice  # x' P x: off-diagonals twice
     Pmu = np.matmul(P, mu[:, :, None])[:, :, 0]
     coef = np.concatenate([quad, -2.0 * Pmu], axis=1)  # (S, ...)
     const = np.einsum("si,si->s", mu, Pmu)
-    d2 = coef @ terms.T + const[:, None]
-    return np.argpartition(d2, h - 1, axis=1)[:, :h]
+    d2 = coef @ terms + const[:, None]
+    # the h smallest: those up to the h-th (rows at exactly its distance, a tie, all count)
+    return d2 <= np.partition(d2, h - 1, axis=1)[:, h - 1:h]
 
 
 def sauter_poon_inliers(dx_mm: np.ndarray, dy_mm: np.ndarray, fraction: float = 0.4,

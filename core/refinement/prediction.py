@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.rotation import rotate_vectors
 from ..prediction.rotation import nearest_rotation_angle, rotation_angles
 
 
@@ -52,7 +51,12 @@ def predict(h, phi_obs, panel, s0, e, MA, Ds, perturbations=()):
     r0 = _times(MA, h)
     phi = nearest_rotation_angle(*rotation_angles(s0, e, r0), phi_obs)
     phi_f = np.where(np.isfinite(phi), phi, phi_obs)
-    r = rotate_vectors(r0, e, phi_f)
+    # rotations by phi about e, with the trigonometry done once for r and every dr
+    k = np.asarray(e, dtype=float)
+    k = k / np.linalg.norm(k)
+    c, s = np.cos(phi_f)[:, None], np.sin(phi_f)[:, None]
+    one_c = 1.0 - c
+    r = _rotate(r0, k, c, s, one_c)
     s1 = s0 + r
     # one panel: one matrix for all rows (much cheaper than a matrix per row)
     Dinv = np.linalg.inv(Ds)[0] if len(Ds) == 1 else np.linalg.inv(Ds)[panel]
@@ -63,18 +67,17 @@ def predict(h, phi_obs, panel, s0, e, MA, Ds, perturbations=()):
     jac = np.zeros((len(h), 3, len(perturbations)))
     if not len(perturbations):
         return xyz, s1, jac
-    exr = np.cross(e, r)
+    exr = _cross(e, r)
     denom = np.einsum("ij,ij->i", exr, s1)
-    c, s = np.cos(phi_f)[:, None], np.sin(phi_f)[:, None]
     r0e = r0 @ e
-    for k, pt in enumerate(perturbations):
+    for n, pt in enumerate(perturbations):
         dr = np.zeros_like(r)
         ds0 = np.zeros(3)
         if pt.dA is not None:
-            dr += rotate_vectors(_times(pt.dA, h), e, phi_f)
+            dr += _rotate(_times(pt.dA, h), k, c, s, one_c)
         if pt.de is not None:
             de = pt.de
-            dr += np.cross(de, r0) * s + (1.0 - c) * (
+            dr += _cross(de, r0) * s + (1.0 - c) * (
                 np.outer(r0e, de) + np.outer(r0 @ de, e))
         if pt.ds0 is not None:
             ds0 = pt.ds0
@@ -85,10 +88,30 @@ def predict(h, phi_obs, panel, s0, e, MA, Ds, perturbations=()):
             dv = _times(Dinv, ds1 - _times(dD, v))
         else:
             dv = _times(Dinv, ds1)
-        jac[:, 0, k] = (dv[:, 0] - X * dv[:, 2]) / v[:, 2]
-        jac[:, 1, k] = (dv[:, 1] - Y * dv[:, 2]) / v[:, 2]
-        jac[:, 2, k] = dphi
+        jac[:, 0, n] = (dv[:, 0] - X * dv[:, 2]) / v[:, 2]
+        jac[:, 1, n] = (dv[:, 1] - Y * dv[:, 2]) / v[:, 2]
+        jac[:, 2, n] = dphi
     return xyz, s1, jac
+
+
+def _rotate(v, k, c, s, one_c):
+    """Rodrigues rotation of the rows of ``v`` (N, 3) about the unit axis ``k`` by angles
+    given as their cosines ``c``, sines ``s`` and ``1 - c`` (N, 1): the arithmetic of
+    :func:`gonio.core.models.rotation.rotate_vectors`, whose trigonometry and axis
+    normalisation the caller does once for many ``v``."""
+    return v * c + _cross(k, v) * s + np.outer(v @ k, k).reshape(v.shape) * one_c
+
+
+def _cross(a, b):
+    """a x b for a (3,) and rows (N, 3) (or the reverse): the products and differences of
+    ``np.cross``, in its order (the same numbers), without its general axis handling."""
+    out = np.empty(np.broadcast_shapes(np.shape(a), np.shape(b)))
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    out[..., 0] = a1 * b2 - a2 * b1
+    out[..., 1] = a2 * b0 - a0 * b2
+    out[..., 2] = a0 * b1 - a1 * b0
+    return out
 
 
 def _times(M, h):

@@ -31,11 +31,8 @@ import numpy as np
 from ..models.experiment import ExperimentList
 from ..reflection_table import Flags, ReflectionTable, Shoeboxes
 from .histogram import spot_count_histogram
-from .labelling import label_pixels
 from .masks import static_mask
 from .params import SpotFinderError, SpotFinderParams
-from .spots import SpotPixels, make_shoeboxes, measure_spots
-from .threshold import strong_pixel_indices
 
 
 @dataclass
@@ -106,6 +103,8 @@ class _BlockWorker:
         return images
 
     def __call__(self, indices):
+        from .threshold import strong_pixel_indices  # numba: imported at the first image
+
         out = []
         for i in indices:
             t0 = time.perf_counter()
@@ -221,6 +220,10 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
     frames, two shared cores, benchmarks/bench_findspots.py), which pay
     interpreter start-up and pickling costs.
     """
+    # the kernels' modules import numba (0.3-0.4 s): importing this package does not
+    from .labelling import label_pixels
+    from .spots import SpotPixels, make_shoeboxes, measure_spots
+
     params = params or SpotFinderParams()
     params.validate()
     if len(readers) != len(experiments):

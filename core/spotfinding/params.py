@@ -11,7 +11,11 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 
 from ..errors import GonioError
-from .threshold import ALGORITHMS, DISPERSION_EXTENDED
+
+#: The threshold algorithms (DIALS spotfinder.threshold.algorithm), :mod:`.threshold`.
+DISPERSION = "dispersion"
+DISPERSION_EXTENDED = "dispersion_extended"
+ALGORITHMS = (DISPERSION_EXTENDED, DISPERSION)
 
 
 class SpotFinderError(GonioError):

@@ -60,8 +60,10 @@ numba's slice assignment (which copies through a temporary).
 
 Kernels are declared with :func:`gonio.core.jit.njit` (nogil, cached on disk) and compile
 on first call; integer and float counts each compile only their own path
-(:func:`_local_pass`); the kernels called from one place are inlined into their
-caller (``_inline``: a shorter compilation on the first run).
+(:func:`_local_pass`); the kernels that only other kernels call have no Python
+entry point and no machine code of their own (``_internal``), and the tiny ones
+used per pixel are inlined where numba types their caller (``_inline``): a
+shorter compilation on the first run.
 """
 
 from __future__ import annotations
@@ -73,29 +75,30 @@ import numpy as np
 
 from gonio.core.jit import INTERNAL, njit
 
+from .params import ALGORITHMS, DISPERSION, DISPERSION_EXTENDED
+
 BIG = 1 << 24  # counts at or above this never enter the window sums
 GROUP_GAP = 32  # px: cores of a row closer than this are visited as one span (second stage)
 EXTENDED_BATCH = 16  # rows of the first pass between two visits of the second stage
 
-DISPERSION = "dispersion"
-DISPERSION_EXTENDED = "dispersion_extended"
-ALGORITHMS = (DISPERSION_EXTENDED, DISPERSION)
 
 # No kernel here divides by zero: numpy's error model spares compiling an exception
 # path for every division and modulo (a shorter compilation, the same results).
 _kernel = njit(error_model="numpy")
-# Kernels called from one place only (or tiny ones) are inlined where numba types their
-# caller: a kernel of its own is finalised, optimised and emitted as machine code once
-# for itself and again inside each caller that links it (shorter compilation, the same
-# speed). Not for a kernel whose callers rely on numba pruning its branches on a
-# None-typed argument (``_local_pass``'s markers): inlined code keeps both branches.
+# Tiny kernels used per pixel are inlined where numba types their caller (as kernels
+# of their own, linked by LLVM, the threshold ran 5-10 % slower). Not for a kernel
+# whose callers rely on numba pruning its branches on a None-typed argument
+# (``_local_pass``'s markers): inlined code keeps both branches.
 _inline = njit(error_model="numpy", inline="always")
-# Kernels called only from other kernels: no Python or C entry point compiled for them
-# (:data:`gonio.core.jit.INTERNAL`; shorter compilation, the same machine code).
+# Kernels called only from other kernels: no Python or C entry point and no machine code
+# of their own (:data:`gonio.core.jit.INTERNAL`); their callers link and optimise their
+# LLVM IR. For the larger ones this compiles faster than numba's inlining, which copies
+# and types their code again inside the caller (the threshold unit: -11 % of its
+# compile CPU, the same speed; benchmarks/figures.md).
 _internal = njit(error_model="numpy", **INTERNAL)
 
 
-@_inline
+@_internal
 def _enter_row(row, static_row, lo, sat_hi, f, w, f_out, w_out, cm, cx, cy):
     """The window moves down a row: the row's contributions (f = 1 where the
     pixel is summed: static, lo < v < sat_hi; w = its value there, else 0)
@@ -115,7 +118,7 @@ def _enter_row(row, static_row, lo, sat_hi, f, w, f_out, w_out, cm, cx, cy):
         w[i] = a
 
 
-@_inline
+@_internal
 def _enter_row_packed(row, static_row, lo, sat_hi, bits, clip, p, p_out, cp, cy):
     """As :func:`_enter_row` with count and sum packed in one integer,
     v * 2**bits + f (the count in the low ``bits`` bits), so that one
@@ -151,7 +154,7 @@ def _unpack(p, bits):
     return p & ((1 << bits) - 1), p >> bits
 
 
-@_inline
+@_internal
 def _valid_row(row, static_row, lo, hi, valid):
     """valid = static and lo < v < hi (0/1)."""
     for i in range(len(row)):
@@ -400,7 +403,7 @@ def _exact_test(image, r, i, mode, gain, nsig_b, nsig_s, threshold, wm, wx, wy, 
     return n_found
 
 
-@_inline
+@_internal
 def _extended_rows(r_done, image, static, lo, sat_hi, signal, found, n_found, gain, nsig_s,
                    threshold, ext):
     """Second stage of dispersion_extended on the rows that the first pass,
@@ -447,7 +450,7 @@ def _extended_rows(r_done, image, static, lo, sat_hi, signal, found, n_found, ga
         state[3], state[4] = p + 1, k
 
 
-@_inline
+@_internal
 def _erode_row(signal, candidates, q, h, col_set, rows, core, cores, n_core):
     """Marks in ``core`` (and appends to ``cores`` after the first
     ``n_core``) the candidates of row q (flat indices, in order) whose

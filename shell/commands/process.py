@@ -41,9 +41,12 @@ PIPELINE = ("import", "findspots", "index", "rbs", "reindex", "refine", "integra
             "symmetry", "scale", "merge", "export")
 
 #: Modules that later steps import, loaded in a thread while the step named here runs:
-#: integrate spends its time in kernels that release the GIL, and scipy.optimize (scale's
-#: minimisers, the resolution fit) takes ~0.4 s of CPU to import.
-PRELOAD = {"integrate": ("scipy.optimize",)}
+#: findspots and integrate spend their time in kernels that release the GIL. Indexing
+#: (with refinement, scipy.fft, .sparse and .spatial) takes ~0.4 s of CPU to import, and
+#: scipy.optimize (scale's minimisers, the resolution fit) ~0.4 s.
+PRELOAD = {"findspots": ("gonio.core.indexing", "gonio.core.lattice.rbs"),
+           "integrate": ("scipy.optimize", "gonio.core.symmetry", "gonio.core.scaling",
+                         "gonio.core.merging", "gonio.core.merge")}
 
 #: In the session folder: the steps made by process runs (``process_steps``), and at the
 #: end of a successful run ``finished`` with the summary.
