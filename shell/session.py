@@ -264,6 +264,9 @@ class Session:
         duration = time.perf_counter() - t0
         if outcome.state is None or not command.step:
             return Result(True, outcome.text)
+        from gonio.store.state import freeze
+
+        freeze(outcome.state)
         if base is not None:
             previous = self._recorded[-1]  # how the record of the step computed from ended
             if not previous.ok:  # that step is not in the session: neither is this one

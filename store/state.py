@@ -33,6 +33,7 @@ import json
 from dataclasses import dataclass, field
 
 import msgpack
+import numpy as np
 
 from gonio.core.errors import GonioError
 from gonio.core.io.dials_expt import expt_from_bytes, expt_to_bytes
@@ -120,6 +121,22 @@ class State:
         dat = {k: v for k, v in self.data.items() if k not in drop}
         dat.update(data or {})
         return State(self.experiments if experiments is None else experiments, refl, dat)
+
+
+def freeze(state: State) -> None:
+    """Make the arrays of ``state``'s decoded tables read-only, once a step has made it.
+
+    A table is stored column by column and a column that is the same array as in the
+    parent state keeps the parent's artifact (:func:`encode_changes`), so a later step
+    that wrote into such an array in place would leave the stored session different
+    from what it computed, silently. Read-only arrays turn that into an immediate
+    error; steps make new arrays (``ReflectionTable.copy``, ``np.array(...)``)."""
+    for name in state.reflections:
+        table = state.reflections.raw(name)
+        if isinstance(table, ReflectionTable):
+            for _, values in table.items():
+                if isinstance(values, np.ndarray):
+                    values.flags.writeable = False
 
 
 def encode_changes(old: State, new: State) -> dict[str, bytes | None]:

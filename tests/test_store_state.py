@@ -1,11 +1,14 @@
 """Encoding of processing states into artifacts: unchanged parts are shared, tables decode lazily."""
 
 import numpy as np
+import pytest
+from conftest import data_path
 
 from gonio.core.models.beam import Beam
 from gonio.core.models.experiment import Experiment, ExperimentList
 from gonio.core.reflection_table import ReflectionTable
-from gonio.store.state import State, Tables, _Pending, decode_state, encode_changes
+from gonio.shell.session import Session
+from gonio.store.state import State, Tables, _Pending, decode_state, encode_changes, freeze
 
 
 def _state():
@@ -136,3 +139,28 @@ def test_a_column_table_header_listing_a_missing_column_is_an_error():
     del m["columns/strong/d"]
     with pytest.raises(CorruptHistoryError, match="lists the column 'd', which is not stored"):
         decode_state(m, blobs.__getitem__).reflections["strong"]
+
+
+def test_a_step_cannot_write_into_the_arrays_of_a_state_it_did_not_make(tmp_path):
+    """Columns shared with the parent keep the parent's artifact: once a step has made a
+    state, its arrays are read-only, so a later step that wrote into them in place (and
+    would leave the stored session different from what it computed) fails at once."""
+    s = _state()
+    freeze(s)
+    d = s.reflections["strong"]["d"]
+    with pytest.raises(ValueError, match="read-only"):
+        d[0] = 5.0
+    new = s.reflections["strong"].copy()  # what a step does: new arrays
+    new["d"][0] = 5.0
+    assert s.reflections["strong"]["d"][0] == 1.0
+
+    folder = data_path("x4_xds")
+    session = Session(tmp_path)
+    try:
+        r = session.run_line(f"import {folder / 'indexed.expt'} {folder / 'indexed.refl'}")
+        assert r.ok, r.text
+        state = session.state_at(session.head)
+        table = state.reflections[state.newest_table]
+        assert not any(v.flags.writeable for _, v in table.items() if isinstance(v, np.ndarray))
+    finally:
+        session.close()
