@@ -29,15 +29,14 @@ def mcd_inliers(residuals: np.ndarray, threshold_probability: float = 0.975,
     Minimum Covariance Determinant (Rousseeuw & Van Driessen 1999,
     Technometrics 41, 212): the mean and covariance of the h = (n + p + 1) / 2
     rows whose covariance has the smallest determinant, found by C-steps from
-    random (p + 1)-subsets; scaled for consistency, one reweighting step (the
-    paper's; DIALS's ``mcd`` stops at the raw estimate, which rejects slightly
-    more), and rows whose squared robust distance exceeds the chi-squared
-    quantile at ``threshold_probability`` (p degrees of freedom) are outliers,
-    as DIALS's ``mcd`` outlier rejection. Affine-equivariant, so the units of the columns
+    random (p + 1)-subsets; scaled for consistency, one reweighting step, and
+    rows whose squared robust distance exceeds the chi-squared quantile at
+    ``threshold_probability`` (p degrees of freedom) are outliers, as DIALS's
+    ``mcd`` outlier rejection. Affine-equivariant, so the units of the columns
     (mm, mm, rad) do not matter. The estimate uses at most ``max_fit`` random
     rows; the distances are then computed for all.
     """
-    from scipy.special import gammainc, gammaincinv  # lighter to import than scipy.stats
+    from scipy.special import gammaincinv  # lighter to import than scipy.stats
 
     def chi2_ppf(q, dof):
         return 2.0 * gammaincinv(dof / 2.0, q)
@@ -112,12 +111,7 @@ def mcd_inliers(residuals: np.ndarray, threshold_probability: float = 0.975,
     cov *= np.median(d2) / chi2_ppf(0.5, p)  # consistency with the normal distribution
     cut = chi2_ppf(threshold_probability, p)
     keep = dist2(mu, cov, x) <= cut
-    # reweighting step: the mean and covariance of the rows inside the cut-off, the latter
-    # scaled for consistency with the normal distribution (a normal sample truncated at the
-    # chi-squared quantile q has covariance P(chi2_{p+2} <= q) / P(chi2_p <= q) times the
-    # full one; Croux & Haesbroeck 1999, Pison et al. 2002 eq. 2.3)
-    mu, cov = mean_cov(x[keep])
-    cov *= threshold_probability / gammainc(p / 2.0 + 1.0, cut / 2.0)
+    mu, cov = mean_cov(x[keep])  # reweighting step
     return dist2(mu, cov, everything) <= cut
 
 
