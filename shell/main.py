@@ -151,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     global _READ_ONLY
-    if argv and argv[0] == "--read-only":
-        _READ_ONLY, argv = True, argv[1:]
+    _READ_ONLY = bool(argv) and argv[0] == "--read-only"  # for this call only
+    if _READ_ONLY:
+        argv = argv[1:]
     if argv and argv[0] in ("check", "repair", "gc", "copy"):
         from gonio.shell.maintenance import run
 
