@@ -38,6 +38,18 @@ def lcysteine_sweeps():
     return exps, ReflectionTable.concatenate(tables)
 
 
+def python_output(code: str, timeout: float = 120) -> str:
+    """Standard output of ``code`` run by this Python in a new process (what a fresh
+    process imports is the point of such tests); fails with its standard error."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.strip()
+
+
 def run_ok(session, line: str):
     """Run a shell line that must succeed; its Result."""
     r = session.run_line(line)

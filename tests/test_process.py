@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import python_output
 from conftest import run_ok as ok
 
 from gonio.core.io.dials_expt import read_expt
@@ -231,9 +232,6 @@ def test_quiet_prints_one_line_per_step_and_the_summary(sweep, tmp_path, monkeyp
 def test_preloaded_modules_exist_and_load_in_a_thread():
     """What process imports in the background while integrate runs (PRELOAD) names real
     steps and modules, and the thread imports them (in a new process: none loaded yet)."""
-    import subprocess
-    import sys
-
     from gonio.shell.commands.process import PRELOAD
 
     assert set(PRELOAD) <= set(PIPELINE)
@@ -244,9 +242,7 @@ def test_preloaded_modules_exist_and_load_in_a_thread():
             "_preload(mods)\n"
             "[t.join() for t in threading.enumerate() if t.name == 'gonio-preload']\n"
             "print(all(m in sys.modules for m in mods))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == "True"
+    assert python_output(code) == "True"
 
 
 def test_resolution_cut_follows_the_cc_half_fit():

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import python_output
 
 from gonio.shell.commands.process import MARKER
 from gonio.shell.params import ParameterError
@@ -127,9 +128,7 @@ def test_warm_up_loads_what_the_steps_import():
             "m.warm_up(); m.warm_up(); m._warm[0].join(timeout=120)\n"
             "assert len(m._warm) == 1 and not m._warm[0].is_alive()\n"
             "print(sorted(set(m.WARM_MODULES) - set(sys.modules)))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=200)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == "[]"
+    assert python_output(code, timeout=200) == "[]"
 
 
 @pytest.mark.slow
