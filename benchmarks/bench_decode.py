@@ -94,7 +94,9 @@ def main(n: int = 40, repeats: int = 3) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sweeps = make_sweeps(Path(tmp), n)
         findspots(sweeps[".cbf"][:2], 1)  # kernels compiled or loaded outside the timings
-        print(f"{n} images of 1024 x 1024 px per format; best of {repeats} alternating runs")
+        counts = ", ".join(f"{label} {len(paths)}" for label, paths in sweeps.items())
+        print(f"1024 x 1024 px images; files per format (the simulator decides how many "
+              f"images n={n} asks for): {counts}; best of {repeats} alternating runs")
         print(f"{'format':<18}{'decode 1 thread':>16}{'find nproc=1':>14}{'find nproc=2':>14}"
               f"{'find2/decode':>14}{'speed-up':>10}")
         for label, paths in sweeps.items():

@@ -16,7 +16,14 @@ Reported:
   (threads, the default, and spawned processes), best of ``repeats``
   alternating runs, and the nproc=2 speed-up (target >= 1.7).
 
+With ``pixels``: the threshold alone (``strong_pixel_indices``), warm, in ns per
+pixel for each algorithm and each image type a reader hands it (int32: CBF,
+SMV and NeXus integer frames; uint16, float32 and float64 as a user's arrays
+may be), best of ``repeats`` interleaved runs, wall and thread CPU time (the
+latter is less disturbed by other processes on a shared machine).
+
 Usage: python benchmarks/bench_findspots.py [n_frames=100] [algorithm] [repeats=3]
+       python benchmarks/bench_findspots.py pixels [repeats=9]
 """
 
 from __future__ import annotations
@@ -122,7 +129,38 @@ def main(n: int = 100, algorithm: str = "dispersion_extended", repeats: int = 3)
               f"processes {one / best[(2, 'process')]:.2f}x")
 
 
-if __name__ == "__main__":
+def threshold_per_pixel(repeats: int = 9) -> None:
+    """ns per pixel of the threshold alone on the thaumatin image, per algorithm and type."""
+    from gonio.core.spotfinding.params import ALGORITHMS
+    from gonio.core.spotfinding.threshold import strong_pixel_indices
+
+    counts = fabio.open(str(DATA / "thau_3_2_0001.cbf.bz2")).data
+    trusted = (-1.0, 115897.0)
+    images = {"int32": counts, "uint16": np.clip(counts, 0, 65534).astype(np.uint16),
+              "float32": counts.astype(np.float32), "float64": counts.astype(np.float64)}
+    static = np.ones(counts.shape, bool)
+    best = {}
+    for algorithm in ALGORITHMS:
+        for image in images.values():
+            strong_pixel_indices(image, static, trusted, algorithm)  # compile or load
+    for _ in range(repeats):  # interleaved: machine load hits every case alike
+        for algorithm in ALGORITHMS:
+            for name, image in images.items():
+                t0, c0 = time.perf_counter(), time.thread_time()
+                n = len(strong_pixel_indices(image, static, trusted, algorithm))
+                t, c = time.perf_counter() - t0, time.thread_time() - c0
+                w, cpu, _ = best.get((algorithm, name), (np.inf, np.inf, n))
+                best[(algorithm, name)] = (min(w, t), min(cpu, c), n)
+    print(f"threshold alone, {counts.shape[1]} x {counts.shape[0]} px, best of {repeats}")
+    print(f"{'algorithm':<22}{'type':<10}{'wall ns/px':>12}{'CPU ns/px':>12}{'strong px':>11}")
+    for (algorithm, name), (w, cpu, n) in best.items():
+        print(f"{algorithm:<22}{name:<10}{w / counts.size * 1e9:>12.2f}"
+              f"{cpu / counts.size * 1e9:>12.2f}{n:>11}")
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "pixels":
+    threshold_per_pixel(int(sys.argv[2]) if len(sys.argv) > 2 else 9)
+elif __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 100,
          sys.argv[2] if len(sys.argv) > 2 else "dispersion_extended",
          int(sys.argv[3]) if len(sys.argv) > 3 else 3)
