@@ -15,8 +15,9 @@ only figures of one run). With ``kernels``: where that compilation goes, kernel
 by kernel (numba's compile events; a kernel's time includes the kernels and
 numpy functions it compiles on the way), in this process, with an empty cache.
 
-With ``compare TREE``: both of these, for the working tree and for another tree
-alternately (interleaved, so that the load of a shared machine falls on both alike).
+With ``compare TREE [TREE2]``: both of these, for the working tree (or TREE2) and for
+another tree alternately (interleaved, so that the load of a shared machine falls on both
+alike).
 TREE is a folder holding ``gonio/core``, ``gonio/shell``, ``gonio/store`` and
 ``gonio/session_examples`` (``git archive HEAD core shell store session_examples |
 tar -x -C TREE/gonio``), imported through ``PYTHONPATH``.
@@ -24,7 +25,7 @@ tar -x -C TREE/gonio``), imported through ``PYTHONPATH``.
     python benchmarks/bench_first_run.py [repeats=3]
     python benchmarks/bench_first_run.py compile [repeats=1]
     python benchmarks/bench_first_run.py kernels [unit...]
-    python benchmarks/bench_first_run.py compare TREE [repeats=4]
+    python benchmarks/bench_first_run.py compare TREE [TREE2] [repeats=4]
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
-#: The kernel units ``gonio demo`` compiles (gonio.shell.main.STEP_KERNELS of its steps).
+#: The kernel units ``gonio demo`` compiles (gonio.shell.main.STEP_KERNELS of its steps), and
+#: the simulator's, which trees before 2026-12-06 15:00 had (0 s where a tree has no such unit).
 DEMO_UNITS = ("gonio.core.simulate", "gonio.core.spotfinding.threshold", "gonio.core.spotfinding")
 
 
@@ -106,11 +108,12 @@ def units_cpu(tree: str | None = None) -> dict:
     for unit in DEMO_UNITS:
         with tempfile.TemporaryDirectory() as tmp:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            subprocess.run([sys.executable, "-m", "gonio.core.jit", unit], cwd=tmp,
-                           env=tree_env(tree, NUMBA_CACHE_DIR=tmp), check=True,
-                           capture_output=True)
+            r = subprocess.run([sys.executable, "-m", "gonio.core.jit", unit], cwd=tmp,
+                               env=tree_env(tree, NUMBA_CACHE_DIR=tmp), check=True,
+                               capture_output=True)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu[unit] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpu[unit] = ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                     if r.stdout.strip() else 0.0)  # no output: the tree has no such unit
     return cpu
 
 
@@ -149,7 +152,7 @@ def kernel_times(units: list[str]) -> None:
             self.done.append((time.process_time() - t0, ev.data["dispatcher"].py_func.__name__))
 
     jit.notify = lambda text: None
-    for unit in units or DEMO_UNITS:
+    for unit in [u for u in units or DEMO_UNITS if u in jit.UNITS]:
         module, func = jit.UNITS[unit][0].split(":")
         cpu, listener = time.process_time(), CpuTimes()
         with event.install_listener("numba:compile", listener):
@@ -161,10 +164,11 @@ def kernel_times(units: list[str]) -> None:
             print(f"  {seconds:6.2f} s  {name}")
 
 
-def compare(tree: str, repeats: int) -> None:
-    """The working tree against ``tree``, alternating: compile CPU of the demo's units,
-    then the demo's first run minus its second."""
-    trees = {"this tree": None, tree: str(Path(tree).absolute())}
+def compare(tree: str, repeats: int, other: str | None = None) -> None:
+    """The working tree (or the tree ``other``) against ``tree``, alternating: compile CPU
+    of the demo's units, then the demo's first run minus its second."""
+    trees = {other or "this tree": str(Path(other).absolute()) if other else None,
+             tree: str(Path(tree).absolute())}
     cpu, excess, wait = {}, {}, {}
     for k in range(repeats):
         for name in list(trees)[::1 if k % 2 == 0 else -1]:
@@ -197,7 +201,8 @@ def compare(tree: str, repeats: int) -> None:
 
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "compare":
-        compare(argv[1], int(argv[2]) if len(argv) > 2 else 4)
+        other = argv.pop(2) if len(argv) > 2 and os.path.isdir(argv[2]) else None
+        compare(argv[1], int(argv[2]) if len(argv) > 2 else 4, other)
     elif argv and argv[0] == "compile":
         compile_cpu(int(argv[1]) if len(argv) > 1 else 1)
     elif argv and argv[0] == "kernels":

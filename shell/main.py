@@ -56,7 +56,6 @@ def run_lines(session, lines, echo: bool = False) -> int:
 
 #: The kernel units (``gonio.core.jit.UNITS``) each step compiles on its first run.
 STEP_KERNELS = {
-    "simulate": ("gonio.core.simulate",),
     "findspots": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding"),
     "integrate": ("gonio.core.integration",),
     "process": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding",

@@ -107,15 +107,17 @@ class ImageSequenceReader:
         return fmt.read_pixels(path, self.index_in_file(i))
 
     def _read_hdf5(self, path: str, index: int):
+        from .hdf5_frames import frame_reader
         from .nexus import NXmx, _h5py
 
         if path not in self._h5:
-            sources = [(_h5py().File(t, "r")[d], n) for t, d, n in NXmx.data_sources(path)]
+            sources = [(frame_reader(_h5py().File(t, "r")[d]), n)
+                       for t, d, n in NXmx.data_sources(path)]
             self._h5[path] = (sources, NXmx._module_blocks(path))
         sources, blocks = self._h5[path]
-        for dset, n in sources:
+        for read_frame, n in sources:
             if index < n:
-                frame = dset[index]
+                frame = read_frame(index)
                 if len(blocks) > 1:
                     return tuple(NXmx.convert(frame[s0:s1, f0:f1])[0] for f0, s0, f1, s1 in blocks)
                 return NXmx.convert(frame)

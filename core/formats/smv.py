@@ -53,13 +53,16 @@ _TYPES = {
 TIMEPIX_AXIS = (0.7826, -0.6226, 0.0)
 
 
-def smv_header(path: str) -> dict[str, str]:
-    head = read_head(path, 512)
+def smv_header(path: str, content: bytes | None = None) -> dict[str, str]:
+    """The header items of an SMV file, from ``content`` (the file's bytes) when given."""
+    head = content[:512] if content is not None else read_head(path, 512)
     m = re.search(rb"HEADER_BYTES\s*=\s*(\d+)", head)
     if not m:
         raise header_error(path, "SMV", "no HEADER_BYTES")
     n = int(m.group(1))
-    text = read_head(path, n).decode("latin-1")
+    if content is None and n > len(head):
+        head = read_head(path, n)
+    text = (content if content is not None else head)[:n].decode("latin-1")
     end = text.find("}")
     out = {}
     for m in re.finditer(r"([A-Za-z0-9_]+)\s*=\s*([^;]*);", text[: end if end > 0 else None]):
@@ -189,8 +192,8 @@ class SMV(ImageFormat):
 
     @classmethod
     def read_pixels(cls, path: str, index_in_file: int = 0):
-        h = smv_header(path)
-        raw = read_all(path)
+        raw = read_all(path)  # one read: the header is parsed from the same bytes
+        h = smv_header(path, raw)
         nx, ny = int(_f(h, "SIZE1", path)), int(_f(h, "SIZE2", path))
         start = int(_f(h, "HEADER_BYTES", path))
         dtype = cls._dtype(h, path)

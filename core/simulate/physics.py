@@ -101,7 +101,8 @@ def spot_covariance(expt: Experiment, refl: ReflectionTable, sigma_b_deg: float,
 
 @dataclass
 class SpotProfiles:
-    """Arrays the numba kernels take: centre, inverse covariance, normalisation, box."""
+    """Arrays the spot rendering (:mod:`.render`) takes: centre, inverse covariance,
+    normalisation, box."""
 
     panel: np.ndarray
     xc: np.ndarray

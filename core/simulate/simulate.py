@@ -8,7 +8,7 @@
    |F|^2 gives ``mean_intensity`` counts; reflecting ranges, partialities per image
    and spot shapes (:mod:`.physics`).
 3. Images: per image, the expected counts (background plus the partial of every
-   reflection, numba kernels evaluating only a box around each spot), Poisson noise
+   reflection, evaluated only in a box around each spot: :mod:`.render`), Poisson noise
    (a generator seeded by (seed, image), so the result does not depend on threads),
    gain, saturation at the overload, gap pixels; written by :mod:`.writers`.
 """
@@ -28,7 +28,7 @@ from ..io.dials_refl import write_refl
 from ..models.experiment import ExperimentList
 from ..prediction.rotation import detector_d_min, predict_rotation
 from ..reflection_table import Flags, ReflectionTable
-from . import kernels
+from . import render
 from .models import EXT, header_geometry, header_models, true_models
 from .params import DETECTORS, FORMATS, SimulationParams, SimulationParamsError, resolve
 from .physics import (
@@ -163,7 +163,7 @@ def _reflections(experiments: ExperimentList, p: SimulationParams, valid: np.nda
     truth["intensity.true"] = scale * truth["F2"] * lp
     cov = truth["_cov"].reshape(-1, 2, 2)
     spots = SpotProfiles.from_covariance(truth["panel"], truth["xyzcal.px"], cov)
-    frac_xy, mx, my = kernels.spot_moments(valid, *spots.args(slice(None)))
+    frac_xy, mx, my = render.spot_moments(valid, *spots.args(slice(None)))
     truth["fraction.on_detector"] = frac_xy
     truth["xyztrue.px"] = np.column_stack([mx, my, truth["_z"]])
     truth["sigma.px"] = np.sqrt(np.column_stack([cov[:, 0, 0], cov[:, 1, 1]]))
@@ -212,7 +212,7 @@ def simulate(params: SimulationParams, progress=None) -> SimulationResult:
     def make(k: int) -> np.ndarray:
         sl = slice(starts[k], starts[k + 1])
         expected = bg.copy()
-        kernels.render_spots(expected, *spots.args(rows[sl]), expected_counts[sl])
+        render.render_spots(expected, *spots.args(rows[sl]), expected_counts[sl])
         rng = np.random.default_rng([p.seed, 1000 + k])
         counts = rng.poisson(expected) if p.noise else np.rint(expected)
         if p.gain != 1.0:

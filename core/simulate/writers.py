@@ -60,27 +60,12 @@ class HeaderGeometry:
 # -- miniCBF ----------------------------------------------------------------------
 
 def byte_offset_compress(data: np.ndarray) -> bytes:
-    """CBF x-CBF_BYTE_OFFSET compression of integer pixels (whole-array numpy)."""
-    v = np.asarray(data, dtype=np.int64).ravel()
-    d = np.diff(v, prepend=0)
-    small = np.abs(d) < 128
-    large = np.abs(d) >= 32768
-    sizes = np.where(small, 1, np.where(large, 7, 3))
-    start = np.cumsum(sizes) - sizes
-    out = np.zeros(int(sizes.sum()), dtype=np.uint8)
-    out[start[small]] = (d[small] & 0xFF).astype(np.uint8)
-    big = ~small
-    out[start[big]] = 0x80
-    mid = big & ~large
-    d16 = d[mid].astype("<i2").view(np.uint8).reshape(-1, 2)
-    out[start[mid] + 1] = d16[:, 0]
-    out[start[mid] + 2] = d16[:, 1]
-    out[start[large] + 1] = 0x00
-    out[start[large] + 2] = 0x80
-    d32 = d[large].astype("<i4").view(np.uint8).reshape(-1, 4)
-    for b in range(4):
-        out[start[large] + 3 + b] = d32[:, b]
-    return out.tobytes()
+    """CBF x-CBF_BYTE_OFFSET compression of 32-bit integer pixels: fabio's compiled
+    compressor (the same bytes as the format's reference rules, about 10x faster than
+    whole-array numpy, 3-4 ms per 1M-pixel image)."""
+    from fabio.compression import compByteOffset  # imported on first use (0.15 s)
+
+    return compByteOffset(np.ascontiguousarray(data, np.int32).reshape(-1))
 
 
 def write_minicbf(path, image: np.ndarray, geom: HeaderGeometry, image_index: int) -> None:
