@@ -51,6 +51,7 @@ REFERENCE_MAX_LOST = 0.2  # at most this part of the foreground given to overlap
 MIN_PROFILE_FRACTION = 0.5  # of a reflection's profile on the pixels its fit uses
 MAX_PRF_SUM_NSIGMA = 10.0  # |I_prf - I_sum| / sigma_sum beyond this: the profile is not the spot's
 SLOTS = 4
+GLM_BINS = 256  # background counts below this go to the GLM as a histogram (kernels.process)
 N_RINGS, N_SECTORS = 8, 1  # reference-profile regions per scan range: resolution x azimuth
 GRID_EXTENT = 1.3  # reference grid half-width (u, v, t): the foreground and a margin
 # per grid axis: takes out the variance h^2/3 the reference grid adds (:func:`_unsmoothed`)
@@ -416,9 +417,9 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
     timings = result.timings
     t0 = time.perf_counter()
     bbox, db, dm, full = _shoeboxes_in_parts(experiments, models, table, members, nproc)
-    keep = (bbox[:, 1] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 2]) & (bbox[:, 5] > bbox[:, 4])
-    table, bbox, db, dm, full = table.select(keep), bbox[keep], db[keep], dm[keep], full[keep]
-    order = np.lexsort((bbox[:, 5], bbox[:, 4]))
+    keep = np.flatnonzero((bbox[:, 1] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 2])
+                          & (bbox[:, 5] > bbox[:, 4]))
+    order = keep[np.lexsort((bbox[keep, 5], bbox[keep, 4]))]  # one copy of the table
     table, bbox, db, dm, full = table.select(order), bbox[order], db[order], dm[order], \
         full[order]
     n = len(table)
@@ -550,10 +551,11 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
     def fit(item):
         c, part = item
         most = int(sizes[part].max())
-        K.fit_profiles(part, prof_index, profiles, jac, bbox, off, c.data, c.mask, bg_coef,
-                       geo["gain"], rgeo, beam, scan_rad, panel, geo["pix_off"], geo["pnx"],
-                       geo["dirs"], hxy, hxy, var_bg, MIN_PROFILE_FRACTION, out_prf,
-                       np.empty(most), np.empty(most), np.empty(most))
+        K.fit_profiles(part, prof_index, profiles.reshape(-1), nz, nxy, jac, bbox, off, c.data,
+                       c.mask, bg_coef, geo["gain"], rgeo, beam, scan_rad, panel,
+                       geo["pix_off"], geo["pnx"], geo["dirs"], hxy, hxy, var_bg,
+                       MIN_PROFILE_FRACTION, out_prf, np.empty(most), np.empty(most),
+                       np.empty(most))
 
     def fit_ready(last):
         """Fit the waiting reflections whose reference profiles are complete: one parallel
@@ -576,14 +578,16 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
         K.process(part, bbox, off, c.data, c.mask, geo["gain"], panel, alg,
                   params.glm_tuning_constant, npar, outlier, params.nsigma_lower,
                   params.nsigma_upper, params.tukey_multiplier, bg_coef, out_f, out_i,
-                  np.empty(most), np.empty((most if alg else 1, 4)), np.empty(most, np.int64))
+                  np.empty(most), np.empty((most if alg else 1, 4)), np.empty(most),
+                  np.empty((most, 3), np.int64), np.zeros(4 * GLM_BINS), np.empty(GLM_BINS),
+                  np.empty(GLM_BINS))
 
     def learn(items):
         for c, part in items:
             K.accumulate_reference(part, slot_region, jac, out_f[:, 2], bbox, off, c.data,
                                    c.mask, bg_coef, geo["gain"], rgeo, beam, scan_rad, panel,
-                                   geo["pix_off"], geo["pnx"], geo["dirs"], hxy, hxy, acc, wsum,
-                                   nref_slot)
+                                   geo["pix_off"], geo["pnx"], geo["dirs"], hxy, hxy,
+                                   acc.reshape(-1), wsum.reshape(-1), nz, nxy, nref_slot)
 
     t_read = t_extract = t_process = t_fit = 0.0
     try:

@@ -141,11 +141,19 @@ def _span_pixels(x0, x1, klo, khi):
 def _foreground_span(ax, dirs, row, x0, x1, lim, tlim):
     """The pixels [xa, xb) of a box row (:func:`_row_line`) that may be foreground:
     u^2 + v^2 <= lim and |t| <= tlim, tested exactly by the caller; the others (3/4 of
-    the box) fail that test: where the row's line meets the disc widened by 2 eps_uv
-    (the line is within eps_uv of u and of v) and the slab widened by eps_t."""
+    the box) fail that test (:func:`_line_span`)."""
     if x1 - x0 <= 4:
         return x0, x1
     ua, va, ta, du, dv, dt, eps, eps_t = _row_line(ax, dirs, row, x0, x1)
+    return _line_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, lim, tlim)
+
+
+@njit(**INTERNAL)
+def _line_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, lim, tlim):
+    """The pixels [xa, xb) of the row x0 <= x < x1 where (u, v, t) = (ua, va, ta) +
+    (du, dv, dt) (x - x0), within eps (u and v) and eps_t (t) of the exact coordinates,
+    may meet u^2 + v^2 <= lim and |t| <= tlim: where the line meets the disc widened by
+    2 eps and the slab widened by eps_t."""
     if not (eps < 1.0 and eps_t < 1e6):  # not a smooth row (or not finite): test all
         return x0, x1
     qa = du * du + dv * dv
@@ -166,6 +174,97 @@ def _foreground_span(ax, dirs, row, x0, x1, lim, tlim):
 
 
 @njit(**INTERNAL)
+def _uvt(ax, dirs, pix):
+    """The normalised coordinates (u, v, t) of pixel ``pix`` (:func:`_frame_axes` ax)."""
+    d0, d1, d2 = dirs[pix, 0], dirs[pix, 1], dirs[pix, 2]
+    return (ax[0] * d0 + ax[1] * d1 + ax[2] * d2 + ax[3],
+            ax[4] * d0 + ax[5] * d1 + ax[6] * d2 + ax[7],
+            ax[8] * d0 + ax[9] * d1 + ax[10] * d2 + ax[11])
+
+
+@njit(**INTERNAL)
+def _edge_bow(ax, dirs, pa, pm, pb, s):
+    """How far (u, v, t) at pixel ``pm``, a fraction s of the way from pixel pa to pb
+    (one box edge), is from the straight line between them, divided by s (1 - s):
+    the quadratic term's coefficient along that edge (its largest distance from the line
+    is a quarter of it)."""
+    ua, va, ta = _uvt(ax, dirs, pa)
+    ub, vb, tb = _uvt(ax, dirs, pb)
+    um, vm, tm = _uvt(ax, dirs, pm)
+    k = 1.0 / (s * (1.0 - s))
+    return (max(abs(ua + s * (ub - ua) - um), abs(va + s * (vb - va) - vm)) * k,
+            abs(ta + s * (tb - ta) - tm) * k)
+
+
+@njit(**INTERNAL)
+def _box_model(ax, dirs, top, nx, x0, x1, y0, y1):
+    """(u, v, t) over a box (rows y0 <= y < y1 of a panel whose row y starts at
+    ``top + y nx``, x0 <= x < x1; at least 3 x 3 pixels) as the bilinear interpolation of
+    their values at the centres of its four corner pixels: those 12 values, then eps_uv,
+    eps_t, bounds on the interpolation's distance from the exact u and v, and t.
+
+    The pixel directions are smooth over a box: what the interpolation leaves out is
+    their curvature, a quadratic term along each axis (x y is interpolated exactly) that
+    is largest at the middle of the box's edges and drops to 0 at its corners. It is
+    measured at the middle of the four edges; the bound is twice the largest bow along x
+    plus twice the largest along y (a quarter of each coefficient), or twice the centre's
+    distance from the interpolation if larger (a term that vanishes on the edges), plus
+    1e-3, as :func:`_row_line` widens its lines. One box costs 9 fetched directions
+    instead of 3 per row."""
+    xe, ye = x1 - 1, y1 - 1
+    xm, ym = x0 + (xe - x0) // 2, y0 + (ye - y0) // 2
+    sx, sy = (xm - x0) / (xe - x0), (ym - y0) / (ye - y0)
+    r0, r1, rm = top + y0 * nx, top + ye * nx, top + ym * nx
+    u00, v00, t00 = _uvt(ax, dirs, r0 + x0)
+    u10, v10, t10 = _uvt(ax, dirs, r0 + xe)
+    u01, v01, t01 = _uvt(ax, dirs, r1 + x0)
+    u11, v11, t11 = _uvt(ax, dirs, r1 + xe)
+    bx0, bxt0 = _edge_bow(ax, dirs, r0 + x0, r0 + xm, r0 + xe, sx)
+    bx1, bxt1 = _edge_bow(ax, dirs, r1 + x0, r1 + xm, r1 + xe, sx)
+    by0, byt0 = _edge_bow(ax, dirs, r0 + x0, rm + x0, r1 + x0, sy)
+    by1, byt1 = _edge_bow(ax, dirs, r0 + xe, rm + xe, r1 + xe, sy)
+    # and the centre's distance from the interpolation: what vanishes on every edge
+    um, vm, tm = _uvt(ax, dirs, rm + xm)
+    w00, w10, w01, w11 = (1 - sx) * (1 - sy), sx * (1 - sy), (1 - sx) * sy, sx * sy
+    cu = abs(w00 * u00 + w10 * u10 + w01 * u01 + w11 * u11 - um)
+    cv = abs(w00 * v00 + w10 * v10 + w01 * v01 + w11 * v11 - vm)
+    ct = abs(w00 * t00 + w10 * t10 + w01 * t01 + w11 * t11 - tm)
+    eps_uv = max(0.5 * (max(bx0, bx1) + max(by0, by1)), 2.0 * max(cu, cv)) + 1e-3
+    eps_t = max(0.5 * (max(bxt0, bxt1) + max(byt0, byt1)), 2.0 * ct) + 1e-3
+    return (u00, v00, t00, u10, v10, t10, u01, v01, t01, u11, v11, t11, eps_uv, eps_t)
+
+
+@njit(**INTERNAL)
+def _box_row_line(bm, y0, y1, x0, x1, y):
+    """Box row y's line (:func:`_row_line`'s first 6 values and eps_uv, eps_t) from the
+    box's model ``bm`` (:func:`_box_model`): the interpolation between the box's left and
+    right edges."""
+    q = (y - y0) / (y1 - 1 - y0)
+    inv = 1.0 / (x1 - 1 - x0)
+    ua = bm[0] + q * (bm[6] - bm[0])
+    va = bm[1] + q * (bm[7] - bm[1])
+    ta = bm[2] + q * (bm[8] - bm[2])
+    du = (bm[3] + q * (bm[9] - bm[3]) - ua) * inv
+    dv = (bm[4] + q * (bm[10] - bm[4]) - va) * inv
+    dt = (bm[5] + q * (bm[11] - bm[5]) - ta) * inv
+    return ua, va, ta, du, dv, dt, bm[12], bm[13]
+
+
+@njit(**INTERNAL)
+def _box_row_span(bm, y0, y1, x0, x1, y, lim, tlim):
+    """:func:`_line_span` of box row y (:func:`_box_row_line`)."""
+    ua, va, ta, du, dv, dt, eps, eps_t = _box_row_line(bm, y0, y1, x0, x1, y)
+    return _line_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, lim, tlim)
+
+
+@njit(**INTERNAL)
+def _box_grid_span(bm, y0, y1, x0, x1, y, g_uv, g_t):
+    """:func:`_line_grid_span` of box row y (:func:`_box_row_line`)."""
+    ua, va, ta, du, dv, dt, eps, eps_t = _box_row_line(bm, y0, y1, x0, x1, y)
+    return _line_grid_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, g_uv, g_t)
+
+
+@njit(**INTERNAL)
 def _grid_span(ax, dirs, row, x0, x1, g_uv, g_t):
     """The pixels [xa, xb) of a box row (:func:`_row_line`) that may be on the reference
     grid, |u|, |v| <= g_uv and |t| <= g_t (widened by eps_uv, eps_t); the others are off
@@ -173,6 +272,13 @@ def _grid_span(ax, dirs, row, x0, x1, g_uv, g_t):
     if x1 - x0 <= 4:
         return x0, x1
     ua, va, ta, du, dv, dt, eps, eps_t = _row_line(ax, dirs, row, x0, x1)
+    return _line_grid_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, g_uv, g_t)
+
+
+@njit(**INTERNAL)
+def _line_grid_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, g_uv, g_t):
+    """The pixels [xa, xb) of the row x0 <= x < x1 on the line (ua, va, ta) + (du, dv, dt)
+    (x - x0) (:func:`_line_span`) that may be within |u|, |v| <= g_uv and |t| <= g_t."""
     if not (eps < 1.0 and eps_t < 1e6):
         return x0, x1
     klo, khi = _slab(ua, du, g_uv + eps, 0.0, float(x1 - 1 - x0))
@@ -224,13 +330,28 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
             lim = (1.0 + fg_pad[r]) ** 2
             # |t| changes by at most dt_half across the image's rotation range
             tlim = 1.0 + half * geo[r, 15]
+            top = pix_off[p]
+            # each row's span from the box's bilinear model (no directions fetched for the
+            # rows that miss the foreground); boxes under 5 x 3 pixels: row by row
+            by_box = w > 4 and y1 - y0 > 2
+            bm = _box_model(ax, dirs, top, nx, x0, x1, y0, y1) if by_box else \
+                (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+            if by_box:
+                xa, xb = _box_row_span(bm, y0, y1, x0, x1, y0, lim, tlim)
+                xa1, xb1 = _box_row_span(bm, y0, y1, x0, x1, y0 + 1, lim, tlim)
             for y in range(y0, y1):
-                row = pix_off[p] + y * nx
+                row = top + y * nx
                 jrow = base + (y - y0) * w
-                if y + 2 < y1:  # the directions of the row after next (:mod:`.prefetch`)
-                    for ahead in range(3 * (row + 2 * nx + x0), 3 * (row + 2 * nx + x1) + 15, 16):
-                        prefetch(dirs, ahead)
-                xa, xb = _foreground_span(ax, dirs, row, x0, x1, lim, tlim)
+                if by_box:
+                    xa2, xb2 = x0, x0
+                    if y + 2 < y1:  # the row after next: its span's directions (:mod:`.prefetch`)
+                        xa2, xb2 = _box_row_span(bm, y0, y1, x0, x1, y + 2, lim, tlim)
+                        if xb2 > xa2:
+                            for ahead in range(3 * (row + 2 * nx + xa2),
+                                               3 * (row + 2 * nx + xb2) + 15, 16):
+                                prefetch(dirs, ahead)
+                else:
+                    xa, xb = _foreground_span(ax, dirs, row, x0, x1, lim, tlim)
                 for x in range(xa, xb):
                     pix = row + x
                     d0, d1, d2 = dirs[pix, 0], dirs[pix, 1], dirs[pix, 2]
@@ -251,6 +372,8 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
                         if c == 0 or d2 < best[pix]:
                             best[pix] = d2
                             own[pix] = r
+                if by_box:
+                    xa, xb, xa1, xb1 = xa1, xb1, xa2, xb2
         else:
             lo, hi = tmin[p], tmax[p]
             over = False
@@ -499,6 +622,31 @@ def glm_constant(y, n, c):
                 vals[m] = ys[i]
                 cnts[m] = 1.0
                 m += 1
+    return _glm_solve(vals, cnts, m, n, c, ymax)
+
+
+@njit(**INTERNAL)
+def _glm_hist_root(hist, nh, imax, n, c, vals, cnts):
+    """:func:`glm_constant` of n counts given as 4 histograms of bins 0..imax (< nh) in
+    ``hist`` (4 nh; :func:`process` fills them in turn), which it leaves zero. ``vals``,
+    ``cnts``: scratch of nh."""
+    m = np.int64(0)
+    for v in range(imax + 1):
+        k = hist[v] + hist[nh + v] + hist[2 * nh + v] + hist[3 * nh + v]
+        hist[v] = hist[nh + v] = hist[2 * nh + v] = hist[3 * nh + v] = 0.0
+        if k > 0:
+            vals[m] = v
+            cnts[m] = k
+            m += 1
+    if imax <= 0:
+        return 0.0
+    return _glm_solve(vals, cnts, m, n, c, float(imax))
+
+
+@njit(**INTERNAL)
+def _glm_solve(vals, cnts, m, n, c, ymax):
+    """The root of :func:`_glm_score` for the n pixels given as m distinct values ``vals``
+    (ascending) with multiplicities ``cnts``, the largest ``ymax`` > 0."""
     # the root in x = log(mu) by false position with the Illinois modification (a
     # bracket that shrinks from both sides: ~10 evaluations instead of bisection's ~30)
     lo = math.log(1e-6)
@@ -664,9 +812,18 @@ def background_at(bg_coef, r, j, w, h, d):
     return max(b, 0.0)
 
 
-@njit
+@njit(inline="always")
+def _flat_background(bg_coef, r):
+    """(whether reflection r's background model is a constant, that constant clipped at
+    0): :func:`background_at` of every pixel, without a call per pixel."""
+    flat = bg_coef[r, 1] == 0.0 and bg_coef[r, 2] == 0.0 and bg_coef[r, 3] == 0.0
+    return flat, max(bg_coef[r, 0], 0.0)
+
+
+@njit(error_model="numpy")
 def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, npar,
-            outlier, lower, upper, tukey, bg_coef, out_f, out_i, yv, X, fg_j):
+            outlier, lower, upper, tukey, bg_coef, out_f, out_i, yv, X, fg_v, fg_xyz, hist, vals,
+            cnts):
     """Background, summation and centroid of the complete shoeboxes ``rows``.
 
     Stores the background model's coefficients in ``bg_coef[r]`` (photons per pixel:
@@ -678,11 +835,15 @@ def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, np
     foreground pixels given to an overlapping reflection).
     Summation: I = sum over foreground of (counts - B); var = gain * sum(counts) + n_fg^2
     var(B) (Poisson counts with the panel gain, and the error of the background estimate).
-    ``yv``, ``X`` (rows: 1 for the GLM, else as ``yv``) and ``fg_j`` are scratch, at least
-    as long as the largest shoebox of ``rows``: one pass over the box gathers the
-    background pixels and the positions of the valid foreground ones, the sums then visit
-    only those.
+    ``yv``, ``X`` (rows: 1 for the GLM, else as ``yv``), ``fg_v`` and ``fg_xyz`` (rows, 3)
+    are scratch, at least as long as the largest shoebox of ``rows``: one pass over the
+    box gathers the background pixels and the counts and positions of the valid
+    foreground ones; the sums then visit only those. For the GLM the same pass counts the
+    background pixels into ``hist`` (4 histograms of nh bins, zero on entry and left
+    zero; ``vals``, ``cnts``: scratch of nh), which is all the GLM needs when they are
+    counts below nh (else it takes them from ``yv``).
     """
+    nh = hist.shape[0] // 4
     for ii in range(rows.shape[0]):
         r = rows[ii]
         x0, y0, z0 = bbox[r, 0], bbox[r, 2], bbox[r, 4]
@@ -693,34 +854,48 @@ def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, np
         g = gain[panel[r]]
         nbg = np.int64(0)
         nval = 0
-        nfg = 0
         nsum = np.int64(0)
         nov = 0
         bad_fg = False
-        j = 0
+        imax = np.int64(0)
+        spill = False
+        j = o
         for zz in range(d):
             for yy in range(h):
                 for xx in range(w):
-                    m = sb_mask[o + j]
+                    m = sb_mask[j]
                     if m & VALID:
                         nval += 1
                         if m & BACKGROUND:
-                            yv[nbg] = sb_data[o + j] / g
-                            if algorithm != 0:
+                            val = sb_data[j] / g
+                            yv[nbg] = val
+                            if algorithm == 0:
+                                # four histograms in turn: one would wait on its own last
+                                # increment (neighbouring pixels mostly have equal counts)
+                                if 0.0 <= val < nh and val == int(val):
+                                    iv = int(val)
+                                    hist[(nbg & 3) * nh + iv] += 1.0
+                                    imax = max(imax, iv)
+                                else:
+                                    spill = True
+                            else:
                                 X[nbg, 0] = 1.0
                                 X[nbg, 1] = xx - 0.5 * w
                                 X[nbg, 2] = yy - 0.5 * h
                                 X[nbg, 3] = zz - 0.5 * d
                             nbg += 1
                         if m & FOREGROUND:
-                            nfg += 1
-                            fg_j[nsum] = j
+                            fg_v[nsum] = sb_data[j]
+                            fg_xyz[nsum, 0] = xx
+                            fg_xyz[nsum, 1] = yy
+                            fg_xyz[nsum, 2] = zz
                             nsum += 1
                     elif m & FOREGROUND:
                         bad_fg = True  # a gap, masked or untrusted pixel in the foreground
                     if m & OVERLAPPED:
                         nov += 1
                     j += 1
+        nfg = nsum
         status = 0
         c0 = c1 = c2 = c3 = 0.0
         var_b = 0.0
@@ -728,7 +903,11 @@ def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, np
         if nbg < 1:
             status = 1
         elif algorithm == 0:
-            c0 = glm_constant(yv, nbg, glm_c)
+            if spill:  # not all counts below nh: the histograms are cleared, yv is used
+                hist[:4 * nh] = 0.0
+                c0 = glm_constant(yv, nbg, glm_c)
+            else:
+                c0 = _glm_hist_root(hist, nh, imax, nbg, glm_c, vals, cnts)
             nused = nbg
             var_b = max(c0, 1.0 / nbg) / nbg
         else:
@@ -754,6 +933,8 @@ def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, np
         bg_coef[r, 2] = c2
         bg_coef[r, 3] = c3
         # sums over the valid foreground, background subtracted
+        flat = c1 == 0.0 and c2 == 0.0 and c3 == 0.0
+        b_flat = max(c0, 0.0) * g
         isum = 0.0
         csum = 0.0
         bsum = 0.0
@@ -765,14 +946,12 @@ def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, np
         szz = 0.0
         sw = 0.0
         for k in range(nsum):
-            j = fg_j[k]
-            xx = j % w
-            q = j // w
-            yy = q % h
-            zz = q // h
-            b = c0 + c1 * (xx - 0.5 * w) + c2 * (yy - 0.5 * h) + c3 * (zz - 0.5 * d)
-            b = max(b, 0.0) * g
-            v = sb_data[o + j]
+            xx, yy, zz = fg_xyz[k, 0], fg_xyz[k, 1], fg_xyz[k, 2]
+            b = b_flat
+            if not flat:
+                b = c0 + c1 * (xx - 0.5 * w) + c2 * (yy - 0.5 * h) + c3 * (zz - 0.5 * d)
+                b = max(b, 0.0) * g
+            v = fg_v[k]
             isum += v - b
             csum += v
             bsum += b
@@ -833,7 +1012,7 @@ def _image_axes(r, f, geo, beam, scan):
     return _frame_axes(geo, r, beam, geo[r, 14] - (scan[0] + (f + 0.5) * scan[1]))
 
 
-@njit
+@njit(error_model="numpy")
 def _pixel_trilinear(ax, dirs, p, hxy, hz, nxy, nz):
     """:func:`_trilinear` of pixel p, whose direction ``dirs[p]`` the affine map ``ax``
     (3 x 4, row-major) takes to the normalised Kabsch coordinates."""
@@ -843,7 +1022,7 @@ def _pixel_trilinear(ax, dirs, p, hxy, hz, nxy, nz):
                       ax[8] * d0 + ax[9] * d1 + ax[10] * d2 + ax[11], hxy, hz, nxy, nz)
 
 
-@njit
+@njit(error_model="numpy")
 def _trilinear(u, v, t, hxy, hz, nxy, nz):
     """Base cell and weights of the 8 neighbours; base -1 when outside the grid."""
     gx = _grid_pos(u, hxy, nxy)
@@ -857,16 +1036,18 @@ def _trilinear(u, v, t, hxy, hz, nxy, nz):
     return ix, iy, iz, gx - ix, gy - iy, gz - iz
 
 
-@njit
+@njit(error_model="numpy")
 def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, bg_coef, gain,
-                         geo, beam, scan, panel, pix_off, pnx, dirs, hxy, hz, acc, wsum, nref):
+                         geo, beam, scan, panel, pix_off, pnx, dirs, hxy, hz, acc, wsum, nz, nxy,
+                         nref):
     """Add reflections ``rows`` to the reference profiles ``acc[region[r]]``: each valid
     pixel that is in no other reflection's foreground adds (counts - background) / J to
     the 8 nearest grid points with trilinear weights w (J the pixel volume in normalised
     coordinates) and w I_sum to ``wsum``: acc / wsum is the profile density, an
     intensity-weighted mean over the references (the strong ones, least noisy, count most:
-    the sum of the reflections' pixels, as DIALS's reference learner, normalised)."""
-    nz, nxy = acc.shape[1], acc.shape[2]
+    the sum of the reflections' pixels, as DIALS's reference learner, normalised). ``acc``
+    and ``wsum``: the (regions, nz, nxy, nxy) grids, flattened."""
+    plane = nxy * nxy
     g_uv, g_t = 0.5 * hxy * (nxy - 1), 0.5 * hz * (nz - 1)  # the grid's half-widths
     for ii in range(rows.shape[0]):
         r = rows[ii]
@@ -876,19 +1057,32 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, b
         g_r = gain[panel[r]]
         scale = 1.0 / jac[r]
         wi = isum[r]
+        flat, b_flat = _flat_background(bg_coef, r)
         o = off[r]
         x0, y0, z0 = bbox[r, 0], bbox[r, 2], bbox[r, 4]
         p = panel[r]
+        nx = pnx[p]
+        x1, y1 = x0 + w, y0 + h
+        by_box = w > 4 and h > 2  # the rows' spans from the box's model (:func:`_box_model`)
         for zz in range(d):
             ax = _image_axes(r, z0 + zz, geo, beam, scan)
+            bm = _box_model(ax, dirs, pix_off[p], nx, x0, x1, y0, y1) if by_box else \
+                (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+            if by_box:
+                xa, xb = _box_grid_span(bm, y0, y1, x0, x1, y0, g_uv, g_t)
+                xa1, xb1 = _box_grid_span(bm, y0, y1, x0, x1, y0 + 1, g_uv, g_t)
             for yy in range(h):
-                row = pix_off[p] + (y0 + yy) * pnx[p]
+                row = pix_off[p] + (y0 + yy) * nx
                 pix = row + x0
-                if yy + 2 < h:  # the directions of the row after next (:mod:`.prefetch`)
-                    for ahead in range(3 * (pix + 2 * pnx[p]), 3 * (pix + 2 * pnx[p] + w) + 15,
-                                       16):
-                        prefetch(dirs, ahead)
-                xa, xb = _grid_span(ax, dirs, row, x0, x0 + w, g_uv, g_t)
+                if by_box:
+                    xa2, xb2 = x0, x0
+                    if yy + 2 < h:  # the row after next: its span's directions (:mod:`.prefetch`)
+                        xa2, xb2 = _box_grid_span(bm, y0, y1, x0, x1, y0 + yy + 2, g_uv, g_t)
+                        for ahead in range(3 * (row + 2 * nx + xa2), 3 * (row + 2 * nx + xb2) + 15,
+                                           16):
+                            prefetch(dirs, ahead)
+                else:
+                    xa, xb = _grid_span(ax, dirs, row, x0, x1, g_uv, g_t)
                 for xx in range(xa - x0, xb - x0):
                     j = (zz * h + yy) * w + xx
                     m = sb_mask[o + j]
@@ -899,7 +1093,9 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, b
                                                               nxy, nz)
                     if ix < 0:
                         continue
-                    val = (sb_data[o + j] - g_r * background_at(bg_coef, r, j, w, h, d)) * scale
+                    bg = b_flat if flat else background_at(bg_coef, r, j, w, h, d)
+                    val = (sb_data[o + j] - g_r * bg) * scale
+                    cell = ((g * nz + iz) * nxy + iy) * nxy + ix  # flat index of the cell
                     for a in range(2):
                         wa = fz if a else 1.0 - fz
                         for b in range(2):
@@ -907,14 +1103,17 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, b
                             for c in range(2):
                                 wc = fx if c else 1.0 - fx
                                 wt = wa * wb * wc
-                                acc[g, iz + a, iy + b, ix + c] += wt * val
-                                wsum[g, iz + a, iy + b, ix + c] += wt * wi
+                                q = cell + a * plane + b * nxy + c
+                                acc[q] += wt * val
+                                wsum[q] += wt * wi
+                if by_box:
+                    xa, xb, xa1, xb1 = xa1, xb1, xa2, xb2
 
 
-@njit
-def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, bg_coef, gain,
-                 geo, beam, scan, panel, pix_off, pnx, dirs, hxy, hz, var_bg, min_fraction,
-                 out, pv, cv, bv):
+@njit(error_model="numpy")
+def fit_profiles(rows, prof_index, profiles, nz, nxy, jac, bbox, off, sb_data, sb_mask, bg_coef,
+                 gain, geo, beam, scan, panel, pix_off, pnx, dirs, hxy, hz, var_bg,
+                 min_fraction, out, pv, cv, bv):
     """3D profile fitting (Kabsch (2010); DIALS ProfileFitter): the intensity I minimising
     sum over foreground pixels of (c - B - I p)^2 / v with Poisson variances
     v = gain (B + I p), iterated to convergence (the Poisson maximum-likelihood estimate).
@@ -922,9 +1121,9 @@ def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, b
     propagated variance of the background estimate: with v the model's pixel variances
     this is the estimator's own variance whatever the spot's exact shape (for a strong
     spot the estimate is sum(c - B) / sum(p), for a weak one sum(p (c - B)) / sum(p^2)).
-    p is the reference profile ``profiles[prof_index[r]]`` at the pixel's normalised
-    coordinates times the pixel volume ``jac[r]``, normalised to 1 over the reflection's
-    foreground (valid or not); pixels where it is not positive (the noise of its tails)
+    p is the reference profile ``prof_index[r]`` (``profiles``: the (regions, nz, nxy, nxy)
+    grids, flattened) at the pixel's normalised coordinates times the pixel volume
+    ``jac[r]``, normalised to 1 over the reflection's foreground (valid or not); pixels where it is not positive (the noise of its tails)
     carry no information on I and are left out of the sums. A fit that would
     extrapolate, the valid pixels holding less than ``min_fraction`` of the profile (the
     spot mostly in gaps, masked, untrusted or given to an overlapping reflection), is not
@@ -933,7 +1132,7 @@ def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, b
     pixels / no profile, 2 did not converge, 3 too little of the profile on valid
     pixels). ``pv``, ``cv``, ``bv``: scratch, at least as long as the largest shoebox of
     ``rows``."""
-    nz, nxy = profiles.shape[1], profiles.shape[2]
+    plane = nxy * nxy
     for ii in range(rows.shape[0]):
         r = rows[ii]
         out[r, 4] = 1.0
@@ -943,6 +1142,7 @@ def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, b
         w, h, d = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2], bbox[r, 5] - bbox[r, 4]
         o = off[r]
         gr = gain[panel[r]]
+        flat, b_flat = _flat_background(bg_coef, r)
         k = 0
         norm = 0.0
         x0, y0, z0 = bbox[r, 0], bbox[r, 2], bbox[r, 4]
@@ -967,19 +1167,20 @@ def fit_profiles(rows, prof_index, profiles, jac, bbox, off, sb_data, sb_mask, b
                     if ix >= 0:  # trilinear, the 8 terms summed in (z, y, x) order
                         gz, gy, gx = 1.0 - fz, 1.0 - fy, 1.0 - fx
                         w00, w01, w10, w11 = gz * gy, gz * fy, fz * gy, fz * fy
-                        val = w00 * gx * profiles[q, iz, iy, ix]
-                        val += w00 * fx * profiles[q, iz, iy, ix + 1]
-                        val += w01 * gx * profiles[q, iz, iy + 1, ix]
-                        val += w01 * fx * profiles[q, iz, iy + 1, ix + 1]
-                        val += w10 * gx * profiles[q, iz + 1, iy, ix]
-                        val += w10 * fx * profiles[q, iz + 1, iy, ix + 1]
-                        val += w11 * gx * profiles[q, iz + 1, iy + 1, ix]
-                        val += w11 * fx * profiles[q, iz + 1, iy + 1, ix + 1]
+                        c = ((q * nz + iz) * nxy + iy) * nxy + ix  # flat index of the cell
+                        val = w00 * gx * profiles[c]
+                        val += w00 * fx * profiles[c + 1]
+                        val += w01 * gx * profiles[c + nxy]
+                        val += w01 * fx * profiles[c + nxy + 1]
+                        val += w10 * gx * profiles[c + plane]
+                        val += w10 * fx * profiles[c + plane + 1]
+                        val += w11 * gx * profiles[c + plane + nxy]
+                        val += w11 * fx * profiles[c + plane + nxy + 1]
                     norm += val * jac[r]
                     if (m & VALID) and (m & FOREGROUND):
                         pv[k] = val * jac[r]
                         cv[k] = sb_data[o + j]
-                        bv[k] = gr * background_at(bg_coef, r, j, w, h, d)
+                        bv[k] = gr * (b_flat if flat else background_at(bg_coef, r, j, w, h, d))
                         k += 1
         m_fg = k
         if m_fg == 0 or norm <= 0:

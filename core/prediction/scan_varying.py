@@ -89,26 +89,25 @@ def _crossings(experiment: Experiment, static: ReflectionTable, d_min: float,
     r = np.empty(bound.shape + (3,))
     for k in range(len(offsets)):
         r[:, k] = np.einsum("nij,nj->ni", C[bound[:, k]], h)
-    img = (centre[:, None] + offsets[None, :-1]).ravel()
-    r1 = r[:, :-1].reshape(-1, 3)
-    r2 = r[:, 1:].reshape(-1, 3)
-    hkl = np.repeat(hkl, len(offsets) - 1, axis=0)
-    inside = (img >= 0) & (img < n)
-    img, hkl, r1, r2 = img[inside], hkl[inside], r1[inside], r2[inside]
-
+    # which side of the sphere each boundary's point is on, and its |r|^2, once per
+    # boundary; an image's pair (start, end) is kept only where it crosses (a tenth of them)
     k = np.linalg.norm(s0)
-    out1 = np.linalg.norm(s0 + r1, axis=1) - k >= 0
-    out2 = np.linalg.norm(s0 + r2, axis=1) - k >= 0
-    dstar_max_sq = 1.0 / d_min**2
-    cross = (out1 != out2) & (np.einsum("ij,ij->i", r1, r1) <= dstar_max_sq)
+    flat = r.reshape(-1, 3)
+    out_b = (np.linalg.norm(s0 + flat, axis=1) - k >= 0).reshape(r.shape[:2])
+    rr_b = np.einsum("ij,ij->i", flat, flat).reshape(r.shape[:2])
+    img = centre[:, None] + offsets[None, :-1]
+    cross = (img >= 0) & (img < n) & (out_b[:, :-1] != out_b[:, 1:]) \
+        & (rr_b[:, :-1] <= 1.0 / d_min**2)
     if d_max:
-        cross &= np.einsum("ij,ij->i", r1, r1) > 1.0 / d_max**2
+        cross &= rr_b[:, :-1] > 1.0 / d_max**2
+    cand, step = np.divmod(np.flatnonzero(cross), len(offsets) - 1)
+    img, hkl, out1 = img[cand, step], hkl[cand], out_b[cand, step]
+    r1, r2 = r[cand, step], r[cand, step + 1]
     # a lattice point tried twice (two candidates of one index within a window): once
     key = ((hkl + 1024) @ np.array([1 << 22, 1 << 11, 1])) * (n + 1) + img
-    _, first = np.unique(np.where(cross, key, -1), return_index=True)
+    _, first = np.unique(key, return_index=True)  # the first of each (stable)
     keep = np.zeros(len(key), bool)
     keep[first] = True
-    keep &= cross
     img, hkl, r1, r2, out1 = img[keep], hkl[keep], r1[keep], r2[keep], out1[keep]
     # sorted by (index, image) as the candidates were before
     order = np.argsort(key[keep], kind="stable")
