@@ -49,10 +49,9 @@ import time
 UNITS: dict[str, tuple[str, float]] = {
     "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 5.0),
     "gonio.core.spotfinding": ("gonio.core.spotfinding.warmup:warm_up", 2.0),
-    "gonio.core.simulate": ("gonio.core.simulate.kernels:warm_up", 1.0),
     "gonio.core.io.shoebox_kernels": ("gonio.core.io.shoebox_kernels:warm_up", 2.0),
     "gonio.core.export.text_kernels": ("gonio.core.export.text_kernels:warm_up", 2.0),
-    "gonio.core.integration": ("gonio.core.integration.warmup:warm_up", 12.0),
+    "gonio.core.integration": ("gonio.core.integration.warmup:warm_up", 15.0),
 }
 
 #: Called with one line of text when compilation really happens (the shell
@@ -275,6 +274,17 @@ def _kernel_cache_class():
 
     class Impl(caching.CompileResultCacheImpl):
         _locator_classes = [GonioLocator, *caching.CompileResultCacheImpl._locator_classes]
+        ir_only = False  # an INTERNAL kernel's: its library is loaded as IR only
+
+        def rebuild(self, target_context, payload):
+            if not self.ir_only:
+                return super().rebuild(target_context, payload)
+            codegen = target_context.codegen()  # numba holds its compiler lock here
+            codegen.unserialize_library = lambda state: _unserialize_ir_only(codegen, state)
+            try:
+                return super().rebuild(target_context, payload)
+            finally:
+                del codegen.unserialize_library
 
     class KernelCache(caching.FunctionCache):
         """numba's function cache, robust to unreadable files and coordinated between
@@ -336,54 +346,19 @@ def _internal_compiler():
     code, and its caller optimises its code anyway: both steps are skipped for it
     (-6 % of the compile CPU of the demo's kernels; identical results at the same
     speed, benchmarks/figures.md). Its cache entry keeps its module (LLVM bitcode),
-    which a caller compiled later in another process links.
+    which a caller compiled later in another process links; loaded from the cache it
+    again makes no machine code (:func:`_unserialize_ir_only`).
     """
     if _INTERNAL_COMPILER:
         return _INTERNAL_COMPILER[0]
     try:
-        import llvmlite.binding as ll
         from numba.core import compiler
-
-        libraries = {}
-
-        needed = ("_optimize_final_module", "_finalize_final_module",
-                  "_finalize_dynamic_globals", "_verify_declare_only_symbols",
-                  "serialize_using_object_code", "serialize_using_bitcode")
-
-        def ir_only(base):
-            if not all(hasattr(base, name) for name in needed):
-                return base  # another numba's code library: compiled as numba does
-            if base not in libraries:
-                class IROnlyLibrary(base):
-                    def _optimize_final_module(self):
-                        pass  # the caller optimises the module it links this one into
-
-                    def _finalize_final_module(self):
-                        self._finalize_dynamic_globals()
-                        self._verify_declare_only_symbols()
-                        # only the environment pointers that numba fills in after compiling
-                        # (data, no code) go to the execution engine
-                        envs = [gv.name for gv in self._final_module.global_variables
-                                if gv.name.startswith("_ZN08NumbaEnv")]
-                        module = ll.parse_assembly(
-                            "".join(f'@"{name}" = common global i8* null\n' for name in envs))
-                        module.triple = self._final_module.triple
-                        module.data_layout = self._final_module.data_layout
-                        self._codegen._engine.add_module(module)
-                        self._codegen._engine.finalize_object()
-                        self._finalized = True
-
-                    def serialize_using_object_code(self):
-                        return self.serialize_using_bitcode()
-
-                libraries[base] = IROnlyLibrary
-            return libraries[base]
 
         class InternalCompiler(compiler.Compiler):
             def compile_extra(self, func):
                 if self.state.library is None:
                     library = self.state.targetctx.codegen().create_library(func.__qualname__)
-                    library.__class__ = ir_only(type(library))
+                    library.__class__ = _ir_only_class(type(library))
                     self.state.library = library
                 return super().compile_extra(func)
 
@@ -391,6 +366,66 @@ def _internal_compiler():
     except Exception:  # numba's internals changed: its own compiler
         _INTERNAL_COMPILER.append(None)
     return _INTERNAL_COMPILER[0]
+
+
+_IR_ONLY_NEEDS = ("_optimize_final_module", "_finalize_final_module",
+                  "_finalize_dynamic_globals", "_verify_declare_only_symbols",
+                  "serialize_using_object_code", "serialize_using_bitcode")
+_IR_ONLY_CLASSES: dict = {}
+
+
+def _ir_only_class(base):
+    """``base`` (numba's code library class) making no machine code of its own, or
+    ``base`` itself when it lacks the methods this relies on (another numba)."""
+    if not all(hasattr(base, name) for name in _IR_ONLY_NEEDS):
+        return base
+    if base not in _IR_ONLY_CLASSES:
+        import llvmlite.binding as ll
+
+        class IROnlyLibrary(base):
+            def _optimize_final_module(self):
+                pass  # the caller optimises the module it links this one into
+
+            def _finalize_final_module(self):
+                self._finalize_dynamic_globals()
+                self._verify_declare_only_symbols()
+                # only the environment pointers that numba fills in after compiling
+                # (data, no code) go to the execution engine
+                envs = [gv.name for gv in self._final_module.global_variables
+                        if gv.name.startswith("_ZN08NumbaEnv")]
+                module = ll.parse_assembly(
+                    "".join(f'@"{name}" = common global i8* null\n' for name in envs))
+                module.triple = self._final_module.triple
+                module.data_layout = self._final_module.data_layout
+                self._codegen._engine.add_module(module)
+                self._codegen._engine.finalize_object()
+                self._finalized = True
+
+            def serialize_using_object_code(self):
+                return self.serialize_using_bitcode()
+
+        _IR_ONLY_CLASSES[base] = IROnlyLibrary
+    return _IR_ONLY_CLASSES[base]
+
+
+def _unserialize_ir_only(codegen, state):
+    """An :data:`INTERNAL` kernel's library from its cache entry, as IR only.
+
+    numba's own loading would give the unoptimised module machine code in the process's
+    execution engine, and a caller compiled later would then call that code (its symbol
+    already defined) instead of the copy it links and optimises: such calls ran 2-3x
+    slower (the threshold kernel at 7.3-7.7 instead of 2.8-2.9 ns/px)."""
+    import llvmlite.binding as ll
+
+    name, kind, data = state
+    library = codegen.create_library(name)
+    cls = _ir_only_class(type(library))
+    if kind != "bitcode" or cls is type(library):
+        return type(library)._unserialize(codegen, state)
+    library.__class__ = cls
+    library._final_module = ll.parse_bitcode(data)
+    library._finalize_final_module()
+    return library
 
 
 def _internal_class(base):
@@ -432,6 +467,7 @@ def njit(fn=None, **options):
             if _CACHE_CLASS is None:
                 _CACHE_CLASS = _kernel_cache_class()
             dispatcher._cache = _CACHE_CLASS(f)
+            dispatcher._cache._impl.ir_only = bool(internal)
         except Exception:  # numba's caching internals changed: its own cache still works
             dispatcher.enable_caching()
         return dispatcher
