@@ -49,6 +49,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
+from gonio.store.artifacts import SameAs
 from gonio.store.blobs import DEFAULT_CACHE_BYTES, BlobStore
 from gonio.store.errors import (
     CorruptHistoryError,
@@ -371,7 +372,7 @@ class History:
         command: str,
         line: str,
         params: Mapping[str, Any],
-        artifacts: Mapping[str, bytes | None],
+        artifacts: Mapping[str, bytes | SameAs | None],
         log: str,
         metrics: Mapping[str, Any],
         duration_s: float,
@@ -383,22 +384,25 @@ class History:
         ``parent`` is the step the command was computed from (0/None: the
         empty start); by default the head at the moment of the commit.
         ``artifacts`` are the changed artifacts of the new state relative to
-        ``parent`` (``None`` removes a name); the others are inherited from
-        it. ``params`` and ``metrics`` must be JSON-serialisable (numpy
-        scalars/arrays and paths are converted).
+        ``parent`` (``None`` removes a name; :class:`~gonio.store.artifacts.SameAs`
+        names an artifact of ``parent`` whose blob it shares); the others are
+        inherited from it. ``params`` and ``metrics`` must be JSON-serialisable
+        (numpy scalars/arrays and paths are converted).
         """
         self.require_writable("record a step")
         for name, data in artifacts.items():
             if not isinstance(name, str) or not name:
                 raise ValueError(f"artifact names must be non-empty strings, not {name!r}")
-            if data is not None and not isinstance(data, bytes | bytearray | memoryview):
+            if data is not None and not isinstance(data, bytes | bytearray | memoryview | SameAs):
                 raise TypeError(
-                    f"artifact {name!r} must be bytes or None, not {type(data).__name__}"
+                    f"artifact {name!r} must be bytes, SameAs or None, not {type(data).__name__}"
                 )
         params_json = _json_roundtrip(params, "parameters")
         metrics_json = _json_roundtrip(metrics, "metrics")
+        same = {n: d.name for n, d in artifacts.items() if isinstance(d, SameAs)}
         with self._write_errors(command):
-            hashes = {n: None if d is None else self.blobs.put(d) for n, d in artifacts.items()}
+            hashes = {n: None if d is None else self.blobs.put(d) for n, d in artifacts.items()
+                      if n not in same}
         self._fault("blobs_written")
         finished = datetime.now(UTC)
         started = finished - timedelta(seconds=float(duration_s))
@@ -418,7 +422,14 @@ class History:
                     if blob_hash is not None and not self.blobs.path(blob_hash).is_file():
                         self.blobs.write(blob_hash, bytes(artifacts[name]))
             manifest = self._manifest_in(s, parent_id)
-            for name, blob_hash in hashes.items():
+            missing = sorted(ref for ref in same.values() if ref not in manifest)
+            if missing:
+                raise CorruptHistoryError(
+                    f"This {command} shares the artifact {missing[0]} of step {parent_id}, "
+                    "which that step does not have. Nothing was recorded; run `gonio check`, "
+                    "and run the command again.")
+            shared = {name: manifest[ref] for name, ref in same.items()}
+            for name, blob_hash in [*hashes.items(), *shared.items()]:
                 if blob_hash is None:
                     manifest.pop(name, None)
                 else:

@@ -15,8 +15,11 @@ the column names in order) and each column is a one-column DIALS .refl
 msgpack of its own, so a step that changes a few columns of a table (reindex:
 the Miller indices; refine: the predictions and flags) stores only those: a
 column that is the same array as in the state the step started from keeps
-its parent's artifact. So a step must never write into the arrays of the state
-it started from (states are values: a step makes new columns, as
+its parent's artifact (and one that is the same array as a column of another
+of its tables, as index's ``indexed`` keeps the shoeboxes of ``strong``, shares
+that column's blob: :class:`~gonio.store.artifacts.SameAs`). So a step must
+never write into the arrays of the state it started from (states are values: a
+step makes new columns, as
 ``ReflectionTable.copy`` or a new array does; ``set_flags`` writes in place, so
 a step that sets flags copies the flags column first). Tables stored whole as
 one DIALS .refl msgpack (by gonio before column storage) are read as before.
@@ -40,6 +43,7 @@ from gonio.core.io.dials_expt import expt_from_bytes, expt_to_bytes
 from gonio.core.io.dials_refl import refl_from_bytes, refl_to_bytes
 from gonio.core.models.experiment import ExperimentList
 from gonio.core.reflection_table import ReflectionTable
+from gonio.store.artifacts import SameAs
 from gonio.store.errors import CorruptHistoryError, UnsafeArtifactError
 
 #: First element of the header of a table stored column by column.
@@ -139,11 +143,13 @@ def freeze(state: State) -> None:
                     values.flags.writeable = False
 
 
-def encode_changes(old: State, new: State) -> dict[str, bytes | None]:
+def encode_changes(old: State, new: State) -> dict[str, bytes | SameAs | None]:
     """Artifacts that differ between two states (None = removed); a table that changed
     is stored column by column, its columns that are the same arrays as in ``old``
-    left out (they keep the artifacts of ``old``'s step)."""
-    out: dict[str, bytes | None] = {}
+    left out (they keep the artifacts of ``old``'s step), and a column that is the same
+    array as a column of another table of ``old`` given as :class:`SameAs` that column's
+    artifact."""
+    out: dict[str, bytes | SameAs | None] = {}
     if new.experiments is not old.experiments:
         out["experiments"] = expt_to_bytes(new.experiments)
     old_names = list(old.reflections)
@@ -178,12 +184,17 @@ def _encode_table(name: str, old: State, new: State) -> dict[str, bytes | None]:
     table = new.reflections[name]
     stored = old.reflections.by_columns.get(name, ()) if name in old.reflections else ()
     before = old.reflections.raw(name) if stored else None
-    out: dict[str, bytes | None] = {}
+    out: dict[str, bytes | SameAs | None] = {}
     identifiers = {int(k): str(v) for k, v in table.experiment_identifiers.items()}
+    elsewhere = _stored_columns(old, besides=name)
     for column, values in table.items():
         if isinstance(before, ReflectionTable) and column in stored and column in before \
                 and before[column] is values:
             continue  # the same array as the stored one: its artifact is inherited
+        same = elsewhere.get(id(values))
+        if same is not None and same[1] is values:
+            out[_column_artifact(name, column)] = SameAs(same[0])
+            continue
         out[_column_artifact(name, column)] = refl_to_bytes(
             ReflectionTable({column: values}, identifiers))
     for column in stored:
@@ -193,6 +204,21 @@ def _encode_table(name: str, old: State, new: State) -> dict[str, bytes | None]:
         [COLUMN_TABLE, 1, {"nrows": len(table), "identifiers": identifiers,
                            "columns": list(table.keys())}], use_bin_type=True)
     new.reflections.by_columns[name] = list(table.keys())
+    return out
+
+
+def _stored_columns(state: State, besides: str) -> dict[int, tuple[str, object]]:
+    """id(array) -> (artifact name, array) of the stored columns of ``state``'s decoded
+    tables other than ``besides`` (a column is one object, whatever the table holding it)."""
+    out: dict[int, tuple[str, object]] = {}
+    for other, columns in state.reflections.by_columns.items():
+        table = state.reflections.raw(other) if other in state.reflections else None
+        if other == besides or not isinstance(table, ReflectionTable):
+            continue
+        for column in columns:
+            if column in table:
+                out.setdefault(id(table[column]), (_column_artifact(other, column),
+                                                   table[column]))
     return out
 
 

@@ -259,3 +259,29 @@ def test_resolution_cut_follows_the_cc_half_fit():
     assert resolution_cut(state(None, 1.525)) is None  # CC1/2 never falls to 0.3
     assert resolution_cut(state(1.527, 1.525)) is None  # at the edge of the data: no cut
     assert resolution_cut(State()) is None  # no scale step
+
+
+@pytest.mark.slow
+def test_continuing_after_an_uncut_scale_runs_the_cut_first(sweep, tmp_path, monkeypatch):
+    """When the resolution cut's scale did not run (process killed after the first scale, or
+    the cut's scale failed), process continues with that cut before merge, not with merge on
+    the uncut data; a d_min given on the line is used instead."""
+    import gonio.shell.commands.process as P
+
+    _, template = sweep
+    monkeypatch.setattr(P, "resolution_cut", lambda state: None)
+    s = Session(tmp_path)
+    try:
+        ok(s, f"process {template} stop_after=scale")
+        assert branch(s)[-1].line == "scale"
+        first_scale = s.head
+        monkeypatch.setattr(P, "resolution_cut", lambda state: 3.0)  # the fit now says 3.0 A
+        r = ok(s, "process stop_after=merge")
+        assert [x.line for x in branch(s)[-2:]] == ["scale d_min=3.00", "merge"]
+        assert "resolution cut at 3.00 A" in r.text
+        assert "Continued from" in branch(s)[-2].log  # from the first scale's model
+        s.history.goto(first_scale)
+        ok(s, "process scale.d_min=2.8 stop_after=merge")
+        assert [x.line for x in branch(s)[-2:]] == ["scale d_min=2.8", "merge"]
+    finally:
+        s.close()

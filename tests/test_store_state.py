@@ -164,3 +164,43 @@ def test_a_step_cannot_write_into_the_arrays_of_a_state_it_did_not_make(tmp_path
         assert not any(v.flags.writeable for _, v in table.items() if isinstance(v, np.ndarray))
     finally:
         session.close()
+
+
+def test_a_column_another_table_keeps_shares_its_blob(tmp_path):
+    """A new table that keeps a column of another stored table (index's ``indexed`` keeps the
+    shoeboxes of ``strong``) records a reference to that column's artifact: not encoded,
+    hashed or written again, the same blob in both manifests, decoded alike. A reference to
+    an artifact the parent lacks records nothing."""
+    from gonio.store.artifacts import SameAs
+    from gonio.store.errors import CorruptHistoryError
+    from gonio.store.history import History
+
+    strong = ReflectionTable({"id": np.zeros(4, np.int32), "xyz": np.arange(12.0).reshape(4, 3),
+                              "n_signal": np.arange(4)}, {0: "abc"})
+    s1 = State(ExperimentList(), {"strong": strong})
+    h = History.open(tmp_path)
+    try:
+        def record(old, new, parent):
+            return h.record_step("step", "step", {}, encode_changes(old, new), "", {}, 0.1,
+                                 "test", parent=parent).step
+
+        first = record(State(), s1, None)
+        indexed = ReflectionTable({"xyz": strong["xyz"], "n_signal": strong["n_signal"] + 1,
+                                   "miller_index": np.ones((4, 3), np.int32)}, {0: "abc"})
+        s2 = s1.evolve(reflections={"indexed": indexed})
+        changes = encode_changes(s1, s2)
+        assert changes["columns/indexed/xyz"] == SameAs("columns/strong/xyz")
+        assert isinstance(changes["columns/indexed/n_signal"], bytes)  # a new array
+        second = record(s1, s2, first)
+        m1, m2 = h.manifest(first), h.manifest(second)
+        assert m2["columns/indexed/xyz"] == m1["columns/strong/xyz"]
+        back = decode_state(m2, h.loader(second)).reflections["indexed"]
+        assert back.keys() == indexed.keys()
+        assert all(np.array_equal(back[k], indexed[k]) for k in indexed.keys())
+        n_steps = len(h.steps())
+        with pytest.raises(CorruptHistoryError, match="columns/strong/nothing"):
+            h.record_step("step", "step", {}, {"columns/x/y": SameAs("columns/strong/nothing")},
+                          "", {}, 0.1, "test", parent=second)
+        assert len(h.steps()) == n_steps and h.head == second
+    finally:
+        h.close()

@@ -296,11 +296,11 @@ def refine(experiments: ExperimentList, reflections: ReflectionTable,
     if px_sz is not None and (len(px_sz) != 2 or min(px_sz) <= 0):
         raise GonioError(f"sauter_poon.px_sz={px_sz} is not a pixel size: give two positive "
                          "lengths (fast, slow) in mm, or None (Auto) for the detector's own.")
-    from threadpoolctl import threadpool_limits
+    from .blas import one_thread
 
     # the hot loop is thin (N, 3) x (3, 3) products and (N, n) x (n, n) normal equations,
     # where a threaded BLAS mostly synchronises: one thread is faster on every machine
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_thread("blas"):
         return _refine(experiments, reflections, params, log)
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gonio.core.scaling.model import SmootherDesign, smoother_layout
+from gonio.core.scaling.model import GONIO_MODEL, SmootherDesign, smoother_layout
 
 #: weight of sum (p - 1)^2 in the target (units of sum w (I - g I_h)^2): settles what the
 #: data cannot (a factor common to all reflections of a resolution, which equivalents
@@ -248,7 +248,7 @@ class ArraySweepModel:
         cfg: dict = {"corrections": [], "valid_image_range": list(valid_image_range),
                      "valid_osc_range": list(self.phi_range), "n_time_param": n_t,
                      "time_rot_interval": t_step,
-                     "time_norm_fac": abs(oscillation_width) / t_step}
+                     "time_norm_fac": abs(oscillation_width) / t_step, GONIO_MODEL: True}
         n = 0
         for name, p in (("decay", self.p_decay), ("absorption", self.p_abs),
                         ("modulation", self.p_mod)):

@@ -42,6 +42,7 @@ from gonio.core.models.rotation import rotate_vectors
 from gonio.core.reflection_table import Flags, ReflectionTable
 from gonio.core.scaling.array_model import ArraySweepModel
 from gonio.core.scaling.error_model import apply_error_model, refine_error_model
+from gonio.core.scaling.existing import continue_from_existing
 from gonio.core.scaling.model import SweepModel
 from gonio.core.scaling.params import ScalingParams
 from gonio.core.scaling.partials import sum_partials
@@ -78,6 +79,8 @@ class ScalingResult:
     #: each outlier rejection and error-model refinement in order: ("outliers", n rejected)
     #: or ("error model", (a, b)), as dials.scale logs them
     rounds: list = field(default_factory=list)
+    #: per sweep: started from its existing model (overwrite_existing_models=False)
+    continued: list = field(default_factory=list)
 
 
 @dataclass
@@ -298,9 +301,9 @@ def scale(experiments, table: ReflectionTable, p: ScalingParams):
     more threads only cost CPU (measured: 0.83 s CPU and wall on one thread against 1.7 s
     CPU for 0.9 s wall on two, for 60k reflections).
     """
-    from threadpoolctl import threadpool_limits
+    from gonio.core.refinement.blas import one_thread
 
-    with threadpool_limits(limits=1):
+    with one_thread(None):
         return _scale_and_filter(experiments, table, p)
 
 
@@ -417,7 +420,7 @@ def _scale_once(experiments, table: ReflectionTable, p: ScalingParams, removed):
 
     # models and designs (for every row of each experiment; scaling uses the selected rows)
     ids_all = table["id"]
-    models, designs, blocks, full_designs = [], [], [], []
+    models, designs, blocks, full_designs, continued = [], [], [], [], []
     for i, e in enumerate(experiments):
         osc = e.scan.oscillation_range
         phi_range = (float(min(osc)), float(max(osc)))
@@ -443,6 +446,7 @@ def _scale_once(experiments, table: ReflectionTable, p: ScalingParams, removed):
                 mdl.data_range = (float(phi[sel].min()), float(phi[sel].max()))
             s0c, s1c = _crystal_frame_directions(e, table, every, phi_every)
             full = mdl.design(phi_every, d_every, s0c, s1c)
+        continued.append(not p.overwrite_existing_models and continue_from_existing(mdl, e))
         designs.append(full.subset(np.searchsorted(every, sel)))
         full_designs.append((every, full))
         models.append(mdl)
@@ -551,7 +555,7 @@ def _scale_once(experiments, table: ReflectionTable, p: ScalingParams, removed):
             err, e.scan.image_range, imid, e.scan.oscillation[1])))
     result = ScalingResult(models, err, choice, imid, int(keep.sum()), int((~keep).sum()),
                            int((user | excluded).sum()), choices, float(target),
-                           selection=selection, rounds=obs.rounds)
+                           selection=selection, rounds=obs.rounds, continued=continued)
     return out_exps, new, result
 
 

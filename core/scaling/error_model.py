@@ -61,10 +61,11 @@ def refine_basic_error_model(group, n_groups, intensity, variance, g, n_bins: in
         bin_of[x] = k
     counts = np.bincount(bin_of, minlength=n_bins)
     use = counts >= 5
+    # ok holds whole groups (their members share <I_h>): the deltas of its rows need no other
+    grp, i_s, var_s = grp[ok], i_s[ok], var_s[ok]
 
     def bin_variances(b):
         dl, _ = _deltas(grp, n_groups, i_s, var_s, 1.0, b, i_s)
-        dl = dl[ok]
         inside = np.abs(dl) <= 6  # gross deviants do not steer the fit
         n_in = np.bincount(bin_of, weights=inside, minlength=n_bins)
         return (np.bincount(bin_of, weights=np.where(inside, dl * dl, 0.0), minlength=n_bins)

@@ -96,6 +96,9 @@ def smoother_design(phi_deg, phi_range, interval, data_range=None) -> SmootherDe
 
 #: the harmonics of :func:`real_spherical_harmonics`, as named in a written model
 HARMONICS = "real orthonormal Y_lm, l=1..lmax, m=-l..l, no Condon-Shortley phase"
+#: key of a written model's configuration_parameters that marks a model gonio refined (DIALS
+#: ignores it): scale continues from such a model (:mod:`gonio.core.scaling.existing`)
+GONIO_MODEL = "gonio_model"
 
 
 def absorption_surface(p_abs, lmax: int, n_polar: int = 60, n_azimuth: int = 120):
@@ -329,7 +332,7 @@ class SweepModel:
             n += len(p)
             names.append(name)
         cfg: dict = {"corrections": names, "valid_image_range": list(valid_image_range),
-                     "valid_osc_range": list(self.phi_range)}
+                     "valid_osc_range": list(self.phi_range), GONIO_MODEL: True}
         if imid is not None:
             cfg["Imid"] = imid
         if error_model is not None:

@@ -144,6 +144,12 @@ class ScalingParams:
         "changes by less than 1e-4; pairs never rejected; smoothers placed from the first "
         "reflection; the final error model refined after the full-matrix round).", None,
         phil="error_model.schedule", choices=["gonio", "dials"])
+    overwrite_existing_models: bool = _p(
+        False, "Start every sweep from a new scaling model. By default (as dials.scale) a sweep "
+        "that a previous scale gave a model continues from its parameters, when gonio made "
+        "that model and it has the layout these parameters ask for (model, intervals, lmax, "
+        "corrections; model=array: the same grids); otherwise it starts afresh.",
+        "overwrite_existing_models")
     full_matrix: bool = _p(True, "Finish with a full-matrix (Gauss-Newton) round that gives the "
                            "parameter uncertainties.", "full_matrix")
     max_iterations: int = _p(200, "Maximum L-BFGS iterations per round.",

@@ -63,11 +63,12 @@ def reject_outliers(group, n_groups, intensity, variance, g, zmax: float, max_pa
     w = 1.0 / variance
     w = np.minimum(w, 10.0 * group_median(group, n_groups, w)[group])
     out = np.zeros(len(group), bool)
-    idx = np.arange(len(group))
+    # the rows judged in a pass: those left in the groups that lost one in the pass before
+    # (a group that lost none keeps its deviations, so it loses none later either)
+    rows = np.arange(len(group))
     for _ in range(max_passes):
-        keep = ~out
-        gk = group[keep]
-        z, _, _ = leave_one_out(gk, n_groups, intensity[keep], w[keep], g[keep])
+        gk = group[rows]
+        z, _, _ = leave_one_out(gk, n_groups, intensity[rows], w[rows], g[rows])
         az = np.where(np.isfinite(z), np.abs(z), 0.0)
         bad = az > zmax
         pair = np.bincount(gk, minlength=n_groups)[gk] == 2
@@ -79,8 +80,11 @@ def reject_outliers(group, n_groups, intensity, variance, g, zmax: float, max_pa
         first = np.ones(len(order), bool)
         first[1:] = gk[order][1:] != gk[order][:-1]
         worst = order[first & bad[order] & ~pair[order]]
-        out[idx[keep][worst]] = True
-        out[idx[keep][bad & pair]] = True
+        out[rows[worst]] = True
+        out[rows[bad & pair]] = True
+        touched = np.zeros(n_groups, bool)
+        touched[gk[bad]] = True
+        rows = rows[touched[gk] & ~out[rows]]
     return out
 
 

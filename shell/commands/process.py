@@ -216,6 +216,16 @@ def _start(session, images: list[str], stop_after: str) -> int:
     return start
 
 
+def _scaled_uncut(session) -> bool:
+    """The last pipeline step of the current branch is a scale without d_min (the first of
+    process's two): continuing must run the resolution cut before merge, if it cuts."""
+    history = session.history
+    last = next((s for s in reversed(history.path(history.head)) if _canonical(s.command)),
+                None) if history.head else None
+    return last is not None and _canonical(last.command) == "scale" and \
+        "d_min=" not in last.line and resolution_cut(session.state) is not None
+
+
 def _best_solution(state) -> int | None:
     """The highest-symmetry recommended rbs solution (xia2 and dials.process take it)."""
     rbs = state.data.get("rbs")
@@ -242,6 +252,10 @@ def run_pipeline(session, parsed, echo=None) -> str:
     earlier = (read_marker(session.folder) or {}).get("process_steps", [])
     write_marker(session.folder, {"finished": False, "process_steps": earlier})
     steps = PIPELINE[start:PIPELINE.index(stop_after) + 1]
+    # continuing after a scale whose resolution cut was not run (killed, or it failed)
+    cut_pending = not images and steps[:1] == ("merge",) and _scaled_uncut(session)
+    if cut_pending:
+        steps = ("scale",) + steps
     made: list[int] = []
     notes: list[str] = []
     recording = ""  # the step being recorded in the background while the next one computes
@@ -296,8 +310,10 @@ def run_pipeline(session, parsed, echo=None) -> str:
             words.insert(0, f"solution={best}")
         if step in PRELOAD:
             _preload(PRELOAD[step])
-        run_step(step, words)
-        if step == "scale" and not any(w.startswith("d_min=") for w in words):
+        given_d_min = any(w.startswith("d_min=") for w in words)
+        if not (step == "scale" and cut_pending and not given_d_min):  # else only its cut
+            run_step(step, words)
+        if step == "scale" and not given_d_min:
             cut = resolution_cut(session.state)
             if cut is not None:  # as xia2: scale again to the CC1/2 resolution limit
                 notes.append(f"resolution cut at {cut:.2f} A, where the fit of CC1/2 falls to "

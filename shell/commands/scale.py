@@ -89,6 +89,10 @@ def model_summary(result) -> str:
     rows = [[i, *m.summary_cells()] for i, m in enumerate(result.models)]
     text = [tabulate(rows, headers=["Exp", "Model", "N scale", "N decay", "N absorption",
                                     "Scale range", "B range (A^2)"], disable_numparse=True)]
+    went_on = [str(i) for i, c in enumerate(result.continued) if c]
+    if went_on:  # as dials.scale: an existing model is refined further
+        text.append(f"Continued from the existing scaling model of experiment(s) "
+                    f"{', '.join(went_on)} (overwrite_existing_models=True starts afresh).")
     if result.r_meas_choices:
         names = {0.0: "prf only", 1.0: "sum only"}
         text.append("Intensity combination (Rmeas of I/sigma > 1): " + ", ".join(
