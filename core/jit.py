@@ -155,7 +155,13 @@ def _unlock(fd: int) -> None:
 
 
 def _stamp_path(unit: str) -> str:
-    return os.path.join(_state_dir(), unit + ".prepared")
+    """The file saying ``unit`` is prepared, one per gonio installation: numba caches each
+    installation's kernels apart (by their source folder), and with one file two
+    environments sharing the cache folder took turns to prepare their units again."""
+    import hashlib
+
+    here = hashlib.sha1(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:12]
+    return os.path.join(_state_dir(), f"{unit}.{here}.prepared")
 
 
 def _numba_stamp() -> str:

@@ -276,6 +276,24 @@ def test_a_numba_upgrade_makes_units_unprepared(tmp_path, monkeypatch):
     assert jit.prepare_in_background([unit]) == []  # switched off
 
 
+def test_two_installations_sharing_the_cache_folder_keep_their_own_stamps(tmp_path,
+                                                                         monkeypatch):
+    """Another environment's gonio (its own numba) preparing the same unit in the same
+    cache folder does not make this one's unit unprepared (they took turns compiling)."""
+    from gonio.core import jit
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    unit = "gonio.core.integration"
+    stamp = Path(jit._stamp_path(unit))
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text(jit._numba_stamp() + "\n")
+    with monkeypatch.context() as m:  # the other installation, as its prepare() leaves it
+        m.setattr(jit, "__file__", "/other/venv/site-packages/gonio/core/jit.py")
+        other = Path(jit._stamp_path(unit))
+        other.write_text("/other/venv/site-packages/numba/__init__.py 1\n")
+    assert other != stamp and jit.is_prepared(unit)
+
+
 def test_a_waiting_step_prepares_the_units_it_needs_next(install, tmp_path):
     """While another process holds the lock of the unit a step needs, the step prepares
     the other units its commands need that compile faster (work sharing: two cores,
