@@ -112,6 +112,36 @@ def test_prediction_threads_follow_nproc(close_sweep, monkeypatch):
 
 
 
+def _span_inputs(sim, p, db_deg):
+    """What the span kernels take for every ~300th reflection predicted on ``sim``: the
+    table, the profile geometry (n_sigma sigma_b ``db_deg``, 3 sigma_m), the beam, the
+    pixel directions, the panel size (px) and the oscillation (rad)."""
+    from gonio.core.integration.integrate import _profile_geometry
+    from gonio.core.integration.kabsch import kabsch_basis
+    from gonio.core.integration.pixel_directions import pixel_directions
+    from gonio.core.prediction.rotation import predict_rotation
+
+    e = sim.experiments[0]
+    table = predict_rotation(e, 2.0)
+    table = table.select(np.arange(0, len(table), max(1, len(table) // 300)))
+    s0 = np.asarray(e.beam.s0, float)
+    m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
+    e1, e2, _, zeta = kabsch_basis(s0, table["s1"], m2)
+    n = len(table)
+    geo = _profile_geometry(table, e1, e2, zeta, np.full(n, db_deg), np.full(n, 3 * p.sigma_m),
+                            s0, m2)
+    beam = np.concatenate([s0, m2, [np.linalg.norm(s0)]])
+    panel = e.detector[0]
+    return (table, geo, beam, pixel_directions(panel), panel.image_size,
+            np.deg2rad(e.scan.oscillation[1]))
+
+
+def _uvt(d, ax):
+    """(u, v, t) of pixel directions ``d`` (..., 3) in the frame axes ``ax``."""
+    return (d @ np.array(ax[0:3]) + ax[3], d @ np.array(ax[4:7]) + ax[7],
+            d @ np.array(ax[8:11]) + ax[11])
+
+
 def test_row_spans_hold_every_pixel_the_exact_tests_take(close_sweep):
     """Pass 0 tests exactly only the span of each box row where the row's straight line
     (u, v, t), widened by its measured curvature, meets the foreground, and reference
@@ -122,10 +152,6 @@ def test_row_spans_hold_every_pixel_the_exact_tests_take(close_sweep):
     import numba
 
     from gonio.core.integration import kernels as K
-    from gonio.core.integration.integrate import _profile_geometry
-    from gonio.core.integration.kabsch import kabsch_basis
-    from gonio.core.integration.pixel_directions import pixel_directions
-    from gonio.core.prediction.rotation import predict_rotation
 
     @numba.njit
     def spans(ax, dirs, row, x0, x1, lim, tlim, g):
@@ -134,34 +160,18 @@ def test_row_spans_hold_every_pixel_the_exact_tests_take(close_sweep):
         return fa, fb, ga, gb
 
     sim, p, _ = close_sweep
-    e = sim.experiments[0]
-    table = predict_rotation(e, 2.0)
-    table = table.select(np.arange(0, len(table), max(1, len(table) // 300)))
-    s0 = np.asarray(e.beam.s0, float)
-    m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
-    e1, e2, _, zeta = kabsch_basis(s0, table["s1"], m2)
-    n = len(table)
-    # n_sigma sigma_b, sigma_m (deg): spots ~7 px in radius, 1-3 images deep
-    db, dm = np.full(n, 1.5), np.full(n, 3 * p.sigma_m)
-    geo = _profile_geometry(table, e1, e2, zeta, db, dm, s0, m2)
-    beam = np.concatenate([s0, m2, [np.linalg.norm(s0)]])
-    panel = e.detector[0]
-    nx, ny = panel.image_size
-    dirs = pixel_directions(panel)
+    # n_sigma sigma_b (deg): spots ~7 px in radius, 1-3 images deep
+    table, geo, beam, dirs, (nx, ny), osc = _span_inputs(sim, p, 1.5)
     lim, tlim, g = 1.1 ** 2, 1.05, 1.3
-    osc = np.deg2rad(e.scan.oscillation[1])
     kept = tested = n_fg = n_grid = 0
-    for r in range(n):
+    for r in range(len(table)):
         x, y, _ = table["xyzcal.px"][r]
         x0, x1 = int(max(x - 14, 0)), int(min(x + 14, nx))
         for ang in (-osc, 0.0, osc):
             ax = K._frame_axes(geo, r, beam, ang)
             for yy in range(int(max(y - 14, 0)), int(min(y + 14, ny)), 3):
                 row = yy * nx
-                d = dirs[row + x0:row + x1].astype(float)
-                u = d @ np.array(ax[0:3]) + ax[3]
-                v = d @ np.array(ax[4:7]) + ax[7]
-                t = d @ np.array(ax[8:11]) + ax[11]
+                u, v, t = _uvt(dirs[row + x0:row + x1].astype(float), ax)
                 xs = np.arange(x0, x1)
                 fa, fb, ga, gb = spans(np.array(ax), dirs, row, x0, x1, lim, tlim, g)
                 fg = xs[(u * u + v * v <= lim) & (np.abs(t) <= tlim)]
@@ -173,9 +183,63 @@ def test_row_spans_hold_every_pixel_the_exact_tests_take(close_sweep):
                 n_grid += len(on_grid)
                 tested += 2 * (x1 - x0)
     assert tested > 50_000
-    print(tested, kept, n_fg, n_grid)
     assert n_fg > 10_000 and n_grid > 20_000
     assert kept < 0.5 * tested
+
+
+@pytest.mark.parametrize("half, most_kept", [(8, 0.5), (14, 0.5), (30, 1.0)])
+def test_box_model_spans_hold_every_pixel_the_exact_tests_take(close_sweep, half,
+                                                              most_kept):
+    """Pass 0 and reference learning find each box row's span from a bilinear model of the
+    whole box (kernels._box_model, from its corners and edge middles) instead of fetching
+    three pixel directions per row. Boxes of (2 half + 1)^2 px about a few hundred
+    reflections, at three angles, on the detector 45 mm away (the pixel directions curve
+    strongly over a box): every pixel inside the foreground (u^2 + v^2 <= lim,
+    |t| <= tlim) lies in its row's _box_row_span, every pixel on the reference grid in its
+    row's _box_grid_span, and the spans skip most of the box (rows that miss the
+    foreground entirely included) but on boxes of 61 px, whose curvature widens the spans
+    to most of their rows."""
+    import numba
+
+    from gonio.core.integration import kernels as K
+
+    @numba.njit
+    def box_spans(ax, dirs, nx, x0, x1, y0, y1, lim, tlim, g, out):
+        bm = K._box_model(ax, dirs, 0, nx, x0, x1, y0, y1)
+        for y in range(y0, y1):
+            fa, fb = K._box_row_span(bm, y0, y1, x0, x1, y, lim, tlim)
+            ga, gb = K._box_grid_span(bm, y0, y1, x0, x1, y, g, g)
+            out[y - y0, 0], out[y - y0, 1], out[y - y0, 2], out[y - y0, 3] = fa, fb, ga, gb
+
+    sim, p, _ = close_sweep
+    # n_sigma sigma_b (deg) scaled with the box, as integrate's boxes are twice the spot
+    table, geo, beam, dirs, (nx, ny), osc = _span_inputs(sim, p, 1.5 * half / 14)
+    lim, tlim, g = 1.1 ** 2, 1.05, 1.3
+    tested = kept = n_fg = n_grid = 0
+    for r in range(len(table)):
+        x, y, _ = table["xyzcal.px"][r]
+        x0, x1 = int(max(x - half, 0)), int(min(x + half + 1, nx))
+        y0, y1 = int(max(y - half, 0)), int(min(y + half + 1, ny))
+        if x1 - x0 < 5 or y1 - y0 < 3:
+            continue
+        xs = np.arange(x0, x1)
+        out = np.zeros((y1 - y0, 4), np.int64)
+        for ang in (-osc, 0.0, osc):
+            ax = K._frame_axes(geo, r, beam, ang)
+            box_spans(np.array(ax), dirs, nx, x0, x1, y0, y1, lim, tlim, g, out)
+            u, v, t = _uvt(dirs.reshape(ny, nx, 3)[y0:y1, x0:x1].astype(float), ax)
+            fg = (u * u + v * v <= lim) & (np.abs(t) <= tlim)
+            on_grid = (np.abs(u) <= g) & (np.abs(v) <= g) & (np.abs(t) <= g)
+            inside_fg = (xs >= out[:, 0:1]) & (xs < out[:, 1:2])
+            inside_grid = (xs >= out[:, 2:3]) & (xs < out[:, 3:4])
+            assert not np.any(fg & ~inside_fg), (r, ang)
+            assert not np.any(on_grid & ~inside_grid), (r, ang)
+            n_fg += int(fg.sum())
+            n_grid += int(on_grid.sum())
+            kept += int(inside_fg.sum() + inside_grid.sum())
+            tested += 2 * fg.size
+    assert n_fg > 10_000 and n_grid > 20_000
+    assert kept < most_kept * tested
 
 
 def test_box_extent_is_the_panel_s_ray_intersection(close_sweep):
