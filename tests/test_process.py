@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 from conftest import python_output
+from conftest import run_fail as fail
 from conftest import run_ok as ok
 
 from gonio.core.io.dials_expt import read_expt
@@ -283,5 +284,9 @@ def test_continuing_after_an_uncut_scale_runs_the_cut_first(sweep, tmp_path, mon
         s.history.goto(first_scale)
         ok(s, "process scale.d_min=2.8 stop_after=merge")
         assert [x.line for x in branch(s)[-2:]] == ["scale d_min=2.8", "merge"]
+        s.history.goto(first_scale)  # stopping after scale again: the cut is still to do
+        ok(s, "process stop_after=scale")
+        assert [x.line for x in branch(s)[-2:]] == ["scale", "scale d_min=3.00"]
+        fail(s, "process stop_after=scale")  # now nothing is left to do
     finally:
         s.close()

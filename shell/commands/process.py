@@ -208,7 +208,7 @@ def _start(session, images: list[str], stop_after: str) -> int:
                            "the files); without them it continues an earlier process of this "
                            "session, and this session has no pipeline step yet.")
     start = PIPELINE.index(done[-1]) + 1
-    if start > PIPELINE.index(stop_after):
+    if start > PIPELINE.index(stop_after) and not _scaled_uncut(session):
         raise ProcessError(f"The current branch has already run {done[-1]} (step "
                            f"{history.head}); nothing is left to do up to stop_after="
                            f"{stop_after}. Give the images to process again from the start, or "
@@ -253,7 +253,7 @@ def run_pipeline(session, parsed, echo=None) -> str:
     write_marker(session.folder, {"finished": False, "process_steps": earlier})
     steps = PIPELINE[start:PIPELINE.index(stop_after) + 1]
     # continuing after a scale whose resolution cut was not run (killed, or it failed)
-    cut_pending = not images and steps[:1] == ("merge",) and _scaled_uncut(session)
+    cut_pending = not images and PIPELINE[start - 1] == "scale" and _scaled_uncut(session)
     if cut_pending:
         steps = ("scale",) + steps
     made: list[int] = []
