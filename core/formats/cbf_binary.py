@@ -16,7 +16,15 @@ import re
 
 import numpy as np
 
-from .base import ImageFormatError, compression_of, read_all, read_head, truncated
+from .base import (
+    BZIP2_MAGIC,
+    GZIP_MAGIC,
+    ImageFormatError,
+    compression_of,
+    read_all,
+    read_head,
+    truncated,
+)
 
 START_TAG = b"\x0c\x1a\x04\xd5"
 _MAX_HEADER = 1 << 20
@@ -71,16 +79,42 @@ def binary_layout(path: str, header: str) -> dict:
     return layout
 
 
+def _binary_section(path: str) -> tuple[dict, bytes] | None:
+    """(layout, packed bytes) of an uncompressed CBF, the packed bytes read on their
+    own (slicing them from the whole file's bytes is a copy: 0.15 ms per 1M-pixel
+    image); None for a compressed file, or one whose start bytes are not near its
+    start."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+            if head[:2] == GZIP_MAGIC or head[:3] == BZIP2_MAGIC:
+                return None
+            i = head.find(START_TAG)
+            if i < 0:
+                return None
+            lay = binary_layout(path, head[:i].decode("latin-1"))
+            start = i + len(START_TAG)
+            if start + lay["size"] <= len(head):
+                return lay, head[start : start + lay["size"]]
+            f.seek(start)
+            return lay, f.read(lay["size"])
+    except OSError:
+        return None  # read_all says what is wrong
+
+
 def decode_pixels(path: str) -> np.ndarray:
     """The pixel array (slow, fast) as int32 of a byte-offset (or plain int32) CBF."""
-    raw = read_all(path)
-    i = raw.find(START_TAG)
-    if i < 0:
-        raise truncated(path, "no binary data section")
-    header = raw[:i].decode("latin-1")
-    lay = binary_layout(path, header)
-    start = i + len(START_TAG)
-    packed = raw[start : start + lay["size"]]
+    section = _binary_section(path)
+    if section is not None:
+        lay, packed = section
+    else:
+        raw = read_all(path)
+        i = raw.find(START_TAG)
+        if i < 0:
+            raise truncated(path, "no binary data section")
+        lay = binary_layout(path, raw[:i].decode("latin-1"))
+        start = i + len(START_TAG)
+        packed = raw[start : start + lay["size"]]
     if len(packed) < lay["size"]:
         raise truncated(path, f"{len(packed)} of {lay['size']} bytes of pixel data present")
     if "BYTE_OFFSET" in lay["compression"].upper():

@@ -21,6 +21,8 @@ a tuple of per-panel (slow, fast) arrays for its i-th image (0-based); with
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -51,7 +53,12 @@ class SpotFinderResult:
     strong_pixels_per_image: list = field(default_factory=list)  # per image set: array
     spots_per_image: list = field(default_factory=list)  # per image set: spots by centroid image
     histograms: list = field(default_factory=list)  # per image set: DIALS-style text
-    timings: dict = field(default_factory=dict)  # seconds
+    # seconds: wall per stage ("read" and "threshold" summed over the workers), and CPU
+    # ("cpu.*", time.thread_time: not what else the machine runs): read and threshold
+    # summed over the workers, "cpu.parallel_span" the busiest worker's, "cpu.serial" the
+    # calling thread's outside the workers; the two add up to the critical path on idle
+    # cores
+    timings: dict = field(default_factory=dict)
     nproc: int = 1
 
     @property
@@ -106,10 +113,11 @@ class _BlockWorker:
         from .threshold import strong_pixel_indices  # numba: imported at the first image
 
         out = []
+        thread = (os.getpid(), threading.get_ident())
         for i in indices:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             images = self._read(i)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.thread_time()
             panels, n_strong, n_pixels = [], 0, 0
             for im, static, tr in zip(images, self.statics, self.trusted):
                 if im.shape != static.shape:
@@ -127,7 +135,8 @@ class _BlockWorker:
                     "threshold is not separating spots from background. Check the gain "
                     "(raise it for over-dispersed backgrounds), mask the direct beam and "
                     "diffuse scatter (d_max) or raise sigma_strong.")
-            out.append((i, panels, n_strong, t1 - t0, time.perf_counter() - t1))
+            out.append((i, panels, n_strong, t1 - t0, time.perf_counter() - t1, c1 - c0,
+                        time.thread_time() - c1, thread))
         return out
 
 
@@ -143,8 +152,9 @@ def _run_block(indices):
     return _WORKER(indices)
 
 
-def _blocks(indices: list[int], nproc: int) -> list[list[int]]:
-    n_blocks = min(len(indices), max(1, nproc * 4))
+def _blocks(indices: list[int], n_blocks: int) -> list[list[int]]:
+    """``indices`` cut into ``n_blocks`` runs of consecutive images (fewer if too few)."""
+    n_blocks = min(len(indices), max(1, n_blocks))
     return [list(b) for b in np.array_split(np.asarray(indices), n_blocks) if len(b)]
 
 
@@ -161,11 +171,14 @@ def _threshold_all(worker, indices, nproc, executor, progress, total_done, total
         return results
     if executor == "thread":
         pool = ThreadPoolExecutor(nproc)
-        futures = [pool.submit(worker, b) for b in _blocks(indices, nproc)]
+        # blocks of two images: the thread that finishes first then waits for at most
+        # two images of the other's (with 4 blocks per thread, up to a quarter of its share)
+        futures = [pool.submit(worker, b)
+                   for b in _blocks(indices, max(nproc * 4, len(indices) // 2))]
     else:
         pool = ProcessPoolExecutor(nproc, mp_context=get_context("spawn"),
                                    initializer=_init_process, initargs=(worker,))
-        futures = [pool.submit(_run_block, b) for b in _blocks(indices, nproc)]
+        futures = [pool.submit(_run_block, b) for b in _blocks(indices, nproc * 4)]
     try:
         for fut in as_completed(futures):
             for r in fut.result():
@@ -269,7 +282,9 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
     total = sum(len(i) for p in plans for i in p[4])
     result = SpotFinderResult(max_spot_size=params.max_spot_size,
                               max_separation=params.max_separation, nproc=nproc)
-    timings = {"mask": 0.0, "read": 0.0, "threshold": 0.0, "label": 0.0, "measure": 0.0}
+    timings = {"mask": 0.0, "read": 0.0, "threshold": 0.0, "label": 0.0, "measure": 0.0,
+               "cpu.read": 0.0, "cpu.threshold": 0.0, "cpu.parallel_span": 0.0}
+    main_thread, c_start, c_in_main = (os.getpid(), threading.get_ident()), time.thread_time(), 0.0
     tables, done = [], 0
     for rd, members, expt, twod, blocks, first in plans:
         detector = expt.detector
@@ -291,6 +306,13 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
         done += len(indices)
         timings["read"] += sum(r[3] for r in res.values())
         timings["threshold"] += sum(r[4] for r in res.values())
+        per_thread = {}
+        for r in res.values():
+            per_thread[r[7]] = per_thread.get(r[7], 0.0) + r[5] + r[6]
+            timings["cpu.read"] += r[5]
+            timings["cpu.threshold"] += r[6]
+        timings["cpu.parallel_span"] += max(per_thread.values(), default=0.0)
+        c_in_main += per_thread.get(main_thread, 0.0)
         z0 = (first - 1) if not twod else 0
 
         panel_tables = []
@@ -305,29 +327,32 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
                 z = np.repeat(np.array(block, np.int64) + z0, counts)
                 y, x = np.divmod(flat, nx)
                 value = np.concatenate([res[i][1][k][1] for i in block])
-                lab = label_pixels(z, y, x, (ny, nx), twod=twod) + label_offset
+                lab = label_pixels(z, y, x, (ny, nx), twod=twod)
+                lab += label_offset
                 label_offset = int(lab.max()) + 1 if len(lab) else label_offset
                 parts.append(SpotPixels(z, y, x, value, lab))
-            pix = SpotPixels(*(np.concatenate([getattr(p, a) for p in parts])
-                               for a in ("z", "y", "x", "value", "label")))
+            pix = parts[0] if len(parts) == 1 else SpotPixels(
+                *(np.concatenate([getattr(p, a) for p in parts])
+                  for a in ("z", "y", "x", "value", "label")))
             timings["label"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             sizes = pix.sizes()
             result.n_extracted += len(sizes)
             result.n_too_small += int((sizes < min_size).sum())
             result.n_too_large += int((sizes > params.max_spot_size).sum())
-            pix = pix.select_spots((sizes >= min_size) & (sizes <= params.max_spot_size))
+            # every spot is measured, the rejected ones too: a spot's figures come from its
+            # own pixels alone, and no pixel array is copied to leave them out
+            keep = (sizes >= min_size) & (sizes <= params.max_spot_size)
             spots = measure_spots(pix)
-            result.n_centroids += len(spots.intensity)
-            keep = np.ones(len(spots.intensity), bool)
+            result.n_centroids += int(keep.sum())
             if params.max_separation is not None:
-                keep = np.linalg.norm(spots.peak - spots.xyz, axis=1) <= params.max_separation
+                keep &= np.linalg.norm(spots.peak - spots.xyz, axis=1) <= params.max_separation
             result.n_after_separation += int(keep.sum())
-            shoeboxes = make_shoeboxes(pix.select_spots(keep), spots.bbox[keep], k)
+            shoeboxes = make_shoeboxes(pix, spots.bbox, k, keep)
             panel_tables.append(_table(spots, keep, k, shoeboxes))
             timings["measure"] += time.perf_counter() - t0
 
-        table = ReflectionTable.concatenate(panel_tables) if panel_tables else ReflectionTable()
+        table = _joined(panel_tables)
         _assign_ids(table, experiments, members, twod)
         tables.append(table)
         z = table["xyzobs.px.value"][:, 2] if len(table) else np.zeros(0)
@@ -341,15 +366,24 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
             f"Histogram of per-image spot count for imageset {len(tables) - 1}:\n"
             + spot_count_histogram(z))
 
-    strong = ReflectionTable.concatenate(tables) if tables else ReflectionTable()
+    strong = _joined(tables)
     strong.experiment_identifiers = {k: e.identifier for k, e in enumerate(experiments)
                                      if k in set(strong["id"].tolist() if len(strong) else [])}
     iset = ExperimentList(experiments).imageset_numbers()
     if len(strong) and len(set(iset)) < len(experiments):  # several lattices on one sweep
         strong["imageset_id"] = np.asarray(iset, np.int32)[strong["id"]]
     timings["total"] = time.perf_counter() - t_start
+    timings["cpu.serial"] = time.thread_time() - c_start - c_in_main
     result.timings = timings
     return strong, result
+
+
+def _joined(tables: list[ReflectionTable]) -> ReflectionTable:
+    """The tables one after another; a single table as it is (a copy of its shoeboxes
+    would cost as much as making them)."""
+    if len(tables) == 1:
+        return tables[0]
+    return ReflectionTable.concatenate(tables) if tables else ReflectionTable()
 
 
 def _table(spots, keep: np.ndarray, panel: int, sb: Shoeboxes) -> ReflectionTable:

@@ -146,19 +146,43 @@ def measure_spots(p: SpotPixels) -> SpotTable:
     return SpotTable(mean, variance, bbox, W, count, peak_xyz)
 
 
-def make_shoeboxes(p: SpotPixels, bbox: np.ndarray, panel: int) -> Shoeboxes:
-    """Compact shoeboxes of all spots (``bbox`` from :func:`measure_spots`)."""
+def make_shoeboxes(p: SpotPixels, bbox: np.ndarray, panel: int,
+                   keep: np.ndarray | None = None) -> Shoeboxes:
+    """Compact shoeboxes of all spots (``bbox`` from :func:`measure_spots`), or of
+    the spots with ``keep[label]`` (their pixels picked here, without a
+    :meth:`SpotPixels.select_spots` of every pixel array).
+
+    A pixel's place in the data is offset + ((z - z0) ny + y - y0) nx + x - x0,
+    written (z ny + y) nx + x + start with start per spot: three per-spot
+    arrays gathered per pixel, the rest in place (each temporary as long as
+    the pixel list costs more than its arithmetic); then only the places and
+    counts of the kept pixels are picked.
+    """
+    b = np.asarray(bbox, np.int64)
+    lab = np.asarray(p.label, np.int64)
+    nxb, nyb = b[:, 1] - b[:, 0], b[:, 3] - b[:, 2]
+    size = nxb * nyb * (b[:, 5] - b[:, 4])
+    if keep is not None:
+        keep = np.asarray(keep, np.bool_)
+        size[~keep] = 0
+    offset = np.zeros(len(b) + 1, np.int64)
+    np.cumsum(size, out=offset[1:])
+    start = offset[:-1] - (b[:, 4] * nyb + b[:, 2]) * nxb - b[:, 0]
+    flat = np.take(nyb, lab)
+    flat *= p.z
+    flat += p.y
+    flat *= np.take(nxb, lab)
+    flat += p.x
+    flat += np.take(start, lab)
+    value = p.value
+    if keep is not None:
+        sel = keep[lab]
+        flat, value, bbox = flat[sel], value[sel], bbox[keep]
+        offset = np.append(offset[:-1][keep], offset[-1])
     n = len(bbox)
-    lab, z, y, x = p.label, p.z, p.y, p.x
-    nxb = (bbox[:, 1] - bbox[:, 0]).astype(np.int64)
-    nyb = (bbox[:, 3] - bbox[:, 2]).astype(np.int64)
-    nzb = (bbox[:, 5] - bbox[:, 4]).astype(np.int64)
-    offset = np.concatenate([[0], np.cumsum(nxb * nyb * nzb)]).astype(np.int64)
-    flat = offset[lab] + ((z - bbox[lab, 4]) * nyb[lab] + (y - bbox[lab, 2])) * nxb[lab] \
-        + (x - bbox[lab, 0])
     data = np.zeros(offset[-1], np.float32)
     mask = np.zeros(offset[-1], np.int32)
-    data[flat] = p.value
+    data[flat] = value
     mask[flat] = VALID | FOREGROUND
     return Shoeboxes(np.full(n, panel, np.uint64), bbox, data, np.zeros(offset[-1], np.float32),
                      mask, offset, np.ones(n, bool))

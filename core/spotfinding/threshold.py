@@ -174,7 +174,7 @@ def _unpack(p, ws, i, bits):
     low = np.int32((1 << bits) - 1)
     if ws is None:
         return np.bitwise_and(p, low), np.bitwise_and(np.right_shift(p, bits), low), \
-            np.right_shift(p, 2 * bits)
+            np.right_shift(p, np.add(bits, bits))
     return p, np.int32(0), ws[i]
 
 
@@ -560,7 +560,8 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     clip = _clip(n_window) if integer else np.inf
     clips = (image.dtype.type(-clip), image.dtype.type(clip))
     tests = (float(gain), float(sigma_background), float(sigma_strong), float(global_threshold),
-             int(min_local), c0, c1, not (gain >= 0 and sigma_background >= 0), clips, bits)
+             int(min_local), c0, c1, not (gain >= 0 and sigma_background >= 0), clips,
+             np.int32(bits))  # int32: shifts by an int64 widen the packed sums to int64
     acc = np.int32 if integer else np.float64
     cs, ws = (None, None) if integer else (_scratch("col_s", (nx + 2 * kx,), np.float64),
                                            _scratch("win_s", (nx,), np.float64))

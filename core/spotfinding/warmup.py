@@ -56,9 +56,8 @@ def warm_up() -> None:
     y, x = np.divmod(np.concatenate(flat), nx)
     value = np.concatenate([im.reshape(-1)[f].astype(np.float64) for im, f in zip(images, flat)])
     pix = SpotPixels(z, y, x, value, label_pixels(z, y, x, (ny, nx)))
-    pix = pix.select_spots(pix.sizes() >= 2)
     spots = measure_spots(pix)
-    keep = np.ones(len(spots.intensity), bool)
+    keep = pix.sizes() >= 2
     keep[0] = False
-    shoeboxes = make_shoeboxes(pix.select_spots(keep), spots.bbox[keep], 0)
+    shoeboxes = make_shoeboxes(pix, spots.bbox, 0, keep)
     refl_to_bytes(_table(spots, keep, 0, shoeboxes))
