@@ -8,7 +8,7 @@ starts), the second loads them. Reports wall times, each step's time (from
 ``repeats`` times (each with its own empty cache), then the median.
 
 With ``compile``: instead, the CPU seconds (user + sys) of preparing each kernel
-unit the demo needs, alone in one process with an empty cache
+unit the demo needs, each in a process of its own, in a cache empty at the start
 (``python -m gonio.core.jit UNIT``, numba's start-up included), which the load
 of a shared machine disturbs less than wall times (but still by up to 2x: compare
 only figures of one run). With ``kernels``: where that compilation goes, kernel
@@ -42,8 +42,10 @@ import time
 from pathlib import Path
 
 #: The kernel units ``gonio demo`` compiles (gonio.shell.main.STEP_KERNELS of its steps), and
-#: the simulator's, which trees before 2026-12-06 15:00 had (0 s where a tree has no such unit).
-DEMO_UNITS = ("gonio.core.simulate", "gonio.core.spotfinding.threshold", "gonio.core.spotfinding")
+#: the simulator's, which trees before 2026-12-06 15:00 had (0 s where a tree has no such unit;
+#: trees before 2026-12-06 18:00 had integrate's kernels in one unit, gonio.core.integration).
+DEMO_UNITS = ("gonio.core.simulate", "gonio.core.spotfinding.threshold", "gonio.core.spotfinding",
+              "gonio.core.integration", "gonio.core.integration.box_kernels")
 
 
 def run_demo(folder: Path, env: dict) -> tuple[float, dict, str]:
@@ -55,7 +57,10 @@ def run_demo(folder: Path, env: dict) -> tuple[float, dict, str]:
         raise SystemExit(f"gonio demo failed:\n{r.stdout}\n{r.stderr}")
     steps = {}  # from the line each step ends with: [step 3: findspots, 0.47 s]
     for m in re.finditer(r"\[step \d+: (\w+), ([\d.]+) s\]", r.stdout):
-        steps[m.group(1)] = float(m.group(2))
+        name = m.group(1)
+        while name in steps:  # a step run twice (scale): "scale", "scale 2"
+            name = f"{m.group(1)} {int((name.split() + ['1'])[1]) + 1}"
+        steps[name] = float(m.group(2))
     return wall, steps, r.stderr
 
 
@@ -98,23 +103,27 @@ def demo_runs(repeats: int) -> None:
                   f"{steps2.get(name, float('nan')):6.2f} s")
         notes = [line for line in err1.splitlines() if "kernels" in line]
         print("  messages of the first run:", *notes, sep="\n    ")
-    print(f"median first - second over {repeats} runs: {statistics.median(excess):.2f} s")
+    print(f"median first - second over {repeats} runs: {statistics.median(excess):.2f} s, "
+          f"max {max(excess):.2f} s")
 
 
 def units_cpu(tree: str | None = None) -> dict:
-    """CPU seconds of preparing each unit of the demo alone, each in a fresh process
-    with an empty cache (numba's start-up included)."""
+    """CPU seconds of preparing each unit of the demo, each in a fresh process (numba's
+    start-up included), in one cache folder, empty at the start: integrate's box kernels
+    first, so that the unit of the other integration kernels, whose warm-up runs
+    integrate, loads them instead of compiling them again."""
     cpu = {}
-    for unit in DEMO_UNITS:
-        with tempfile.TemporaryDirectory() as tmp:
+    order = sorted(DEMO_UNITS, key=lambda u: u != "gonio.core.integration.box_kernels")
+    with tempfile.TemporaryDirectory() as tmp:
+        for unit in order:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             r = subprocess.run([sys.executable, "-m", "gonio.core.jit", unit], cwd=tmp,
                                env=tree_env(tree, NUMBA_CACHE_DIR=tmp), check=True,
                                capture_output=True)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu[unit] = ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-                     if r.stdout.strip() else 0.0)  # no output: the tree has no such unit
-    return cpu
+            cpu[unit] = ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                         if r.stdout.strip() else 0.0)  # no output: the tree has no such unit
+    return {unit: cpu[unit] for unit in DEMO_UNITS}
 
 
 def compile_cpu(repeats: int) -> None:
@@ -183,20 +192,19 @@ def compare(tree: str, repeats: int, other: str | None = None) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 first, second, steps1, steps2, _ = first_and_second(Path(tmp), trees[name])
             excess.setdefault(name, []).append(first - second)
-            wait.setdefault(name, []).append(steps1.get("findspots", 0.0)
-                                             - steps2.get("findspots", 0.0))
+            wait.setdefault(name, []).append(sum(steps1.get(s, 0.0) - steps2.get(s, 0.0)
+                                                 for s in ("findspots", "integrate")))
             print(f"{name}: demo (load {load:.1f}) first {first:.2f} s, second {second:.2f} s, "
-                  f"first - second {first - second:.2f} s (simulate "
-                  f"{steps1.get('simulate', 0):.2f} / {steps2.get('simulate', 0):.2f} s, "
-                  f"findspots {steps1.get('findspots', 0):.2f} / "
-                  f"{steps2.get('findspots', 0):.2f} s)", flush=True)
+                  f"first - second {first - second:.2f} s (" + ", ".join(
+                      f"{s} {steps1.get(s, 0):.2f} / {steps2.get(s, 0):.2f} s"
+                      for s in ("simulate", "findspots", "integrate")) + ")", flush=True)
     for name in trees:
         totals = [sum(u.values()) for u in cpu[name]]
         per_unit = {u: statistics.median(c[u] for c in cpu[name]) for u in DEMO_UNITS}
         print(f"{name}: median compile CPU {statistics.median(totals):.2f} s ("
               + ", ".join(f"{u.split('.', 2)[-1]} {s:.2f}" for u, s in per_unit.items())
               + f"); median first - second {statistics.median(excess[name]):.2f} s, of which "
-              f"findspots {statistics.median(wait[name]):.2f} s")
+              f"findspots and integrate {statistics.median(wait[name]):.2f} s")
 
 
 def main(argv: list[str]) -> None:

@@ -43,15 +43,20 @@ import time
 
 #: Units of kernels prepared ahead: unit (a package or module prefix) ->
 #: (warm-up function "module:function", seconds it takes to compile on a
-#: 2-core machine with an empty cache). A warm-up calls the unit's entry
-#: points on tiny inputs with the dtypes the steps use, so that every
-#: specialisation a step needs is compiled and cached.
+#: 2-core machine with an empty cache, the process's start-up included;
+#: measured with ``benchmarks/bench_first_run.py compile``). A warm-up calls the
+#: unit's entry points on tiny inputs with the dtypes the steps use, so that every
+#: specialisation a step needs is compiled and cached. Integrate's kernels are two
+#: units (the kernels on whole shoeboxes, and the pixel kernels that cut frames into
+#: shoeboxes and fit profiles), which two processes compile at once.
 UNITS: dict[str, tuple[str, float]] = {
-    "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 5.0),
+    "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 4.0),
     "gonio.core.spotfinding": ("gonio.core.spotfinding.warmup:warm_up", 2.0),
     "gonio.core.io.shoebox_kernels": ("gonio.core.io.shoebox_kernels:warm_up", 2.0),
     "gonio.core.export.text_kernels": ("gonio.core.export.text_kernels:warm_up", 2.0),
-    "gonio.core.integration": ("gonio.core.integration.warmup:warm_up", 15.0),
+    "gonio.core.integration.box_kernels": (
+        "gonio.core.integration.warmup:warm_up_boxes", 5.0),
+    "gonio.core.integration": ("gonio.core.integration.warmup:warm_up", 6.0),
 }
 
 #: Called with one line of text when compilation really happens (the shell
@@ -434,6 +439,34 @@ def _unserialize_ir_only(codegen, state):
     return library
 
 
+def _faster_flag_comparisons() -> None:
+    """Let numba compare its compiler flags without building every option's value twice.
+
+    numba keys the typing of every call to an ``@overload`` function (each array index,
+    ``max``, ``np.empty``, ...) by the compiler flags, whose hash and equality build a
+    dict of all ~20 option values through their properties: ~140,000 times while
+    integrate's kernels compile, ~8 % of their compile CPU. The dict of the defaults is
+    built once per flags class and the values set on top of it: the same dict (numba's
+    setters store only declared options). Skipped if numba's internals differ."""
+    try:
+        from numba.core.targetconfig import TargetConfig
+    except ImportError:  # pragma: no cover - another numba
+        return
+    if getattr(TargetConfig, "_gonio_values", False) or not hasattr(TargetConfig, "options"):
+        return
+
+    def values(self):
+        cls = type(self)
+        defaults = cls.__dict__.get("_gonio_defaults")
+        if defaults is None:
+            defaults = {name: option.default for name, option in cls.options.items()}
+            cls._gonio_defaults = defaults
+        return {**defaults, **self._values}
+
+    TargetConfig.values = values
+    TargetConfig._gonio_values = True
+
+
 def _internal_class(base):
     """``base`` (numba's dispatcher class) refusing calls from Python, which would jump to
     the missing entry point."""
@@ -471,6 +504,7 @@ def njit(fn=None, **options):
             dispatcher.__class__ = _INTERNAL_CLASS
         try:
             if _CACHE_CLASS is None:
+                _faster_flag_comparisons()
                 _CACHE_CLASS = _kernel_cache_class()
             dispatcher._cache = _CACHE_CLASS(f)
             dispatcher._cache._impl.ir_only = bool(internal)

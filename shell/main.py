@@ -54,16 +54,19 @@ def run_lines(session, lines, echo: bool = False) -> int:
     return 0
 
 
-#: The kernel units (``gonio.core.jit.UNITS``) each step compiles on its first run.
+#: The kernel units (``gonio.core.jit.UNITS``) each step compiles on its first run, the
+#: one that takes longest first: while a step waits for a unit that the background process
+#: compiles it prepares the next ones that compile faster (``jit.prepare_meanwhile``), so
+#: that the two halves of integrate's kernels compile on two cores at once.
 STEP_KERNELS = {
     "findspots": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding"),
-    "integrate": ("gonio.core.integration",),
+    "integrate": ("gonio.core.integration", "gonio.core.integration.box_kernels"),
     "process": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding",
-                "gonio.core.integration"),
+                "gonio.core.integration", "gonio.core.integration.box_kernels"),
 }
 #: Units a step needs only after a while (process integrates after finding spots, indexing
 #: and refining): prepared in the background even when the step comes first.
-LATER_KERNELS = {"process": ("gonio.core.integration",)}
+LATER_KERNELS = {"process": ("gonio.core.integration", "gonio.core.integration.box_kernels")}
 
 
 def prepare_kernels(lines: list[str] | None = None) -> None:

@@ -374,10 +374,12 @@ def test_one_background_process_per_spare_core(tmp_path, monkeypatch, cores, exp
     assert started == [["--nice=0", *units] for units in expected]
 
 
-def test_the_demo_prepares_the_spot_finding_kernels_while_it_simulates(monkeypatch):
+def test_the_demo_prepares_its_kernels_while_it_simulates(monkeypatch):
     """``gonio demo`` starts with the simulator, which has no kernels, and starts one
     background preparation, at the normal priority, of the spot-finding units in the
-    order findspots needs them; while it waits for one it prepares the others."""
+    order findspots needs them, then of integrate's two units, the one that takes longer
+    first; while a step waits for one it prepares the others that compile faster (at
+    integrate: the other half of its kernels, on the other core)."""
     from gonio.core import jit
     from gonio.shell import main
     from gonio.shell.demo import SCRIPT
@@ -388,6 +390,31 @@ def test_the_demo_prepares_the_spot_finding_kernels_while_it_simulates(monkeypat
     monkeypatch.setattr(jit, "_meanwhile", [])
     main.prepare_kernels(main.split_commands(SCRIPT.read_text()))
     threshold, spotfinding = "gonio.core.spotfinding.threshold", "gonio.core.spotfinding"
-    assert calls == [([threshold, spotfinding], 0)]
-    assert jit._meanwhile == [threshold, spotfinding]
+    pixels, boxes = "gonio.core.integration", "gonio.core.integration.box_kernels"
+    assert calls == [([threshold, spotfinding, pixels, boxes], 0)]
+    assert jit._meanwhile == [threshold, spotfinding, pixels, boxes]
+    assert jit.UNITS[boxes][1] <= jit.UNITS[pixels][1]  # so the step helps with it
     assert main.STEP_KERNELS.get("simulate", ()) == ()  # nothing to compile first
+
+
+def test_faster_flag_comparisons_give_numba_s_own_values():
+    """gonio's values() of numba's compiler flags (built from the defaults once per class)
+    is numba's own: the same dict, so the same hash and equality, for default flags and
+    for flags with options set."""
+    from numba.core.compiler import Flags
+    from numba.core.targetconfig import TargetConfig
+
+    from gonio.core import jit
+
+    def numba_values(flags):  # numba's definition
+        return {k: getattr(flags, k) for k in flags.options}
+
+    jit._faster_flag_comparisons()
+    assert getattr(TargetConfig, "_gonio_values", False)
+    plain, tuned = Flags(), Flags()
+    tuned.nrt, tuned.error_model, tuned.boundscheck = True, "numpy", True
+    for flags in (plain, tuned):
+        assert flags.values() == numba_values(flags)
+    other = Flags()
+    other.nrt, other.error_model, other.boundscheck = True, "numpy", True
+    assert other == tuned and hash(other) == hash(tuned) and plain != tuned

@@ -1,7 +1,9 @@
 """Numba kernels of integration (``gonio.core.jit.njit``: compiled on first use, cached,
-GIL released).
+GIL released). The kernels on whole shoeboxes (:func:`box_extent`, :func:`process` and
+the background models, :func:`repack`) live in :mod:`.box_kernels` (imported here), a
+unit of kernels that compiles apart.
 
-Shoebox mask codes are DIALS's (dials/model/data/mask_code.h): Valid 1,
+Shoebox mask codes are DIALS's (dials/model/data/mask_code.h, :mod:`.mask_codes`): Valid 1,
 Background 2, Foreground 4, Strong 8, BackgroundUsed 16, Overlapped 32.
 
 Profile coordinates. A pixel seen along unit direction u at rotation angle phi'
@@ -40,10 +42,12 @@ import numpy as np
 
 from gonio.core.jit import INTERNAL, njit
 
+# the kernels on whole shoeboxes (bounds, background, summation, centroids) compile as a
+# unit of their own (gonio.core.jit.UNITS), in parallel with this module's
+from .box_kernels import box_extent, glm_constant, process, repack, simple_background  # noqa: F401
+from .mask_codes import BACKGROUND, FOREGROUND, OVERLAPPED, SHARED, VALID
 from .prefetch import prefetch
 
-VALID, BACKGROUND, FOREGROUND, STRONG, BACKGROUND_USED, OVERLAPPED = 1, 2, 4, 8, 16, 32
-SHARED = 64  # gonio's own: a foreground pixel also inside another reflection's foreground
 # per-pixel scratch state of extract_frame: a gap or masked pixel, and the claims count
 STATIC_BAD, CLAIMS = 128, 127
 RAD = 180.0 / math.pi
@@ -70,7 +74,7 @@ def _frame_axes(geo, r, beam, ang):
     return a_u + a_v + a_t
 
 
-@njit
+@njit(**INTERNAL)
 def _rotated_axis(e0, e1, e2, geo, r, beam, cs, sn, scale):
     """(A (3), c) of one axis e: e.d / scale = A . dir + c (see :func:`_frame_axes`)."""
     k0 = beam[6]
@@ -337,7 +341,7 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
             bm = _box_model(ax, dirs, top, nx, x0, x1, y0, y1) if by_box else \
                 (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
             if by_box:
-                xa, xb = _box_row_span(bm, y0, y1, x0, x1, y0, lim, tlim)
+                xa, xb = _box_row_span(bm, y0, y1, x0, x1, np.int64(y0), lim, tlim)
                 xa1, xb1 = _box_row_span(bm, y0, y1, x0, x1, y0 + 1, lim, tlim)
             for y in range(y0, y1):
                 row = top + y * nx
@@ -441,364 +445,10 @@ def panel_geometry(detector) -> np.ndarray:
     return out
 
 
-@njit
-def box_extent(s1, s0, m2, e1, e2, half, lo, hi, panel, pg, out):
-    """The pixel extent of each reflection's spot over its rotation range: where the
-    diffracted beams through the 4 corners of the square +-``half[r]`` (1/A, along e1 and
-    e2 about s1) meet the detector at 4 angles evenly spaced from ``lo[r]`` to ``hi[r]``
-    (rad, relative to the reflection's angle; the lattice point rotated about the unit
-    axis m2, Rodrigues). out[r] = (min x, max x, min y, max y, all 16 on the panel plane
-    in front of the sample: 1 or 0), px, the parallax shift applied as
-    :meth:`Panel.millimeter_to_pixel` does."""
-    for r in range(s1.shape[0]):
-        p = panel[r]
-        xmin = ymin = np.inf
-        xmax = ymax = -np.inf
-        good = 1.0
-        for i in range(4):
-            ang = lo[r] + (i / 3.0) * (hi[r] - lo[r])
-            c, sn = math.cos(ang), math.sin(ang)
-            for k in range(4):
-                a = -1.0 if k % 2 == 0 else 1.0
-                b = -1.0 if k < 2 else 1.0
-                v0 = s1[r, 0] - s0[0] + half[r] * (a * e1[r, 0] + b * e2[r, 0])
-                v1 = s1[r, 1] - s0[1] + half[r] * (a * e1[r, 1] + b * e2[r, 1])
-                v2 = s1[r, 2] - s0[2] + half[r] * (a * e1[r, 2] + b * e2[r, 2])
-                md = (m2[0] * v0 + m2[1] * v1 + m2[2] * v2) * (1.0 - c)
-                r0 = s0[0] + v0 * c + (m2[1] * v2 - m2[2] * v1) * sn + m2[0] * md
-                r1 = s0[1] + v1 * c + (m2[2] * v0 - m2[0] * v2) * sn + m2[1] * md
-                r2 = s0[2] + v2 * c + (m2[0] * v1 - m2[1] * v0) * sn + m2[2] * md
-                w = pg[p, 6] * r0 + pg[p, 7] * r1 + pg[p, 8] * r2
-                if not w > 0.0:
-                    good = 0.0
-                    continue
-                x = (pg[p, 0] * r0 + pg[p, 1] * r1 + pg[p, 2] * r2) / w
-                y = (pg[p, 3] * r0 + pg[p, 4] * r1 + pg[p, 5] * r2) / w
-                if pg[p, 22] > 0.0:
-                    l0 = pg[p, 9] + x * pg[p, 12] + y * pg[p, 15]
-                    l1 = pg[p, 10] + x * pg[p, 13] + y * pg[p, 16]
-                    l2 = pg[p, 11] + x * pg[p, 14] + y * pg[p, 17]
-                    norm = math.sqrt(l0 * l0 + l1 * l1 + l2 * l2)
-                    l0, l1, l2 = l0 / norm, l1 / norm, l2 / norm
-                    cos_t = l0 * pg[p, 18] + l1 * pg[p, 19] + l2 * pg[p, 20]
-                    mu, t0 = pg[p, 21], pg[p, 22]
-                    o = 1.0 / mu - (t0 / cos_t + 1.0 / mu) * math.exp(-mu * t0 / cos_t)
-                    dx = (l0 * pg[p, 12] + l1 * pg[p, 13] + l2 * pg[p, 14]) * o
-                    dy = (l0 * pg[p, 15] + l1 * pg[p, 16] + l2 * pg[p, 17]) * o
-                    x, y = x + dx, y + dy
-                x /= pg[p, 23]
-                y /= pg[p, 24]
-                if not (math.isfinite(x) and math.isfinite(y)):
-                    good = 0.0
-                    continue
-                xmin, xmax = min(xmin, x), max(xmax, x)
-                ymin, ymax = min(ymin, y), max(ymax, y)
-        out[r, 0], out[r, 1], out[r, 2], out[r, 3], out[r, 4] = xmin, xmax, ymin, ymax, good
-
-
-@njit
-def repack(rows, old_off, new_off, sizes, src, dst):
-    """Copy shoeboxes ``rows`` from ``src`` at ``old_off`` to ``dst`` at ``new_off``."""
-    for ii in range(rows.shape[0]):
-        r = rows[ii]
-        a = old_off[r]
-        b = new_off[r]
-        for j in range(sizes[r]):
-            dst[b + j] = src[a + j]
-
-
-# -- background --------------------------------------------------------------------------
-
-
-@njit
-def _poisson_terms(j1, j2, mu):
-    """P(Y <= j1), P(Y <= j2), P(Y = j1), P(Y = j2) for Y ~ Poisson(mu), j1 <= j2: the
-    probabilities by the recurrence P(k + 1) = P(k) mu / (k + 1) from the start of the
-    window where the mass is (one exponential per call)."""
-    k0 = max(0, int(mu - 12.0 * math.sqrt(mu) - 10.0))
-    c1 = c2 = p1 = p2 = 0.0
-    if j2 < k0:
-        return c1, c2, p1, p2
-    pk = math.exp(k0 * math.log(mu) - mu - math.lgamma(k0 + 1.0))
-    s = 0.0
-    for k in range(k0, j2 + 1):
-        s += pk
-        if k == j1:
-            c1, p1 = s, pk
-        if k == j2:
-            c2, p2 = s, pk
-        pk *= mu / (k + 1.0)
-    return min(c1, 1.0), min(c2, 1.0), p1, p2
-
-
-@njit
-def _argsort(y, n):
-    """Indices that sort y[:n] ascending (heapsort: a few lines that compile in a
-    fraction of the time numba's np.argsort takes)."""
-    idx = np.arange(n)
-    for start in range(n // 2 - 1, -1, -1):
-        _sift(y, idx, start, n)
-    for end in range(n - 1, 0, -1):
-        idx[0], idx[end] = idx[end], idx[0]
-        _sift(y, idx, np.int64(0), end)
-    return idx
-
-
-@njit
-def _sift(y, idx, root, end):
-    while True:
-        child = 2 * root + 1
-        if child >= end:
-            return
-        if child + 1 < end and y[idx[child + 1]] > y[idx[child]]:
-            child += 1
-        if y[idx[root]] >= y[idx[child]]:
-            return
-        idx[root], idx[child] = idx[child], idx[root]
-        root = child
-
-
-@njit
-def _glm_score(vals, cnts, m, n, mu, c):
-    """Sum of Huber psi of Pearson residuals minus its expectation under Poisson(mu)
-    (Cantoni & Ronchetti (2001) J. Am. Stat. Assoc. 96, 1022: the Fisher-consistent
-    robust quasi-likelihood); decreasing in mu. The pixels are given as m distinct
-    values ``vals`` with multiplicities ``cnts`` (n in all)."""
-    sd = math.sqrt(mu)
-    s = 0.0
-    for i in range(m):
-        r = (vals[i] - mu) / sd
-        s += cnts[i] * max(-c, min(c, r))
-    j1 = int(math.floor(mu - c * sd))
-    j2 = int(math.floor(mu + c * sd))
-    c1, c2, p1, p2 = _poisson_terms(j1, j2, mu)
-    e = c * (1.0 - c2 - c1) + sd * (p1 - p2)
-    return s - n * e
-
-
-@njit
-def glm_constant(y, n, c):
-    """Robust Poisson GLM with a constant model (DIALS ``glm`` background): the mean
-    mu solving the Cantoni-Ronchetti estimating equation (root in log(mu)).
-    Returns mu (counts per pixel)."""
-    if n == 0:
-        return np.nan
-    ymax = y[0]
-    integral = True
-    for i in range(n):
-        ymax = max(ymax, y[i])
-        if y[i] < 0 or y[i] != math.floor(y[i]):
-            integral = False
-    if ymax <= 0.0:
-        return 0.0
-    if integral and ymax < 4 * n + 1024:  # counts: a histogram, O(n)
-        hist = np.zeros(int(ymax) + 1)
-        for i in range(n):
-            hist[int(y[i])] += 1.0
-        m = np.int64(0)
-        for v in range(hist.shape[0]):
-            if hist[v] > 0:
-                m += 1
-        vals = np.empty(m)
-        cnts = np.empty(m)
-        m = np.int64(0)
-        for v in range(hist.shape[0]):
-            if hist[v] > 0:
-                vals[m] = v
-                cnts[m] = hist[v]
-                m += 1
-    else:
-        order = _argsort(y, n)
-        ys = np.empty(n)
-        for i in range(n):
-            ys[i] = y[order[i]]
-        vals = np.empty(n)
-        cnts = np.empty(n)
-        m = np.int64(0)
-        for i in range(n):
-            if m > 0 and ys[i] == vals[m - 1]:
-                cnts[m - 1] += 1.0
-            else:
-                vals[m] = ys[i]
-                cnts[m] = 1.0
-                m += 1
-    return _glm_solve(vals, cnts, m, n, c, ymax)
+# -- the background model at a pixel ------------------------------------------------------
 
 
 @njit(**INTERNAL)
-def _glm_hist_root(hist, nh, imax, n, c, vals, cnts):
-    """:func:`glm_constant` of n counts given as 4 histograms of bins 0..imax (< nh) in
-    ``hist`` (4 nh; :func:`process` fills them in turn), which it leaves zero. ``vals``,
-    ``cnts``: scratch of nh."""
-    m = np.int64(0)
-    for v in range(imax + 1):
-        k = hist[v] + hist[nh + v] + hist[2 * nh + v] + hist[3 * nh + v]
-        hist[v] = hist[nh + v] = hist[2 * nh + v] = hist[3 * nh + v] = 0.0
-        if k > 0:
-            vals[m] = v
-            cnts[m] = k
-            m += 1
-    if imax <= 0:
-        return 0.0
-    return _glm_solve(vals, cnts, m, n, c, float(imax))
-
-
-@njit(**INTERNAL)
-def _glm_solve(vals, cnts, m, n, c, ymax):
-    """The root of :func:`_glm_score` for the n pixels given as m distinct values ``vals``
-    (ascending) with multiplicities ``cnts``, the largest ``ymax`` > 0."""
-    # the root in x = log(mu) by false position with the Illinois modification (a
-    # bracket that shrinks from both sides: ~10 evaluations instead of bisection's ~30)
-    lo = math.log(1e-6)
-    hi = math.log(ymax + 1.0)
-    f_lo = _glm_score(vals, cnts, m, n, math.exp(lo), c)
-    if f_lo <= 0.0:
-        return 0.0
-    f_hi = _glm_score(vals, cnts, m, n, math.exp(hi), c)
-    if f_hi > 0.0:
-        return math.exp(hi)
-    side = 0
-    for _ in range(100):
-        x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
-        if not (lo < x < hi):
-            x = 0.5 * (lo + hi)
-        fx = _glm_score(vals, cnts, m, n, math.exp(x), c)
-        if fx > 0.0:
-            lo, f_lo = x, fx
-            if side == -1:
-                f_hi *= 0.5
-            side = -1
-        else:
-            hi, f_hi = x, fx
-            if side == 1:
-                f_lo *= 0.5
-            side = 1
-        if hi - lo < 1e-7 or fx == 0.0:
-            break
-    return math.exp(0.5 * (lo + hi)) if fx != 0.0 else math.exp(x)
-
-
-@njit
-def _fit_plane(y, X, keep, n, npar):
-    """Least-squares coefficients of y ~ X[:, :npar] over kept rows."""
-    A = np.zeros((npar, npar))
-    b = np.zeros(npar)
-    for i in range(n):
-        if keep[i]:
-            for a in range(npar):
-                b[a] += X[i, a] * y[i]
-                for q in range(npar):
-                    A[a, q] += X[i, a] * X[i, q]
-    for a in range(npar):
-        A[a, a] += 1e-9
-    return _solve_small(A, b, npar)
-
-
-@njit
-def _solve_small(A, b, n):
-    """x with A x = b for a small n x n system, by Gaussian elimination with partial
-    pivoting (A and b are overwritten; a few lines instead of LAPACK's binding, which
-    costs seconds to compile)."""
-    for k in range(n):
-        piv = k
-        for i in range(k + 1, n):
-            if abs(A[i, k]) > abs(A[piv, k]):
-                piv = i
-        if piv != k:
-            for q in range(n):
-                A[k, q], A[piv, q] = A[piv, q], A[k, q]
-            b[k], b[piv] = b[piv], b[k]
-        for i in range(k + 1, n):
-            f = A[i, k] / A[k, k]
-            for q in range(k, n):
-                A[i, q] -= f * A[k, q]
-            b[i] -= f * b[k]
-    x = np.zeros(n)
-    for k in range(n - 1, -1, -1):
-        s = b[k]
-        for q in range(k + 1, n):
-            s -= A[k, q] * x[q]
-        x[k] = s / A[k, k]
-    return x
-
-
-@njit
-def simple_background(y, X, n, npar, outlier, lower, upper, tukey):
-    """DIALS ``simple`` background: outlier rejection then a least-squares constant
-    (npar=1) or plane (npar=3: 1, x, y; 4: 1, x, y, z) over the pixels ``y``.
-
-    outlier: 0 null, 1 nsigma (iterated mean +- lower/upper sigma), 2 truncated (drop
-    the lowest and highest 5 %), 3 tukey (median +- tukey * IQR), 4 normal (drop the
-    highest pixels while the maximum is beyond the expected maximum of n normal
-    deviates). Returns (coefficients, kept mask).
-    """
-    keep = np.ones(n, np.bool_)
-    if outlier == 1:
-        for _ in range(20):
-            m = 0.0
-            k = 0
-            for i in range(n):
-                if keep[i]:
-                    m += y[i]
-                    k += 1
-            if k < 2:
-                break
-            m /= k
-            v = 0.0
-            for i in range(n):
-                if keep[i]:
-                    v += (y[i] - m) ** 2
-            sd = math.sqrt(v / (k - 1))
-            changed = False
-            for i in range(n):
-                if keep[i] and (y[i] < m - lower * sd or y[i] > m + upper * sd):
-                    keep[i] = False
-                    changed = True
-            if not changed:
-                break
-    elif outlier == 2 or outlier == 3:
-        order = _argsort(y, n)
-        if outlier == 2:
-            cut = int(0.05 * n)
-            for i in range(cut):
-                keep[order[i]] = False
-                keep[order[n - 1 - i]] = False
-        else:
-            q1 = y[order[int(0.25 * (n - 1))]]
-            q3 = y[order[int(0.75 * (n - 1))]]
-            iqr = q3 - q1
-            for i in range(n):
-                if y[i] < q1 - tukey * iqr or y[i] > q3 + tukey * iqr:
-                    keep[i] = False
-    elif outlier == 4:
-        order = _argsort(y, n)
-        k = n
-        while k > 10:
-            m = 0.0
-            for i in range(k):
-                m += y[order[i]]
-            m /= k
-            v = 0.0
-            for i in range(k):
-                v += (y[order[i]] - m) ** 2
-            sd = math.sqrt(v / (k - 1))
-            # expected maximum of k standard normal deviates (Blom)
-            pk = (k - 0.375) / (k + 0.25)
-            t = math.sqrt(-2.0 * math.log(1.0 - pk))
-            zmax = t - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (
-                1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t ** 3)
-            if sd > 0 and (y[order[k - 1]] - m) / sd > zmax:
-                keep[order[k - 1]] = False
-                k -= 1
-            else:
-                break
-    return _fit_plane(y, X, keep, n, npar), keep
-
-
-# -- per-reflection processing -----------------------------------------------------------
-
-
-@njit
 def background_at(bg_coef, r, j, w, h, d):
     """The background model of reflection r at pixel j of its shoebox (w x h x d, flat
     index), in photons per pixel (times the panel gain: counts): the constant, or the plane
@@ -820,181 +470,6 @@ def _flat_background(bg_coef, r):
     return flat, max(bg_coef[r, 0], 0.0)
 
 
-@njit(error_model="numpy")
-def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, npar,
-            outlier, lower, upper, tukey, bg_coef, out_f, out_i, yv, X, fg_v, fg_xyz, hist, vals,
-            cnts):
-    """Background, summation and centroid of the complete shoeboxes ``rows``.
-
-    Stores the background model's coefficients in ``bg_coef[r]`` (photons per pixel:
-    constant, then the plane's slopes along x, y, z about the box centre;
-    :func:`background_at` evaluates it); per row r:
-    out_f[r] = (bg mean, var(bg mean), I sum, var I sum, x, y, z, var x, var y, var z,
-    bg sum, var bg sum) and out_i[r] = (n valid, n background, n foreground, n background
-    used, status: 0 ok, 1 no background, 2 no foreground, 3 foreground has bad pixels,
-    foreground pixels given to an overlapping reflection).
-    Summation: I = sum over foreground of (counts - B); var = gain * sum(counts) + n_fg^2
-    var(B) (Poisson counts with the panel gain, and the error of the background estimate).
-    ``yv``, ``X`` (rows: 1 for the GLM, else as ``yv``), ``fg_v`` and ``fg_xyz`` (rows, 3)
-    are scratch, at least as long as the largest shoebox of ``rows``: one pass over the
-    box gathers the background pixels and the counts and positions of the valid
-    foreground ones; the sums then visit only those. For the GLM the same pass counts the
-    background pixels into ``hist`` (4 histograms of nh bins, zero on entry and left
-    zero; ``vals``, ``cnts``: scratch of nh), which is all the GLM needs when they are
-    counts below nh (else it takes them from ``yv``).
-    """
-    nh = hist.shape[0] // 4
-    for ii in range(rows.shape[0]):
-        r = rows[ii]
-        x0, y0, z0 = bbox[r, 0], bbox[r, 2], bbox[r, 4]
-        w = bbox[r, 1] - x0
-        h = bbox[r, 3] - y0
-        d = bbox[r, 5] - z0
-        o = off[r]
-        g = gain[panel[r]]
-        nbg = np.int64(0)
-        nval = 0
-        nsum = np.int64(0)
-        nov = 0
-        bad_fg = False
-        imax = np.int64(0)
-        spill = False
-        j = o
-        for zz in range(d):
-            for yy in range(h):
-                for xx in range(w):
-                    m = sb_mask[j]
-                    if m & VALID:
-                        nval += 1
-                        if m & BACKGROUND:
-                            val = sb_data[j] / g
-                            yv[nbg] = val
-                            if algorithm == 0:
-                                # four histograms in turn: one would wait on its own last
-                                # increment (neighbouring pixels mostly have equal counts)
-                                if 0.0 <= val < nh and val == int(val):
-                                    iv = int(val)
-                                    hist[(nbg & 3) * nh + iv] += 1.0
-                                    imax = max(imax, iv)
-                                else:
-                                    spill = True
-                            else:
-                                X[nbg, 0] = 1.0
-                                X[nbg, 1] = xx - 0.5 * w
-                                X[nbg, 2] = yy - 0.5 * h
-                                X[nbg, 3] = zz - 0.5 * d
-                            nbg += 1
-                        if m & FOREGROUND:
-                            fg_v[nsum] = sb_data[j]
-                            fg_xyz[nsum, 0] = xx
-                            fg_xyz[nsum, 1] = yy
-                            fg_xyz[nsum, 2] = zz
-                            nsum += 1
-                    elif m & FOREGROUND:
-                        bad_fg = True  # a gap, masked or untrusted pixel in the foreground
-                    if m & OVERLAPPED:
-                        nov += 1
-                    j += 1
-        nfg = nsum
-        status = 0
-        c0 = c1 = c2 = c3 = 0.0
-        var_b = 0.0
-        nused = 0
-        if nbg < 1:
-            status = 1
-        elif algorithm == 0:
-            if spill:  # not all counts below nh: the histograms are cleared, yv is used
-                hist[:4 * nh] = 0.0
-                c0 = glm_constant(yv, nbg, glm_c)
-            else:
-                c0 = _glm_hist_root(hist, nh, imax, nbg, glm_c, vals, cnts)
-            nused = nbg
-            var_b = max(c0, 1.0 / nbg) / nbg
-        else:
-            c, keep = simple_background(yv, X, nbg, npar, outlier, lower, upper, tukey)
-            c0 = c[0]
-            if npar > 1:
-                c1 = c[1]
-            if npar > 2:
-                c2 = c[2]
-            if npar > 3:
-                c3 = c[3]
-            rss = 0.0
-            for q in range(nbg):
-                if keep[q]:
-                    nused += 1
-                    pred = 0.0
-                    for a in range(npar):
-                        pred += c[a] * X[q, a]
-                    rss += (yv[q] - pred) ** 2
-            var_b = rss / max(nused - npar, 1) / max(nused, 1)
-        bg_coef[r, 0] = c0
-        bg_coef[r, 1] = c1
-        bg_coef[r, 2] = c2
-        bg_coef[r, 3] = c3
-        # sums over the valid foreground, background subtracted
-        flat = c1 == 0.0 and c2 == 0.0 and c3 == 0.0
-        b_flat = max(c0, 0.0) * g
-        isum = 0.0
-        csum = 0.0
-        bsum = 0.0
-        sx = 0.0
-        sy = 0.0
-        sz = 0.0
-        sxx = 0.0
-        syy = 0.0
-        szz = 0.0
-        sw = 0.0
-        for k in range(nsum):
-            xx, yy, zz = fg_xyz[k, 0], fg_xyz[k, 1], fg_xyz[k, 2]
-            b = b_flat
-            if not flat:
-                b = c0 + c1 * (xx - 0.5 * w) + c2 * (yy - 0.5 * h) + c3 * (zz - 0.5 * d)
-                b = max(b, 0.0) * g
-            v = fg_v[k]
-            isum += v - b
-            csum += v
-            bsum += b
-            wt = v - b
-            if wt > 0:
-                px = x0 + xx + 0.5
-                py = y0 + yy + 0.5
-                pz = z0 + zz + 0.5
-                sw += wt
-                sx += wt * px
-                sy += wt * py
-                sz += wt * pz
-                sxx += wt * px * px
-                syy += wt * py * py
-                szz += wt * pz * pz
-        if nfg == 0:
-            status = 2 if status == 0 else status
-        out_f[r, 0] = c0 * g
-        out_f[r, 1] = var_b * g * g
-        out_f[r, 2] = isum
-        out_f[r, 3] = g * max(csum, 0.0) + nfg * nfg * var_b * g * g
-        if sw > 0:
-            mx, my, mz = sx / sw, sy / sw, sz / sw
-            out_f[r, 4] = mx
-            out_f[r, 5] = my
-            out_f[r, 6] = mz
-            # variance of the centroid: spread / sum of weights (DIALS centroid variance)
-            out_f[r, 7] = max(sxx / sw - mx * mx, 1.0 / 12.0) / sw
-            out_f[r, 8] = max(syy / sw - my * my, 1.0 / 12.0) / sw
-            out_f[r, 9] = max(szz / sw - mz * mz, 1.0 / 12.0) / sw
-        else:
-            for a in range(4, 10):
-                out_f[r, a] = np.nan
-        out_f[r, 10] = bsum
-        out_f[r, 11] = nfg * nfg * var_b * g * g
-        out_i[r, 0] = nval
-        out_i[r, 1] = nbg
-        out_i[r, 2] = nfg
-        out_i[r, 3] = nused
-        out_i[r, 4] = 3 if (status == 0 and bad_fg) else status
-        out_i[r, 5] = nov
-
-
 # -- reference profiles and profile fitting ------------------------------------------------
 
 
@@ -1005,14 +480,14 @@ def _grid_pos(u, h, n):
     return u / h + 0.5 * (n - 1)
 
 
-@njit
+@njit(**INTERNAL)
 def _image_axes(r, f, geo, beam, scan):
     """:func:`_frame_axes` of reflection r at the centre of image f (frames from the scan
     start)."""
     return _frame_axes(geo, r, beam, geo[r, 14] - (scan[0] + (f + 0.5) * scan[1]))
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", **INTERNAL)
 def _pixel_trilinear(ax, dirs, p, hxy, hz, nxy, nz):
     """:func:`_trilinear` of pixel p, whose direction ``dirs[p]`` the affine map ``ax``
     (3 x 4, row-major) takes to the normalised Kabsch coordinates."""
@@ -1022,7 +497,7 @@ def _pixel_trilinear(ax, dirs, p, hxy, hz, nxy, nz):
                       ax[8] * d0 + ax[9] * d1 + ax[10] * d2 + ax[11], hxy, hz, nxy, nz)
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", **INTERNAL)
 def _trilinear(u, v, t, hxy, hz, nxy, nz):
     """Base cell and weights of the 8 neighbours; base -1 when outside the grid."""
     gx = _grid_pos(u, hxy, nxy)
@@ -1062,14 +537,16 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, b
         x0, y0, z0 = bbox[r, 0], bbox[r, 2], bbox[r, 4]
         p = panel[r]
         nx = pnx[p]
-        x1, y1 = x0 + w, y0 + h
+        # the corners as bbox's integers, the first row as int64: the span helpers take
+        # the same argument types here as in extract_frame (one specialisation each)
+        x1, y1 = bbox[r, 1], bbox[r, 3]
         by_box = w > 4 and h > 2  # the rows' spans from the box's model (:func:`_box_model`)
         for zz in range(d):
             ax = _image_axes(r, z0 + zz, geo, beam, scan)
             bm = _box_model(ax, dirs, pix_off[p], nx, x0, x1, y0, y1) if by_box else \
                 (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
             if by_box:
-                xa, xb = _box_grid_span(bm, y0, y1, x0, x1, y0, g_uv, g_t)
+                xa, xb = _box_grid_span(bm, y0, y1, x0, x1, np.int64(y0), g_uv, g_t)
                 xa1, xb1 = _box_grid_span(bm, y0, y1, x0, x1, y0 + 1, g_uv, g_t)
             for yy in range(h):
                 row = pix_off[p] + (y0 + yy) * nx

@@ -1,12 +1,15 @@
 """Compile (or load from the cache) the integration kernels on a tiny sweep.
 
 Called by :mod:`gonio.core.jit` to prepare the kernels of ``integrate`` ahead of
-its first run (unit ``gonio.core.integration`` in ``UNITS``). It integrates a
-sweep of a few 64 x 64 px images made here with numpy (Gaussian spots at the
-predicted positions on a Poisson background; the simulator's own kernels are
-not needed), through :func:`.integrate.integrate` itself, so that every kernel
-is compiled with the argument types the step uses; ``repack``, which only long
-sweeps reach, is called directly with the types of the shoebox buffers.
+its first run, in two units that compile in two processes at once (``UNITS``):
+``gonio.core.integration.box_kernels`` (:func:`warm_up_boxes`: the kernels on whole
+shoeboxes, called on two tiny ones with the argument types the step passes) and
+``gonio.core.integration`` (:func:`warm_up`: the rest). :func:`warm_up` integrates a
+sweep of a few 64 x 64 px images made here with numpy (Gaussian spots at the predicted
+positions on a Poisson background; the simulator's own kernels are not needed), through
+:func:`.integrate.integrate` itself, so that every kernel is compiled with the argument
+types the step uses (those of the other unit too, when it has not been prepared: then
+:func:`warm_up_boxes` adds ``repack``, which only long sweeps reach).
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ def tiny_sweep(n_images: int = 10, size: int = 64):
 
 def warm_up() -> None:
     from ..formats.reader import InMemoryReader
-    from . import kernels as K
     from .integrate import integrate
     from .params import IntegrationParams
 
@@ -49,8 +51,42 @@ def warm_up() -> None:
     integrate([expt], None, IntegrationParams(sigma_b=0.3, sigma_m=0.15, nproc=1,
                                               min_reference_spots=1),
               readers=[InMemoryReader(list(images))])
+    warm_up_boxes()  # repack, which only long sweeps reach (loaded: the rest was compiled)
+
+
+
+def warm_up_boxes() -> None:
+    """The kernels on whole shoeboxes (:mod:`.box_kernels`) with the argument types
+    :func:`.integrate.integrate` passes them: the pixel extent of two reflections,
+    ``process`` on two 3 x 3 x 2 px shoeboxes (a bright centre on a flat background; one
+    compilation serves both background algorithms, an argument) and ``repack`` of the
+    two shoebox buffers (data and mask codes)."""
+    from .box_kernels import box_extent, process, repack
+    from .integrate import GLM_BINS
+    from .kernels import panel_geometry
+    from .mask_codes import BACKGROUND, FOREGROUND, VALID
+
+    expt, _ = tiny_sweep(n_images=2, size=8)
+    s0 = np.asarray(expt.beam.s0, float)
+    s1 = np.array([s0 + [0.02, 0.0, 0.0], s0 + [0.0, 0.02, 0.0]])
+    e1, e2 = np.tile([0.0, 0.0, 1.0], (2, 1)), np.tile([0.0, 1.0, 0.0], (2, 1))
+    box_extent(s1, s0, np.array([1.0, 0.0, 0.0]), e1, e2, np.full(2, 1e-3), np.full(2, -0.01),
+               np.full(2, 0.01), np.zeros(2, np.int64), panel_geometry(expt.detector),
+               np.zeros((2, 5)))
+    n, size = 2, 18
+    bbox = np.array([[0, 3, 0, 3, 0, 2], [3, 6, 0, 3, 0, 2]], np.int32)
+    mask = np.full(n * size, VALID | BACKGROUND, np.uint8)
+    mask[[4, 13, size + 4, size + 13]] = VALID | FOREGROUND
+    data = np.where(mask & FOREGROUND, 50.0, 3.0).astype(np.float32)
+    out_f, out_i = np.full((n, 12), np.nan), np.zeros((n, 6), np.int64)
+    for algorithm in (0, 1):
+        process(np.arange(n, dtype=np.int64), bbox, np.array([0, size], np.int64), data, mask,
+                np.ones(1), np.zeros(n, np.int64), algorithm, 1.345, 1, 1, 3.0, 3.0, 1.5,
+                np.zeros((n, 4)), out_f, out_i, np.empty(size), np.empty((size, 4)),
+                np.empty(size), np.empty((size, 3), np.int64), np.zeros(4 * GLM_BINS),
+                np.empty(GLM_BINS), np.empty(GLM_BINS))
     rows = np.arange(2, dtype=np.int64)
     sizes = np.array([3, 2], np.int64)
     old, new = np.array([0, 3], np.int64), np.array([2, 0], np.int64)
     for dtype in (np.float32, np.uint8):
-        K.repack(rows, old, new, sizes, np.zeros(5, dtype), np.zeros(5, dtype))
+        repack(rows, old, new, sizes, np.zeros(5, dtype), np.zeros(5, dtype))
