@@ -10,8 +10,8 @@ Reported:
   their ratios to decode (target <= 5; DIALS ~55) and to each other (target >= 1.7);
 - the same from CPU times, which do not depend on what else the machine runs: the
   CPU of every thread per phase (``IntegrationResult.timings["cpu.*"]``), and the
-  critical path on idle cores, the serial part (``cpu.serial``) plus the longest
-  threads of each parallel section (``cpu.parallel_span``);
+  critical path on idle cores, the serial part (``cpu.serial``) plus what each parallel
+  section's tasks take on nproc idle cores from their CPU (``cpu.parallel_span``);
 - the same for the sweep as a user gets it: run through import, findspots, index and
   refine in a session, integrate estimating the profile model from the indexed spots
   (the figure the 5x target is judged on; its boxes are ~1.6x larger);

@@ -82,6 +82,57 @@ def test_threads_and_cpu_accounting(close_sweep):
     assert r2.timings["cpu.parallel_span"] >= work2 / 2 * 0.999
 
 
+def test_the_pipeline_gives_one_table_whatever_the_threads_and_blocks(close_sweep):
+    """The blocks of frames run as a pipeline (extraction of one block beside the
+    background of the one before, the learning of the one before that and the fits whose
+    profiles are complete), each thread taking the next task when done: the integrated
+    table is the same to the bit with 1, 2 or 3 threads, profile fitting included (each
+    reference profile gets its references in the same order), and with blocks of 1 and
+    of 3 images the fits agree to rounding (the same references, summed in another
+    order) and the rest exactly."""
+    sim, p, reader = close_sweep
+    _, one, r1 = _integrate(sim, p, reader, nproc=1, block_size=3)
+    assert r1.n_prf > 1000 and r1.n_reference > 100
+    for kw in (dict(nproc=2, block_size=3), dict(nproc=3, block_size=3)):
+        _, other, _ = _integrate(sim, p, reader, **kw)
+        for name in COLUMNS:
+            np.testing.assert_array_equal(one[name], other[name], err_msg=f"{name} {kw}")
+    _, fine, _ = _integrate(sim, p, reader, nproc=2, block_size=1)
+    for name in COLUMNS:
+        if name.startswith("intensity.prf"):
+            np.testing.assert_allclose(one[name], fine[name], rtol=1e-5, err_msg=name)
+        else:
+            np.testing.assert_array_equal(one[name], fine[name], err_msg=name)
+
+
+def test_blas_runs_in_one_thread_inside_integrate(close_sweep, monkeypatch):
+    """integrate's threads are its own (nproc): the prediction's matrix products do not
+    start BLAS threads of their own beside them (threadpoolctl), and the limit is lifted
+    afterwards."""
+    from threadpoolctl import threadpool_info
+
+    from gonio.core.integration import integrate as I
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    if not blas_threads() or max(blas_threads()) < 2:
+        pytest.skip("BLAS runs one thread here anyway")
+    before = blas_threads()
+    seen = []
+    predict = I._predict
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return predict(*args)
+
+    monkeypatch.setattr(I, "_predict", spy)
+    sim, p, reader = close_sweep
+    _integrate(sim, p, reader, nproc=2)
+    assert seen and all(max(n) == 1 for n in seen)
+    assert blas_threads() == before
+
+
 def test_prediction_threads_follow_nproc(close_sweep, monkeypatch):
     """Large predictions split over nproc threads (static and scan-varying) give the same
     reflections as one thread."""

@@ -25,8 +25,10 @@ Per sweep (image set; several experiments, e.g. lattices, may share one):
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -137,8 +139,9 @@ def _models_and_predictions(experiments, indexed, params: IntegrationParams, gro
                             nproc: int, result: IntegrationResult):
     """(profile models, predicted table per sweep group). The prediction does not need the
     profile model: with several threads the model is estimated in one while the
-    reflections are predicted (by the others). Errors come in the same order as done one
-    after the other: the profile model's first."""
+    reflections are predicted (by the others: the prediction, 0.24 s of CPU in one thread
+    on the benchmark sweep, is the shorter of the two). Errors come in the same order as
+    done one after the other: the profile model's first."""
     timings = result.timings
     estimate = not (params.sigma_b is not None and params.sigma_m is not None)
     executor = ThreadPoolExecutor(1) if estimate and nproc > 1 else None
@@ -154,7 +157,9 @@ def _models_and_predictions(experiments, indexed, params: IntegrationParams, gro
         models = None if pending else models_timed()[0]
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            predicted = [_predict(experiments, params, g, nproc) for g in groups]
+            # one thread fewer while the estimate takes one (the estimate is the longer)
+            predicted = [_predict(experiments, params, g, nproc - 1 if pending else nproc)
+                         for g in groups]
         except IntegrationError:
             if pending:
                 pending.result()  # the profile model's error, if any, first
@@ -334,9 +339,11 @@ def _unsmoothed(dens: np.ndarray) -> np.ndarray:
 class _Chunk:
     """Shoebox pixels (counts and mask codes) of the reflections that started in one
     block, packed; ``off[r]`` (shared by all chunks) is where shoebox r starts in its
-    chunk. ``live``: still being recorded; ``waiting``: complete, waiting for profile
-    fitting. A chunk is dropped when both are empty, and compacted when most of it is
-    free, so memory follows the reflections in flight, not the sweep."""
+    chunk. ``live``: still being recorded; ``pending``: complete, waiting for their
+    background; ``learning``: references waiting to be added to the reference profiles
+    (also in ``waiting``); ``waiting``: waiting for profile fitting. A chunk is dropped
+    when nothing is left in it, and compacted when most of it is free, so memory follows
+    the reflections in flight, not the sweep."""
 
     def __init__(self, rows, sizes, off):
         starts = np.concatenate([[0], np.cumsum(sizes[rows])]).astype(np.int64)
@@ -346,30 +353,32 @@ class _Chunk:
         self.data = np.empty(total, np.float32)
         self.mask = np.zeros(total, np.uint8)
         self.live = rows
-        self.waiting = np.zeros(0, np.int64)
+        self.pending = self.learning = self.waiting = np.zeros(0, np.int64)
 
     def in_use(self, sizes) -> int:
-        return int(sizes[self.live].sum() + sizes[self.waiting].sum())
+        return int(sizes[self.live].sum() + sizes[self.pending].sum()
+                   + sizes[self.waiting].sum())
 
     def compacted(self, sizes, off) -> _Chunk:
-        """A copy holding only the live and waiting reflections."""
+        """A copy holding only the reflections still in use."""
         from .kernels import repack
 
-        rows = np.concatenate([self.live, self.waiting])
+        rows = np.concatenate([self.live, self.pending, self.waiting])
         old = off.copy()
         new = _Chunk(rows, sizes, off)
         for a, b in ((self.data, new.data), (self.mask, new.mask)):
             repack(rows, old, off, sizes, a, b)
-        new.live, new.waiting = self.live, self.waiting
+        new.live, new.pending, new.learning, new.waiting = \
+            self.live, self.pending, self.learning, self.waiting
         return new
 
 
 class _ThreadCpu:
     """CPU seconds per phase summed over the threads that ran it (``time.thread_time``),
-    for :attr:`IntegrationResult.timings` (``cpu.<phase>``): unlike wall times these do
-    not depend on what else the machine runs. ``cpu.parallel_span``: the CPU seconds of
-    the parallel sections' longest threads (each section's largest part, or its total
-    over ``nproc`` threads if larger), i.e. what they would take on ``nproc`` idle cores;
+    for :attr:`IntegrationResult.timings` (``cpu.<phase>``; the wall seconds of the
+    phase's tasks, summed, under ``<phase>``): unlike wall times these do not depend on
+    what else the machine runs. ``cpu.parallel_span``: what the parallel sections would
+    take on ``nproc`` idle cores, from their tasks' CPU seconds (:func:`_makespan`);
     with the serial part (``cpu.serial``: the calling thread's CPU outside them) it is the
     step's critical path, its wall time on idle cores."""
 
@@ -378,26 +387,41 @@ class _ThreadCpu:
         self.nproc = nproc
         self._lock = threading.Lock()
 
-    def add(self, phase: str, seconds: float) -> None:
+    def add(self, phase: str, seconds: float, wall: float = 0.0) -> None:
         with self._lock:
             key = "cpu." + phase
             self.timings[key] = self.timings.get(key, 0.0) + seconds
+            if wall:
+                self.timings[phase] = self.timings.get(phase, 0.0) + wall
 
-    def run(self, phase: str, fn, parts, executor) -> list:
-        """``fn`` over ``parts`` (in ``executor``'s threads when there is one), timed."""
-        def call(part):
-            t0 = time.thread_time()
-            out = fn(part)
-            return out, time.thread_time() - t0
+    def section(self, tasks, executor) -> None:
+        """Run ``tasks`` ((phase, fn, argument), ...) as one parallel section: in
+        ``executor``'s threads when there is one, each thread taking the next task when
+        done (no barrier between phases), else in the calling thread; timed."""
+        def call(task):
+            phase, fn, arg = task
+            t0, c0 = time.perf_counter(), time.thread_time()
+            fn(arg)
+            spent = time.thread_time() - c0
+            self.add(phase, spent, time.perf_counter() - t0)
+            return spent
 
-        done = [call(p) for p in parts] if executor is None else list(executor.map(call, parts))
-        spent = [d[1] for d in done]
+        spent = [call(t) for t in tasks] if executor is None else list(executor.map(call, tasks))
         if spent:
-            self.add(phase, sum(spent))
-            self.add("parallel_span", max(max(spent), sum(spent) / self.nproc))
+            self.add("parallel_span", _makespan(spent, self.nproc))
             if executor is None:
                 self.add("in_calling_thread", sum(spent))
-        return [d[0] for d in done]
+
+
+def _makespan(seconds, nproc: int) -> float:
+    """How long tasks of ``seconds`` (in order) take on ``nproc`` idle cores when each
+    core takes the next task as soon as it is free (as the section's threads do): the
+    section's span from its tasks' CPU, whatever else the machine ran meanwhile (on a
+    loaded machine the threads' own shares follow the load, not the work)."""
+    free = [0.0] * nproc
+    for t in seconds:
+        heapq.heapreplace(free, free[0] + t)
+    return max(free)
 
 
 def _chunks(rows: np.ndarray, n: int) -> list[np.ndarray]:
@@ -495,19 +519,19 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
 
     block = params.block_size or max(4, min(20, int(math.ceil(1.0 / max(abs(osc), 1e-6)))))
     block = int(block)
-    scratch = [(K.pixel_state(geo["static_ok"]), np.full(geo["n_pixels"], np.inf, np.float32),
-                np.full(geo["n_pixels"], -1, np.int32), np.empty(geo["n_pixels"], np.int32),
-                np.zeros(1, np.int64)) for _ in range(nproc)]
+    # the extraction's per-pixel scratch, one set per thread: a frame's task takes a free one
+    scratch: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(nproc):
+        scratch.put((K.pixel_state(geo["static_ok"]),
+                     np.full(geo["n_pixels"], np.inf, np.float32),
+                     np.full(geo["n_pixels"], -1, np.int32),
+                     np.empty(geo["n_pixels"], np.int32), np.zeros(1, np.int64)))
     frame_max = np.zeros(n_images)
     off = np.zeros(n, np.int64)
     chunks: list[_Chunk] = []
-    next_start = 0
     executor = ThreadPoolExecutor(nproc) if nproc > 1 else None
 
     cpu = _ThreadCpu(timings, nproc)
-
-    def run(fn, parts, phase):
-        return cpu.run(phase, fn, parts, executor)
 
     def finalize_blocks(upto_frame, last):
         for j in range(n_blocks_scan):
@@ -548,29 +572,29 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
 
     var_bg = out_f[:, 1]
 
-    def fit(item):
-        c, part = item
-        most = int(sizes[part].max())
-        K.fit_profiles(part, prof_index, profiles.reshape(-1), nz, nxy, jac, bbox, off, c.data,
-                       c.mask, bg_coef, geo["gain"], rgeo, beam, scan_rad, panel,
-                       geo["pix_off"], geo["pnx"], geo["dirs"], hxy, hxy, var_bg,
-                       MIN_PROFILE_FRACTION, out_prf, np.empty(most), np.empty(most),
-                       np.empty(most))
-
-    def fit_ready(last):
-        """Fit the waiting reflections whose reference profiles are complete: one parallel
-        section over every chunk's parts (the threads take the next part when done)."""
-        items = []
-        for c in chunks:
-            if not len(c.waiting):
-                continue
-            ready = c.waiting if last else c.waiting[finalized[sblock[c.waiting]]]
-            if not len(ready):
-                continue
-            items += [(c, part) for part in _chunks(ready, nproc * 2)]
-            c.waiting = np.setdiff1d(c.waiting, ready, assume_unique=True)
-        if items:
-            run(fit, items, "fit")
+    def extract(item):
+        """Read frame f and cut it into the shoeboxes ``live`` ((chunk, rows), ...)."""
+        f, live = item
+        own_scratch = scratch.get()
+        try:
+            state, best, own, claimed, n_claimed = own_scratch
+            ta, ca = time.perf_counter(), time.thread_time()
+            img = _read(reader, f, scan)
+            frame_max[f] = img.max() if img.size else 0.0
+            cpu.add("read", time.thread_time() - ca, time.perf_counter() - ta)
+            for pass_ in range(2):
+                cp = time.thread_time()
+                for c, act in live:
+                    K.extract_frame(pass_, f, img, geo["tmin"], geo["tmax"], act, panel, bbox,
+                                    rgeo, beam, scan_rad, fg_pad, off, geo["pix_off"],
+                                    geo["pnx"], geo["dirs"], state, best, own, claimed,
+                                    n_claimed, c.data, c.mask, overlapped, overloaded)
+                cpu.add(("claims", "copy")[pass_], time.thread_time() - cp)
+            cp = time.thread_time()
+            K.reset_claims(state, claimed, n_claimed)
+            cpu.add("reset", time.thread_time() - cp)
+        finally:
+            scratch.put(own_scratch)
 
     def proc(item):
         c, part = item
@@ -589,94 +613,116 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
                                    geo["pix_off"], geo["pnx"], geo["dirs"], hxy, hxy,
                                    acc.reshape(-1), wsum.reshape(-1), nz, nxy, nref_slot)
 
-    t_read = t_extract = t_process = t_fit = 0.0
+    def fit(item):
+        c, part = item
+        most = int(sizes[part].max())
+        K.fit_profiles(part, prof_index, profiles.reshape(-1), nz, nxy, jac, bbox, off, c.data,
+                       c.mask, bg_coef, geo["gain"], rgeo, beam, scan_rad, panel,
+                       geo["pix_off"], geo["pnx"], geo["dirs"], hxy, hxy, var_bg,
+                       MIN_PROFILE_FRACTION, out_prf, np.empty(most), np.empty(most),
+                       np.empty(most))
+
+    def compact(i):
+        chunks[i] = chunks[i].compacted(sizes, off)
+
+    def fit_tasks(last):
+        """The waiting reflections whose reference profiles are complete, in parts."""
+        tasks = []
+        for c in chunks:
+            if not len(c.waiting):
+                continue
+            ready = c.waiting if last else c.waiting[finalized[sblock[c.waiting]]]
+            if not len(ready):
+                continue
+            tasks += [("fit", fit, (c, part)) for part in _chunks(ready, nproc * 2)]
+            c.waiting = np.setdiff1d(c.waiting, ready, assume_unique=True)
+        return tasks
+
+    # A pipeline over the blocks of frames: section s extracts block s while the
+    # reflections complete after block s - 1 get their background and summation, the
+    # references of block s - 2 are learnt, and the reflections whose reference profiles
+    # are complete are fitted, all in one parallel section (each thread takes the next
+    # task when done: no barrier between phases). Every phase works on its own
+    # reflections; learning and finalising run in block order as one after the other
+    # would (the same references in the same order: the same profiles), so the result
+    # does not depend on nproc.
+    starts = list(range(0, n_images, block))
+    n_blocks = len(starts)
+    ends = [min(f0 + block, n_images) for f0 in starts]
+    next_start = 0
     try:
-        for f0 in range(0, n_images, block):
-            f1 = min(f0 + block, n_images)
-            stop = next_start
-            while stop < n and bbox[stop, 4] < f1:
-                stop += 1
-            if stop > next_start:
-                rows = np.arange(next_start, stop, dtype=np.int64)
-                # neighbours on the detector one after another: cache-friendly extraction
-                rows = rows[np.lexsort((bbox[rows, 0], bbox[rows, 2], panel[rows]))]
-                chunks.append(_Chunk(rows, sizes, off))
-            next_start = stop
-            in_use = sum(c.size for c in chunks)
-            result.peak_live_pixels = max(result.peak_live_pixels, in_use)
-            frames = list(range(f0, f1))
-            live_chunks = [c for c in chunks if len(c.live)]
-
-            def work(k, frames=frames, live_chunks=live_chunks):
-                state, best, own, claimed, n_claimed = scratch[k]
-                tr = te = 0.0
-                for f in frames[k::nproc]:
-                    ta, ca = time.perf_counter(), time.thread_time()
-                    img = _read(reader, f, scan)
-                    tb = time.perf_counter()
-                    frame_max[f] = img.max() if img.size else 0.0
-                    cb = time.thread_time()
-                    cpu.add("read", cb - ca)
-                    for pass_ in range(2):
-                        cp = time.thread_time()
-                        for c in live_chunks:
-                            K.extract_frame(pass_, f, img, geo["tmin"], geo["tmax"], c.live,
-                                            panel, bbox, rgeo, beam, scan_rad, fg_pad, off,
-                                            geo["pix_off"], geo["pnx"], geo["dirs"],
-                                            state, best, own, claimed, n_claimed, c.data,
-                                            c.mask, overlapped, overloaded)
-                        cpu.add(("claims", "copy")[pass_], time.thread_time() - cp)
-                    cp = time.thread_time()
-                    K.reset_claims(state, claimed, n_claimed)
-                    cpu.add("reset", time.thread_time() - cp)
-                    te += time.perf_counter() - tb
-                    tr += tb - ta
-                return tr, te
-
-            for tr, te in run(work, range(min(nproc, len(frames))), "extract"):
-                t_read += tr
-                t_extract += te
-            t2 = time.perf_counter()
-            # the reflections complete after this block, each chunk's in parts, in one
-            # parallel section per phase (the threads take the next part when done)
-            finished = []
-            for c in live_chunks:
-                done = c.live[bbox[c.live, 5] <= f1]
-                if len(done):
-                    c.live = c.live[bbox[c.live, 5] > f1]
-                    finished.append((c, done))
-            run(proc, [(c, part) for c, done in finished for part in _chunks(done, nproc * 2)],
-                "background")
-            refs = []
-            for c, done in finished:
+        for s in range(n_blocks + 3):
+            # after section s - 1: the background of block s - 2's reflections is done
+            for c in chunks:
+                if not len(c.pending):
+                    continue
+                done = c.pending
                 isig = out_f[done, 2] / np.sqrt(np.maximum(out_f[done, 3], 1e-12))
                 lost = out_i[done, 5] / np.maximum(out_i[done, 5] + out_i[done, 2], 1)
-                ref = done[candidate[done] & (lost <= REFERENCE_MAX_LOST) & (out_i[done, 4] == 0)
-                           & (isig >= REFERENCE_MIN_I_OVER_SIGMA)]
+                ref = done[candidate[done] & (lost <= REFERENCE_MAX_LOST)
+                           & (out_i[done, 4] == 0) & (isig >= REFERENCE_MIN_I_OVER_SIGMA)]
                 reference[ref] = True
-                refs.append((c, ref))
                 if params.profile_fitting:
+                    c.learning = ref
                     c.waiting = np.concatenate([c.waiting, done])
+                c.pending = np.zeros(0, np.int64)
+            # ... block s - 3's references are learnt: complete profiles are finalised
+            if params.profile_fitting and 0 <= s - 3 < n_blocks:
+                finalize_blocks(ends[s - 3], ends[s - 3] >= n_images)
+            # ... block s - 1 is extracted: the reflections it completed wait for their
+            # background
+            if 0 <= s - 1 < n_blocks:
+                for c in chunks:
+                    if len(c.live):
+                        done = bbox[c.live, 5] <= ends[s - 1]
+                        c.pending = c.live[done]
+                        c.live = c.live[~done]
+                if progress:
+                    progress(ends[s - 1], n_images)
+            # a chunk is dropped when nothing is left in it; one mostly free is compacted:
+            # here, in threads, if it is still being filled (the extraction writes it),
+            # else in the section (below)
+            chunks[:] = [c for c in chunks if len(c.live) or len(c.pending) or len(c.waiting)]
+            cpu.section([("fit", compact, i) for i, c in enumerate(chunks)
+                         if (len(c.live) or len(c.pending)) and c.in_use(sizes) * 2 <= c.size],
+                        executor)
+            tasks = []
             if params.profile_fitting:
-                # one thread per set of rings, over every chunk: no two add to the same
+                # one task per set of rings, over every chunk: no two add to the same
                 # profile, and each profile gets its references in the same order
-                groups = [[(c, ref[ring[ref] % nproc == k]) for c, ref in refs] for k in
-                          range(nproc)]
-                run(learn, [[(c, g) for c, g in grp if len(g)] for grp in groups
-                            if any(len(g) for _, g in grp)], "learn")
-            t3 = time.perf_counter()
-            t_process += t3 - t2
+                refs = [(c, c.learning) for c in chunks if len(c.learning)]
+                for k in range(nproc):
+                    group = [(c, ref[ring[ref] % nproc == k]) for c, ref in refs]
+                    group = [(c, g) for c, g in group if len(g)]
+                    if group:
+                        tasks.append(("learn", learn, group))
+                for c, _ in refs:
+                    c.learning = np.zeros(0, np.int64)
+            if s < n_blocks:
+                f0, f1 = starts[s], ends[s]
+                stop = int(np.searchsorted(bbox[:, 4], f1))  # the boxes start in order
+                if stop > next_start:
+                    rows = np.arange(next_start, stop, dtype=np.int64)
+                    # neighbours on the detector one after another: cache-friendly extraction
+                    rows = rows[np.lexsort((bbox[rows, 0], bbox[rows, 2], panel[rows]))]
+                    chunks.append(_Chunk(rows, sizes, off))
+                next_start = stop
+                result.peak_live_pixels = max(result.peak_live_pixels,
+                                              sum(c.size for c in chunks))
+                live = [(c, c.live) for c in chunks if len(c.live)]
+                tasks += [("extract", extract, (f, live)) for f in range(f0, f1)]
+            tasks += [("background", proc, (c, part)) for c in chunks if len(c.pending)
+                      for part in _chunks(c.pending, nproc * 2)]
             if params.profile_fitting:
-                finalize_blocks(f1, f1 >= n_images)
-                fit_ready(f1 >= n_images)
-            chunks[:] = [c if c.in_use(sizes) * 2 > c.size else c.compacted(sizes, off)
-                         for c in chunks if len(c.live) or len(c.waiting)]
-            t_fit += time.perf_counter() - t3
-            if progress:
-                progress(f1, n_images)
-        if params.profile_fitting:
-            finalize_blocks(n_images, True)
-            fit_ready(True)
+                tasks += fit_tasks(s == n_blocks + 2)
+            # the chunks only waiting for fits, none of them in this section, mostly free:
+            # compacted in the section (no other task reads them), counted with the fits
+            busy = {id(c) for phase, _, arg in tasks if phase != "extract"
+                    for c, _ in (arg if phase == "learn" else [arg])}
+            tasks += [("fit", compact, i) for i, c in enumerate(chunks)
+                      if id(c) not in busy and not (len(c.live) or len(c.pending))
+                      and c.in_use(sizes) * 2 <= c.size]
+            cpu.section(tasks, executor)
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -685,10 +731,6 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
                       for i in range(3)], axis=1)
     where[:, 2] += scan.image_range[0] - 0.5  # frame -> image number
     result.reference_profiles.append((profiles, nref, hxy, where))
-    timings["read"] = timings.get("read", 0.0) + t_read
-    timings["extract"] = timings.get("extract", 0.0) + t_extract
-    timings["process"] = timings.get("process", 0.0) + t_process
-    timings["fit"] = timings.get("fit", 0.0) + t_fit
     if not np.any(frame_max > 0):
         raise IntegrationError(
             f"Every pixel of all {n_images} images of {reader_name(reader)} is zero (or "
@@ -917,6 +959,7 @@ def integrate(experiments, indexed, params: IntegrationParams | None = None, pro
     ImageSequenceReader per image set). ``progress(done, total)`` after each block.
     ``masks``: a user mask per panel (slow, fast; True = good pixel, generate_mask)."""
     from ..formats.reader import ImageSequenceReader
+    from ..refinement.blas import one_thread
 
     params = params or IntegrationParams()
     params.validate()
@@ -934,28 +977,30 @@ def integrate(experiments, indexed, params: IntegrationParams | None = None, pro
     nproc = params.effective_nproc()
     result = IntegrationResult(nproc=nproc)
     t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
-    models, predicted = _models_and_predictions(experiments, indexed, params, groups, nproc,
-                                                result)
-    result.profile_models = models
-    tables = []
-    total = sum(experiments[g[0]].scan.num_images for g in groups)
-    done = [0]
-    for g in groups:
-        def prog(d, n, base=done[0]):
-            if progress:
-                progress(base + d, total)
-        tables.append(_integrate_sweep(experiments, g, models, predicted.pop(0),
-                                       readers[g[0]], params, nproc, prog, result, masks))
-        done[0] += experiments[g[0]].scan.num_images
-    table = ReflectionTable.concatenate(tables)
-    table.experiment_identifiers = {k: e.identifier for k, e in enumerate(experiments)}
-    order = np.lexsort((table["xyzcal.px"][:, 2], table["id"]))
-    table = table.select(order)
-    table["partial_id"] = np.arange(len(table), dtype=np.uint64)
-    t1 = time.perf_counter()
-    _add_corrections(experiments, table, models)
-    del table["_full"]
-    del table["_sigma_m_eff"]
+    # the threads are integrate's own (nproc): BLAS's would crowd the same cores
+    with one_thread():
+        models, predicted = _models_and_predictions(experiments, indexed, params, groups, nproc,
+                                                    result)
+        result.profile_models = models
+        tables = []
+        total = sum(experiments[g[0]].scan.num_images for g in groups)
+        done = [0]
+        for g in groups:
+            def prog(d, n, base=done[0]):
+                if progress:
+                    progress(base + d, total)
+            tables.append(_integrate_sweep(experiments, g, models, predicted.pop(0),
+                                           readers[g[0]], params, nproc, prog, result, masks))
+            done[0] += experiments[g[0]].scan.num_images
+        table = ReflectionTable.concatenate(tables)
+        table.experiment_identifiers = {k: e.identifier for k, e in enumerate(experiments)}
+        order = np.lexsort((table["xyzcal.px"][:, 2], table["id"]))
+        table = table.select(order)
+        table["partial_id"] = np.arange(len(table), dtype=np.uint64)
+        t1 = time.perf_counter()
+        _add_corrections(experiments, table, models)
+        del table["_full"]
+        del table["_sigma_m_eff"]
     result.timings["corrections"] = time.perf_counter() - t1
     result.timings["total"] = time.perf_counter() - t0
     result.timings["cpu.total"] = time.process_time() - c0  # all threads
