@@ -132,3 +132,29 @@ def test_blocks_threads_and_background_choices_agree():
     ok &= a["intensity.sum.value"] > 10 * np.sqrt(np.abs(a["intensity.sum.variance"]))
     assert ok.sum() > 100
     assert abs(np.median(c["intensity.sum.value"][ok] / a["intensity.sum.value"][ok]) - 1) < 0.02
+
+
+def test_reflections_beyond_the_signal_are_profile_fitted_with_the_nearest_rings_profile():
+    """A sweep whose spots stop at 3 A on a detector that reaches 1.8 A: the resolution
+    rings beyond the signal learn no reference profile, and their reflections are fitted
+    with the nearest ring's (as DIALS fits every reflection with the profile of the
+    nearest grid point that has one), not left without intensity.prf; their true
+    intensity is 0, so I_prf / sigma is centred on 0 with a spread near 1."""
+    from gonio.core.formats.reader import InMemoryReader
+    from gonio.core.integration.integrate import integrate
+    from gonio.core.integration.params import IntegrationParams
+    from gonio.core.simulate.params import SimulationParams
+    from gonio.core.simulate.simulate import simulate
+
+    p = SimulationParams.from_preset("lysozyme", n_images=20, image_size=(512, 512),
+                                     d_min=3.0, distance=100.0)
+    sim = simulate(p)
+    reader = InMemoryReader([tuple(im) for im in sim.images])
+    params = IntegrationParams(sigma_b=_effective_sigma_b(p), sigma_m=p.sigma_m, nproc=2)
+    _, table, _ = integrate(sim.experiments, None, params, readers=[reader])
+    beyond = table.get_flags(Flags.integrated_sum) & (table["d"] < 2.7)
+    assert beyond.sum() > 1000 and table["d"].min() < 1.9
+    fitted = beyond & table.get_flags(Flags.integrated_prf)
+    assert fitted.sum() > 0.99 * beyond.sum()
+    z = table["intensity.prf.value"][fitted] / np.sqrt(table["intensity.prf.variance"][fitted])
+    assert abs(z.mean()) < 0.15 and 0.8 < z.std() < 1.2

@@ -424,6 +424,16 @@ def _makespan(seconds, nproc: int) -> float:
     return max(free)
 
 
+def _nearest_ring_with_references(ring_w: np.ndarray, ring: int) -> int | None:
+    """The resolution ring nearest to ``ring`` (the inner one of two as near) whose
+    references so far (``ring_w``: weights per ring and sector) are not all zero."""
+    has = ring_w.reshape(N_RINGS, -1).any(axis=1)
+    found = np.flatnonzero(has)
+    if not len(found):
+        return None
+    return int(found[np.argmin(np.abs(found - ring) * 2 + (found > ring))])
+
+
 def _chunks(rows: np.ndarray, n: int) -> list[np.ndarray]:
     return [c for c in np.array_split(rows, max(1, min(n, len(rows)))) if len(c)]
 
@@ -553,7 +563,14 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
                 elif ring_w[k].any():
                     a, w = ring_acc[k], ring_w[k]
                 else:
-                    continue
+                    # no reference in this ring yet (no signal at this resolution): the
+                    # nearest ring's, as DIALS fits every reflection with the profile of
+                    # the nearest grid point that has one
+                    near = _nearest_ring_with_references(ring_w, ring_k)
+                    if near is None:
+                        continue
+                    a = ring_acc[near * N_SECTORS:(near + 1) * N_SECTORS].sum(0)
+                    w = ring_w[near * N_SECTORS:(near + 1) * N_SECTORS].sum(0)
                 dens = np.where(w > 1e-3 * w.max(), a / np.where(w > 0, w, 1), 0.0)
                 # the mean of the references as it is, tails and their noise included:
                 # a threshold on the density (DIALS's 2 % of the peak) cuts the tails the
