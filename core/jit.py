@@ -463,8 +463,19 @@ def _faster_flag_comparisons() -> None:
             cls._gonio_defaults = defaults
         return {**defaults, **self._values}
 
-    TargetConfig.values = values
-    TargetConfig._gonio_values = True
+    numba_values = TargetConfig.values
+    try:  # numba's own answer on flags with an option set, or numba's definition stays
+        from numba.core.compiler import Flags
+
+        probe = Flags()
+        probe.nrt = True
+        same = values(probe) == numba_values(probe) and \
+            values(Flags()) == numba_values(Flags())
+    except Exception:  # pragma: no cover - another numba
+        same = False
+    if same:
+        TargetConfig.values = values
+        TargetConfig._gonio_values = True
 
 
 def _internal_class(base):
