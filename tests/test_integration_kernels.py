@@ -10,7 +10,7 @@ import pytest
 def test_glm_background_is_unbiased_for_poisson_counts(mu):
     """The robust Poisson GLM is Fisher-consistent: no bias at any count rate, also where
     most pixels are zero (a mean of the pixels below a threshold would be biased)."""
-    from gonio.core.integration.kernels import glm_constant
+    from gonio.core.integration.box_kernels import glm_constant
 
     rng = np.random.default_rng(7)
     est = [glm_constant(rng.poisson(mu, 2000).astype(float), 2000, 1.345) for _ in range(200)]
@@ -18,7 +18,7 @@ def test_glm_background_is_unbiased_for_poisson_counts(mu):
 
 
 def test_glm_background_ignores_a_neighbouring_spot():
-    from gonio.core.integration.kernels import glm_constant
+    from gonio.core.integration.box_kernels import glm_constant
 
     rng = np.random.default_rng(8)
     y = rng.poisson(2.0, 3000).astype(float)
@@ -31,7 +31,7 @@ def test_glm_background_ignores_a_neighbouring_spot():
 
 @pytest.mark.parametrize("outlier", [1, 2, 3, 4])
 def test_simple_background_rejects_outliers(outlier):
-    from gonio.core.integration.kernels import simple_background
+    from gonio.core.integration.box_kernels import simple_background
 
     rng = np.random.default_rng(9)
     n = 3000

@@ -294,8 +294,9 @@ def test_box_model_spans_hold_every_pixel_the_exact_tests_take(close_sweep, half
 
 
 def test_box_extent_is_the_panel_s_ray_intersection(close_sweep):
-    """kernels.box_extent (the shoebox corners, 16 rays per reflection) gives the pixel
+    """box_kernels.box_extent (the shoebox corners, 16 rays per reflection) gives the pixel
     positions Panel.ray_intersection and millimeter_to_pixel (parallax included) give."""
+    from gonio.core.integration import box_kernels as B
     from gonio.core.integration import kernels as K
     from gonio.core.integration.kabsch import kabsch_basis
     from gonio.core.prediction.rotation import predict_rotation
@@ -313,7 +314,7 @@ def test_box_extent_is_the_panel_s_ray_intersection(close_sweep):
     half = np.linalg.norm(s1, axis=1) * np.deg2rad(0.6)
     lo, hi = np.full(n, -0.02), np.full(n, 0.03)
     ext = np.empty((n, 5))
-    K.box_extent(s1, s0, m2, e1, e2, half, lo, hi, np.zeros(n, np.int64),
+    B.box_extent(s1, s0, m2, e1, e2, half, lo, hi, np.zeros(n, np.int64),
                  K.panel_geometry(e.detector), ext)
     xs, ys = [], []
     for ang in np.linspace(lo, hi, 4):

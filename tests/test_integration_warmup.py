@@ -9,12 +9,12 @@ import sys
 SCRIPT = r"""
 import numpy as np
 from numba.core.registry import CPUDispatcher
-from gonio.core.integration import kernels as K
+from gonio.core.integration import box_kernels, kernels
 from gonio.core.integration.warmup import warm_up
 
 def signatures():
-    return {n: set(map(str, f.signatures)) for n in dir(K)
-            if isinstance(f := getattr(K, n), CPUDispatcher)}
+    return {n: set(map(str, f.signatures)) for M in (kernels, box_kernels) for n in dir(M)
+            if isinstance(f := getattr(M, n), CPUDispatcher)}
 
 warm_up()
 before = signatures()

@@ -79,21 +79,29 @@ def binary_layout(path: str, header: str) -> dict:
     return layout
 
 
+def _layout_and_start(path: str, data: bytes) -> tuple[dict, int] | None:
+    """(layout, index of the first packed byte) from ``data``, the file's bytes from its
+    start on; None when they hold no binary-section start tag."""
+    i = data.find(START_TAG)
+    if i < 0:
+        return None
+    return binary_layout(path, data[:i].decode("latin-1")), i + len(START_TAG)
+
+
 def _binary_section(path: str) -> tuple[dict, bytes] | None:
     """(layout, packed bytes) of an uncompressed CBF, the packed bytes read on their
     own (slicing them from the whole file's bytes is a copy: 0.15 ms per 1M-pixel
-    image); None for a compressed file, or one whose start bytes are not near its
-    start."""
+    image); None for a compressed file, or one whose start tag is not in its first
+    64 kB."""
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
             if head[:2] == GZIP_MAGIC or head[:3] == BZIP2_MAGIC:
                 return None
-            i = head.find(START_TAG)
-            if i < 0:
+            found = _layout_and_start(path, head)
+            if found is None:
                 return None
-            lay = binary_layout(path, head[:i].decode("latin-1"))
-            start = i + len(START_TAG)
+            lay, start = found
             if start + lay["size"] <= len(head):
                 return lay, head[start : start + lay["size"]]
             f.seek(start)
@@ -105,16 +113,14 @@ def _binary_section(path: str) -> tuple[dict, bytes] | None:
 def decode_pixels(path: str) -> np.ndarray:
     """The pixel array (slow, fast) as int32 of a byte-offset (or plain int32) CBF."""
     section = _binary_section(path)
-    if section is not None:
-        lay, packed = section
-    else:
+    if section is None:
         raw = read_all(path)
-        i = raw.find(START_TAG)
-        if i < 0:
+        found = _layout_and_start(path, raw)
+        if found is None:
             raise truncated(path, "no binary data section")
-        lay = binary_layout(path, raw[:i].decode("latin-1"))
-        start = i + len(START_TAG)
-        packed = raw[start : start + lay["size"]]
+        lay, start = found
+        section = lay, raw[start : start + lay["size"]]
+    lay, packed = section
     if len(packed) < lay["size"]:
         raise truncated(path, f"{len(packed)} of {lay['size']} bytes of pixel data present")
     if "BYTE_OFFSET" in lay["compression"].upper():

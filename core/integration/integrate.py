@@ -53,7 +53,7 @@ REFERENCE_MAX_LOST = 0.2  # at most this part of the foreground given to overlap
 MIN_PROFILE_FRACTION = 0.5  # of a reflection's profile on the pixels its fit uses
 MAX_PRF_SUM_NSIGMA = 10.0  # |I_prf - I_sum| / sigma_sum beyond this: the profile is not the spot's
 SLOTS = 4
-GLM_BINS = 256  # background counts below this go to the GLM as a histogram (kernels.process)
+GLM_BINS = 256  # background counts below this go to the GLM as a histogram (box_kernels.process)
 N_RINGS, N_SECTORS = 8, 1  # reference-profile regions per scan range: resolution x azimuth
 GRID_EXTENT = 1.3  # reference grid half-width (u, v, t): the foreground and a margin
 # per grid axis: takes out the variance h^2/3 the reference grid adds (:func:`_unsmoothed`)
@@ -220,6 +220,7 @@ def _shoeboxes(experiments, models, table, members):
     beam at every angle of that range, not only at phi: near the rotation axis the spot
     moves across the detector while it diffracts.
     """
+    from . import box_kernels as B
     from . import kernels as K
     from .kabsch import kabsch_basis, kabsch_phi_from_c3
 
@@ -254,7 +255,7 @@ def _shoeboxes(experiments, models, table, members):
         m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
         half = np.linalg.norm(s1, axis=1) * np.deg2rad(2.0 * db[sel])
         ext = np.empty((len(sel), 5))
-        K.box_extent(np.ascontiguousarray(s1), np.asarray(e.beam.s0, float), m2,
+        B.box_extent(np.ascontiguousarray(s1), np.asarray(e.beam.s0, float), m2,
                      np.ascontiguousarray(e1), np.ascontiguousarray(e2), half, lo, hi, panel,
                      K.panel_geometry(e.detector), ext)
         good = ext[:, 4] > 0
@@ -361,7 +362,7 @@ class _Chunk:
 
     def compacted(self, sizes, off) -> _Chunk:
         """A copy holding only the reflections still in use."""
-        from .kernels import repack
+        from .box_kernels import repack
 
         rows = np.concatenate([self.live, self.pending, self.waiting])
         old = off.copy()
@@ -443,6 +444,7 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
                      masks=None) -> ReflectionTable:
     """Integrate the reflections ``table`` predicted for the experiments ``members`` that
     share one sweep."""
+    from . import box_kernels as B
     from . import kernels as K
     from .kabsch import kabsch_basis
 
@@ -515,7 +517,7 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
     finalized = np.zeros(n_blocks_scan, bool)
 
     out_f = np.full((n, 12), np.nan)
-    bg_coef = np.zeros((n, 4))  # background model per reflection (kernels.process)
+    bg_coef = np.zeros((n, 4))  # background model per reflection (box_kernels.process)
     out_i = np.zeros((n, 6), np.int64)
     out_prf = np.full((n, 5), np.nan)
     out_prf[:, 4] = 1.0
@@ -616,7 +618,7 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
     def proc(item):
         c, part = item
         most = max(int(sizes[part].max()), 1)
-        K.process(part, bbox, off, c.data, c.mask, geo["gain"], panel, alg,
+        B.process(part, bbox, off, c.data, c.mask, geo["gain"], panel, alg,
                   params.glm_tuning_constant, npar, outlier, params.nsigma_lower,
                   params.nsigma_upper, params.tukey_multiplier, bg_coef, out_f, out_i,
                   np.empty(most), np.empty((most if alg else 1, 4)), np.empty(most),

@@ -1,7 +1,7 @@
 """Numba kernels of integration (``gonio.core.jit.njit``: compiled on first use, cached,
-GIL released). The kernels on whole shoeboxes (:func:`box_extent`, :func:`process` and
-the background models, :func:`repack`) live in :mod:`.box_kernels` (imported here), a
-unit of kernels that compiles apart.
+GIL released): the kernels on pixels, which cut frames into shoeboxes, learn reference
+profiles and fit them. The kernels on whole shoeboxes (bounds, background, summation,
+centroids, repacking) are in :mod:`.box_kernels`, a unit of kernels that compiles apart.
 
 Shoebox mask codes are DIALS's (dials/model/data/mask_code.h, :mod:`.mask_codes`): Valid 1,
 Background 2, Foreground 4, Strong 8, BackgroundUsed 16, Overlapped 32.
@@ -42,9 +42,6 @@ import numpy as np
 
 from gonio.core.jit import INTERNAL, njit
 
-# the kernels on whole shoeboxes (bounds, background, summation, centroids) compile as a
-# unit of their own (gonio.core.jit.UNITS), in parallel with this module's
-from .box_kernels import box_extent, glm_constant, process, repack, simple_background  # noqa: F401
 from .mask_codes import BACKGROUND, FOREGROUND, OVERLAPPED, SHARED, VALID
 from .prefetch import prefetch
 
