@@ -212,3 +212,30 @@ def test_ml_aniso_removes_the_spurious_correlation_of_anisotropic_data():
     assert all(ccs["quasi"][n] > 0.15 for n in false)
     assert all(abs(ccs["ml_aniso"][n]) < 0.05 for n in false)
     assert ccs["ml_aniso"]["2 |(0, 1, 0)"] > 0.95
+
+
+def test_summation_intensities_of_partial_reflections_are_whole_again():
+    """With summation intensities only, each is divided by its partiality (as
+    dials.symmetry's SumIntensityReducer): a reflection recorded at 40-100 % counts as
+    the whole reflection, and the Laue group comes out as from fully recorded data."""
+    from gonio.core.reflection_table import Flags
+    from gonio.core.symmetry.data import observations
+
+    expts, table, _ = simulate_integrated("P 4 2 2", (58, 58, 90, 90, 90, 90), d_min=3.0, seed=3)
+    rng = np.random.default_rng(5)
+    part = np.where(rng.random(len(table)) < 0.5, rng.uniform(0.4, 1.0, len(table)), 1.0)
+    whole = observations(expts, table)
+    t = table.copy()
+    del t["intensity.prf.value"]
+    del t["intensity.prf.variance"]
+    t.unset_flags(np.ones(len(t), bool), Flags.integrated_prf)
+    t["intensity.sum.value"] = table["intensity.sum.value"] * part
+    t["intensity.sum.variance"] = table["intensity.sum.variance"] * part**2
+    t["partiality"] = part
+    obs = observations(expts, t)
+    assert obs.column == "sum"
+    np.testing.assert_array_equal(obs.miller_index, whole.miller_index)
+    np.testing.assert_allclose(obs.intensity, whole.intensity, rtol=1e-12)
+    np.testing.assert_allclose(obs.sigma, whole.sigma, rtol=1e-12)
+    _, _, res = determine_symmetry(expts, t)
+    assert res.laue_group.xhm() == "P 4/m m m"

@@ -6,7 +6,9 @@ flag), else summation (``integrated_sum``); never the scaled column, so the
 analysis is the same before and after scaling. Rows flagged bad for scaling
 (user-excluded, outliers, excluded), with partiality below ``partiality_threshold``
 or with I/sigma below -5 are left out, and the Lorentz-polarisation and detector-efficiency corrections
-(``lp``, ``qe`` or ``dqe``) are applied: ``I = I_raw lp / qe``.
+(``lp``, ``qe`` or ``dqe``) are applied: ``I = I_raw lp / qe``. Summation intensities
+measure only the recorded part of a reflection and are divided by its ``partiality`` too
+(DIALS's ``SumIntensityReducer``); profile fitting already estimates the whole reflection.
 """
 
 from __future__ import annotations
@@ -92,9 +94,12 @@ def observations(experiments: ExperimentList, table: ReflectionTable,
            & (ids >= 0) & (ids < len(experiments)) & np.any(hkl != 0, axis=1)
            & (var > 0) & np.isfinite(I))
     sel[sel] &= I[sel] / np.sqrt(var[sel]) >= MIN_I_OVER_SIGMA
-    if "partiality" in table:
-        sel &= np.asarray(table["partiality"]) >= partiality_threshold
     conv = np.asarray(table["lp"], dtype=float) if "lp" in table else np.ones(len(table))
+    if "partiality" in table:
+        part = np.asarray(table["partiality"], dtype=float)
+        sel &= (part >= partiality_threshold) & (part > 0)
+        if column == "sum":
+            conv = conv / np.where(part > 0, part, 1.0)
     qe = table.get("qe", table.get("dqe"))
     if qe is not None:
         qe = np.asarray(qe, dtype=float)
