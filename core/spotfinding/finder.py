@@ -22,6 +22,7 @@ a tuple of per-panel (slow, fast) arrays for its i-th image (0-based); with
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -158,6 +159,58 @@ def _blocks(indices: list[int], n_blocks: int) -> list[list[int]]:
     return [list(b) for b in np.array_split(np.asarray(indices), n_blocks) if len(b)]
 
 
+def _thread_blocks(indices: list[int], nproc: int) -> list[list[int]]:
+    """Tasks of the worker threads: two images each, the last 2 * nproc one each, so
+    that the thread finishing first waits for at most one image of another's (two
+    with blocks of two images throughout)."""
+    n_single = min(len(indices), 2 * nproc)
+    head, tail = indices[:len(indices) - n_single], indices[len(indices) - n_single:]
+    return (_blocks(head, len(head) // 2) if head else []) + [[i] for i in tail]
+
+
+def _threshold_in_threads(worker, indices, nproc, progress, done, total):
+    """``nproc`` threads each take the next block of images (:func:`_thread_blocks`)
+    until none is left or one of them fails; the calling thread only reports progress
+    (when asked) and waits. (A future per block woke the calling thread for each one:
+    0.03-0.06 ms of its CPU per image, on the critical path.)"""
+    blocks = iter(_thread_blocks(indices, nproc))
+    take, stop, finished = threading.Lock(), threading.Event(), queue.SimpleQueue()
+    results = {}
+
+    def run():
+        try:
+            while not stop.is_set():
+                with take:
+                    block = next(blocks, None)
+                if block is None:
+                    return
+                for r in worker(block):
+                    results[r[0]] = r
+                finished.put(len(block))
+        except BaseException:
+            stop.set()  # the other threads stop after their current block
+            raise
+        finally:
+            finished.put(0)  # this thread is done
+
+    pool = ThreadPoolExecutor(nproc)
+    futures = [pool.submit(run) for _ in range(nproc)]
+    try:
+        running = nproc
+        while progress and running:
+            n = finished.get()
+            running -= n == 0
+            for _ in range(n):
+                done += 1
+                progress(done, total)
+        for f in futures:
+            f.result()  # a worker's error, raised here
+    finally:
+        stop.set()
+        pool.shutdown(wait=True)
+    return results
+
+
 def _threshold_all(worker, indices, nproc, executor, progress, total_done, total):
     results = {}
     done = total_done
@@ -170,15 +223,10 @@ def _threshold_all(worker, indices, nproc, executor, progress, total_done, total
                     progress(done, total)
         return results
     if executor == "thread":
-        pool = ThreadPoolExecutor(nproc)
-        # blocks of two images: the thread that finishes first then waits for at most
-        # two images of the other's (with 4 blocks per thread, up to a quarter of its share)
-        futures = [pool.submit(worker, b)
-                   for b in _blocks(indices, max(nproc * 4, len(indices) // 2))]
-    else:
-        pool = ProcessPoolExecutor(nproc, mp_context=get_context("spawn"),
-                                   initializer=_init_process, initargs=(worker,))
-        futures = [pool.submit(_run_block, b) for b in _blocks(indices, nproc * 4)]
+        return _threshold_in_threads(worker, indices, nproc, progress, done, total)
+    pool = ProcessPoolExecutor(nproc, mp_context=get_context("spawn"),
+                               initializer=_init_process, initargs=(worker,))
+    futures = [pool.submit(_run_block, b) for b in _blocks(indices, nproc * 4)]
     try:
         for fut in as_completed(futures):
             for r in fut.result():
@@ -360,8 +408,9 @@ def find_spots(experiments, readers, params: SpotFinderParams | None = None, pro
         result.strong_pixels_per_image.append(np.array([res[i][2] for i in indices]))
         image_of_spot = np.floor(z).astype(np.int64) - z0 + first if not twod \
             else np.floor(z).astype(np.int64) + first
-        result.spots_per_image.append(
-            np.array([(image_of_spot == first + i).sum() for i in indices]))
+        rel = image_of_spot - first  # reader index of each spot's image
+        per_index = np.bincount(rel[(rel >= 0) & (rel < len(rd))], minlength=len(rd))
+        result.spots_per_image.append(per_index[np.asarray(indices, np.int64)])
         result.histograms.append(
             f"Histogram of per-image spot count for imageset {len(tables) - 1}:\n"
             + spot_count_histogram(z))

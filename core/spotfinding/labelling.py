@@ -36,13 +36,12 @@ def _label(key, x, y, nx, ny, twod, parent, start, labels):
     """Fills ``labels``, the label of each pixel, through runs: stretches of
     pixels consecutive along x in one row (``start``: each run's first pixel,
     n + 1 entries from the caller). Each run is joined, in the union-find
-    forest ``parent`` (the caller's 0..n-1), to the runs of the next row (y+1)
-    and (unless twod) of the same row on the next image (z+1) whose pixels
-    touch its own: one merging walk of two pointers along the runs per kind
-    of neighbour. The components are numbered by their first run, which holds
-    their first pixel. One kernel, allocating nothing (each kernel costs
-    compilation time on the first run, and an allocation would compile numpy's
-    constructor with it)."""
+    forest ``parent``, to the runs of the next row (y+1) and (unless twod) of
+    the same row on the next image (z+1) whose pixels touch its own: one
+    merging walk of two pointers along the runs per kind of neighbour. The components are numbered by their first run, which holds
+    their first pixel. ``parent`` (n entries) is set up here for the runs only.
+    One kernel, allocating nothing (each kernel costs compilation time on the
+    first run, and an allocation would compile numpy's constructor with it)."""
     n = len(key)
     n_runs = 0
     for a in range(n):
@@ -51,6 +50,8 @@ def _label(key, x, y, nx, ny, twod, parent, start, labels):
             n_runs += 1
         labels[a] = n_runs - 1
     start[n_runs] = n
+    for r in range(n_runs):
+        parent[r] = r
     steps = (nx, nx * ny)
     for k in range(1 if twod else 2):
         step = steps[k]
@@ -95,5 +96,5 @@ def label_pixels(z: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int, 
     key = (np.asarray(z, np.int64) * ny + y) * nx + x
     labels = np.empty(len(key), np.int64)
     _label(key, np.asarray(x, np.int64), np.asarray(y, np.int64), int(nx), int(ny), bool(twod),
-           np.arange(len(key), dtype=np.int64), np.empty(len(key) + 1, np.int64), labels)
+           np.empty(len(key), np.int64), np.empty(len(key) + 1, np.int64), labels)
     return labels

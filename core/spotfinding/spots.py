@@ -146,43 +146,44 @@ def measure_spots(p: SpotPixels) -> SpotTable:
     return SpotTable(mean, variance, bbox, W, count, peak_xyz)
 
 
+@njit
+def _scatter(label, z, y, x, value, keep, bbox, start, data, mask):
+    """Writes the count and mask Valid|Foreground of every pixel of the spots with
+    ``keep`` into their shoeboxes: at start[k] + ((z - z0) ny + y - y0) nx + x - x0
+    of spot k's bbox (``bbox`` int64, ends exclusive)."""
+    for a in range(len(label)):
+        k = label[a]
+        if keep[k]:
+            x0, x1, y0, y1, z0 = bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3], bbox[k, 4]
+            at = start[k] + ((z[a] - z0) * (y1 - y0) + y[a] - y0) * (x1 - x0) + x[a] - x0
+            data[at] = value[a]
+            mask[at] = VALID | FOREGROUND
+
+
 def make_shoeboxes(p: SpotPixels, bbox: np.ndarray, panel: int,
                    keep: np.ndarray | None = None) -> Shoeboxes:
     """Compact shoeboxes of all spots (``bbox`` from :func:`measure_spots`), or of
-    the spots with ``keep[label]`` (their pixels picked here, without a
-    :meth:`SpotPixels.select_spots` of every pixel array).
+    the spots with ``keep[label]`` (their pixels picked in the same pass, without
+    a :meth:`SpotPixels.select_spots` of every pixel array).
 
-    A pixel's place in the data is offset + ((z - z0) ny + y - y0) nx + x - x0,
-    written (z ny + y) nx + x + start with start per spot: three per-spot
-    arrays gathered per pixel, the rest in place (each temporary as long as
-    the pixel list costs more than its arithmetic); then only the places and
-    counts of the kept pixels are picked.
+    One numba pass over the pixels (:func:`_scatter`; numpy's gathers and
+    in-place arithmetic over the pixel list cost ~6x as much: 7.4 against
+    ~1 ms for 394,000 pixels).
     """
     b = np.asarray(bbox, np.int64)
-    lab = np.asarray(p.label, np.int64)
-    nxb, nyb = b[:, 1] - b[:, 0], b[:, 3] - b[:, 2]
-    size = nxb * nyb * (b[:, 5] - b[:, 4])
-    if keep is not None:
-        keep = np.asarray(keep, np.bool_)
-        size[~keep] = 0
+    size = (b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2]) * (b[:, 5] - b[:, 4])
+    chosen = np.ones(len(b), bool) if keep is None else np.asarray(keep, np.bool_)
+    size[~chosen] = 0
     offset = np.zeros(len(b) + 1, np.int64)
     np.cumsum(size, out=offset[1:])
-    start = offset[:-1] - (b[:, 4] * nyb + b[:, 2]) * nxb - b[:, 0]
-    flat = np.take(nyb, lab)
-    flat *= p.z
-    flat += p.y
-    flat *= np.take(nxb, lab)
-    flat += p.x
-    flat += np.take(start, lab)
-    value = p.value
-    if keep is not None:
-        sel = keep[lab]
-        flat, value, bbox = flat[sel], value[sel], bbox[keep]
-        offset = np.append(offset[:-1][keep], offset[-1])
-    n = len(bbox)
     data = np.zeros(offset[-1], np.float32)
     mask = np.zeros(offset[-1], np.int32)
-    data[flat] = value
-    mask[flat] = VALID | FOREGROUND
+    _scatter(np.asarray(p.label, np.int64), np.asarray(p.z, np.int64),
+             np.asarray(p.y, np.int64), np.asarray(p.x, np.int64),
+             np.asarray(p.value, np.float64), chosen, b, offset, data, mask)
+    if keep is not None:
+        bbox = bbox[chosen]
+        offset = np.append(offset[:-1][chosen], offset[-1])
+    n = len(bbox)
     return Shoeboxes(np.full(n, panel, np.uint64), bbox, data, np.zeros(offset[-1], np.float32),
                      mask, offset, np.ones(n, bool))

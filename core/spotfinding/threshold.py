@@ -45,8 +45,10 @@ vectorises):
   (int64). The sums are exact, so the float tests see the numbers a direct
   summation gives. Float images sum in float64, in a fixed order;
 - the sqrt of the dispersion test is first replaced by a lower bound (its
-  chord over n), a branch-free test over the whole row; only the few pixels
-  that pass it get the exact test, and the value test of ``dispersion``;
+  chord over n), a branch-free test over the whole row (in float32 for
+  integer images, with a margin above its rounding error:
+  :data:`SINGLE_MARGIN`); only the few pixels that pass it get the exact
+  test, and the value test of ``dispersion``;
 - dispersion_extended runs its two later stages a few rows behind the first
   pass, on rows still in cache: the erosion on 0/1 rows (a vertical then a
   horizontal AND; a ring of 2h+1 rows of the first pass's marks), and the
@@ -189,9 +191,28 @@ def _candidates(row, static_row, lo, hi, wp, ws, wq, tests, sig, maybe):
     concave: the chord lies below it; lowered by a relative 1e-9 so that
     rounding cannot reject a pixel the exact test accepts; n < 2 never
     passes, n Q - S^2 = 0 there). ``sig`` = 1 where the pixel is invalid.
-    Returns whether any pixel is maybe."""
-    gain, _, _, _, min_count, c0, c1, no_bound, _, bits = tests
+    Returns whether any pixel is maybe.
+
+    Integer images make the chord test in float32 (twice the lanes of
+    float64; ``single`` = gain, c0, c1 and the margin in float32, see
+    :data:`SINGLE_MARGIN`), which keeps every pixel the float64 test would
+    keep; parameters outside the margin's bound set ``no_bound``."""
+    gain, _, _, _, min_count, c0, c1, no_bound, _, bits, single = tests
     any_ = False
+    if ws is None:  # integer images (numba drops this branch for float images)
+        gain_1, c0_1, c1_1, margin_1 = single
+        for i in range(len(row)):
+            u = row[i]
+            valid = (static_row[i] != 0) & (u > lo) & (u < hi)
+            n, n_big, x = _unpack(wp[i], ws, i, bits)
+            m, xf, y = np.float32(n), np.float32(x), np.float32(wq[i])
+            a = m * y
+            ok = valid & (n >= min_count) & ((n_big > 0) | ((x >= 0) & (no_bound | (
+                (n >= 2) & ((a - xf * xf) - gain_1 * xf * (c0_1 + c1_1 * m) > margin_1 * a)))))
+            maybe[i] = ok
+            sig[i] = not valid
+            any_ |= ok
+        return any_
     for i in range(len(row)):
         u = row[i]
         valid = (static_row[i] != 0) & (u > lo) & (u < hi)
@@ -369,7 +390,7 @@ def _threshold(image, static, bounds, ky, kx, extended, tests, cs, ws, sums, row
     """
     ny, nx = image.shape
     lo, hi, sat_hi = bounds
-    gain, nsig_b, nsig_s, threshold, _, _, _, _, clips, bits = tests
+    gain, nsig_b, nsig_s, threshold, _, _, _, _, clips, bits, _ = tests
     cp, cq, wp, wq = sums
     maybe, maybe_words, no_pixels, sig_row = rows
     h, ky2, kx2, zero, sig_ring, has_candidates, tmp, core_ring, core_words, n_cores, cols, bn, \
@@ -489,13 +510,21 @@ def _prepare(image: np.ndarray, trusted_range, n_window: int):
     wider ones when the trusted range lies within int32 (values beyond it are
     invalid either way, so they are clipped to it). Their sums are exact
     (:func:`_exact_in_int32`); otherwise, and for float images, float64.
+    uint32 images (Eiger) with a trusted range from -1 or above are read as
+    int32 in place, without a copy: a value of 2**31 or more (the Eiger's
+    2**32 - 1 of masked pixels) then reads as a negative one, at or below
+    the lower bound, so invalid, as it would be clipped.
     """
     image = np.ascontiguousarray(image)
     if image.dtype.kind in "iu":
         if image.dtype.itemsize > 4 or image.dtype == np.uint32:
             lo, hi, _ = _bounds(image, trusted_range)
             if _INT32.min <= lo and hi <= _INT32.max:
-                image = np.clip(image, _INT32.min, _INT32.max).astype(np.int32)
+                signed = image.view(np.int32) if image.dtype == np.uint32 else None
+                if signed is not None and _bounds(signed, trusted_range)[0] >= -1:
+                    image = signed
+                else:
+                    image = np.clip(image, _INT32.min, _INT32.max).astype(np.int32)
         else:
             image = image.astype(np.int32, copy=False)
         if image.dtype == np.int32:
@@ -513,6 +542,28 @@ def _chord(n_window: int, nsig_b: float) -> tuple[float, float]:
         if n_window > 2 else 1.0
     c0 = -1.0 + nsig_b * np.sqrt(2.0) - (c1 - 1.0) * 2.0
     return c0 - 1e-9 * abs(c0), c1 - 1e-9 * abs(c1)
+
+
+#: The float32 chord test (:func:`_candidates`) passes a pixel when (n Q - S^2) - gain S
+#: (c0 + c1 n) > -2**-18 n Q, all in float32. A pixel the exact chord test passes has
+#: S^2 + gain S (c0 + c1 n) < n Q, each term >= 0 when gain, c1 >= 0, S >= 0 and
+#: c0 >= -1.25 c1 (then c0 + c1 n >= 0.75 c1 for n >= 2, and |c0| + c1 n is at most
+#: 4.4 times c0 + c1 n, so rounding c0, c1 and the multiply-add changes c0 + c1 n by at
+#: most 13 * 2**-24 of itself). The float32 roundings (Q, S and gain once each, then the
+#: products, the square and the 2 differences, each within 2**-24 relative) then change
+#: the left side by less than 27 * 2**-24 n Q: below half of the margin.
+SINGLE_MARGIN = -(2.0**-18)
+
+
+def _bounded(gain: float, nsig_b: float, c0: float, c1: float) -> bool:
+    """May the chord prefilter reject pixels? Only when gain and nsig_b are >= 0 (the
+    chord lies below the exact test's coefficient) and the float32 test's error bound
+    holds (:data:`SINGLE_MARGIN`: c1 >= 0, c0 >= -1.25 c1, as for every nsig_b >= 0,
+    and all below 1e30 in magnitude, so that none overflows float32 and a product that
+    does, to inf, rejects only pixels whose float64 test fails too); otherwise every
+    valid pixel goes to the exact test (``no_bound``)."""
+    return bool(gain >= 0 and nsig_b >= 0 and c1 >= 0 and c0 >= -1.25 * c1
+                and max(abs(gain), abs(c0), abs(c1)) < 1e30)
 
 
 def _extended_work(nx: int, h: int, ky2: int, kx2: int, integer: bool, extended: bool) -> tuple:
@@ -559,9 +610,12 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     bits = n_window.bit_length()
     clip = _clip(n_window) if integer else np.inf
     clips = (image.dtype.type(-clip), image.dtype.type(clip))
+    bounded = _bounded(gain, sigma_background, c0, c1)
     tests = (float(gain), float(sigma_background), float(sigma_strong), float(global_threshold),
-             int(min_local), c0, c1, not (gain >= 0 and sigma_background >= 0), clips,
-             np.int32(bits))  # int32: shifts by an int64 widen the packed sums to int64
+             int(min_local), c0, c1, not bounded, clips,
+             np.int32(bits),  # int32: shifts by an int64 widen the packed sums to int64
+             tuple(np.float32(v) for v in ((gain, c0, c1) if bounded else (0.0, 0.0, 0.0))
+                   + (SINGLE_MARGIN,)))
     acc = np.int32 if integer else np.float64
     cs, ws = (None, None) if integer else (_scratch("col_s", (nx + 2 * kx,), np.float64),
                                            _scratch("win_s", (nx,), np.float64))
