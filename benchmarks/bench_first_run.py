@@ -13,7 +13,8 @@ unit the demo needs, each in a process of its own, in a cache empty at the start
 of a shared machine disturbs less than wall times (but still by up to 2x: compare
 only figures of one run). With ``kernels``: where that compilation goes, kernel
 by kernel (numba's compile events; a kernel's time includes the kernels and
-numpy functions it compiles on the way), in this process, with an empty cache.
+numpy functions it compiles on the way, and is also given without them), in this
+process, with an empty cache.
 
 With ``compare TREE [TREE2]``: both of these, for the working tree (or TREE2) and for
 another tree alternately (interleaved, so that the load of a shared machine falls on both
@@ -43,9 +44,12 @@ from pathlib import Path
 
 #: The kernel units ``gonio demo`` compiles (gonio.shell.main.STEP_KERNELS of its steps), and
 #: the simulator's, which trees before 2026-12-06 15:00 had (0 s where a tree has no such unit;
-#: trees before 2026-12-06 18:00 had integrate's kernels in one unit, gonio.core.integration).
+#: trees before 2026-12-06 18:00 had integrate's kernels in one unit, gonio.core.integration;
+#: before 2026-12-06 20:30 the spot-finding unit wrote the strong table's shoebox column, and
+#: the shoebox unit compiled the reading kernels too).
 DEMO_UNITS = ("gonio.core.simulate", "gonio.core.spotfinding.threshold", "gonio.core.spotfinding",
-              "gonio.core.integration", "gonio.core.integration.box_kernels")
+              "gonio.core.io.shoebox_kernels", "gonio.core.integration",
+              "gonio.core.integration.box_kernels")
 
 
 def run_demo(folder: Path, env: dict) -> tuple[float, dict, str]:
@@ -148,17 +152,21 @@ def kernel_times(units: list[str]) -> None:
     from gonio.core import jit
 
     class CpuTimes(event.Listener):
-        """CPU seconds between the start and end of each compilation."""
+        """CPU seconds between the start and end of each compilation (compilations nest:
+        a kernel's includes those of the kernels it calls), and without the nested ones."""
 
         def __init__(self):
-            self.started, self.done = {}, []
+            self.stack, self.done = [], []
 
         def on_start(self, ev):
-            self.started[id(ev.data["dispatcher"]), str(ev.data["args"])] = time.process_time()
+            self.stack.append([time.process_time(), 0.0])
 
         def on_end(self, ev):
-            t0 = self.started.pop((id(ev.data["dispatcher"]), str(ev.data["args"])))
-            self.done.append((time.process_time() - t0, ev.data["dispatcher"].py_func.__name__))
+            t0, nested = self.stack.pop()
+            seconds = time.process_time() - t0
+            if self.stack:
+                self.stack[-1][1] += seconds
+            self.done.append((seconds, seconds - nested, ev.data["dispatcher"].py_func.__name__))
 
     jit.notify = lambda text: None
     for unit in [u for u in units or DEMO_UNITS if u in jit.UNITS]:
@@ -168,9 +176,9 @@ def kernel_times(units: list[str]) -> None:
             getattr(import_module(module), func)()
         cpu, done = time.process_time() - cpu, listener.done
         print(f"{unit}: {cpu:.2f} s of CPU, {len(done)} compilations (load "
-              f"{os.getloadavg()[0]:.1f}); the longest, their callees included:")
-        for seconds, name in sorted(done, reverse=True)[:8]:
-            print(f"  {seconds:6.2f} s  {name}")
+              f"{os.getloadavg()[0]:.1f}); the longest, their callees included (and not):")
+        for seconds, own, name in sorted(done, reverse=True)[:8]:
+            print(f"  {seconds:6.2f} s ({own:5.2f} s)  {name}")
 
 
 def compare(tree: str, repeats: int, other: str | None = None) -> None:

@@ -108,11 +108,12 @@ def main(n: int = 120, repeats: int = 2) -> None:
                   f"= {path[nproc] / c_decode:.2f} x decode CPU")
         print(f"speed-up nproc=2 / nproc=1: wall {best[1] / best[2]:.2f}x, "
               f"critical path {path[1] / path[2]:.2f}x")
-        phases = ("read", "claims", "copy", "reset", "background", "learn", "fit")
+        phases = ("read", "claims", "copy", "reset", "background", "learn", "fit", "setup",
+                  "profile_model")
         for nproc, res in last.items():
             t = res.timings
             print(f"CPU per phase, nproc={nproc} (s, all threads): "
-                  + ", ".join(f"{k} {t[f'cpu.{k}']:.2f}" for k in phases)
+                  + ", ".join(f"{k} {t.get(f'cpu.{k}', 0.0):.2f}" for k in phases)
                   + f"; serial {t['cpu.serial']:.2f}")
 
         # as a user gets it: models refined (scan-varying) and the profile model estimated
@@ -136,7 +137,7 @@ def main(n: int = 120, repeats: int = 2) -> None:
         for nproc, res in last.items():
             t = res.timings
             print(f"  CPU per phase, nproc={nproc} (s, all threads): "
-                  + ", ".join(f"{k} {t[f'cpu.{k}']:.2f}" for k in phases)
+                  + ", ".join(f"{k} {t.get(f'cpu.{k}', 0.0):.2f}" for k in phases)
                   + f"; serial {t['cpu.serial']:.2f}")
 
     for n_mem in (100, 400):

@@ -48,15 +48,22 @@ import time
 #: unit's entry points on tiny inputs with the dtypes the steps use, so that every
 #: specialisation a step needs is compiled and cached. Integrate's kernels are two
 #: units (the kernels on whole shoeboxes, and the pixel kernels that cut frames into
-#: shoeboxes and fit profiles), which two processes compile at once.
+#: shoeboxes and fit profiles), which two processes compile at once. A unit named below a
+#: module (``...box_kernels.simple``: integrate's simple background models; reading a
+#: shoebox column back) holds the kernels declared ``njit(unit=...)``: paths that only
+#: some runs reach, compiled when first needed.
 UNITS: dict[str, tuple[str, float]] = {
     "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 4.0),
     "gonio.core.spotfinding": ("gonio.core.spotfinding.warmup:warm_up", 2.0),
-    "gonio.core.io.shoebox_kernels": ("gonio.core.io.shoebox_kernels:warm_up", 2.0),
+    "gonio.core.io.shoebox_kernels": ("gonio.core.io.shoebox_kernels:warm_up", 1.0),
+    "gonio.core.io.shoebox_kernels.read": ("gonio.core.io.shoebox_kernels:warm_up_read", 1.0),
+    "gonio.core.formats.byte_offset": ("gonio.core.formats.byte_offset:warm_up", 1.0),
     "gonio.core.export.text_kernels": ("gonio.core.export.text_kernels:warm_up", 2.0),
     "gonio.core.integration.box_kernels": (
-        "gonio.core.integration.warmup:warm_up_boxes", 5.0),
+        "gonio.core.integration.warmup:warm_up_boxes", 4.0),
     "gonio.core.integration": ("gonio.core.integration.warmup:warm_up", 6.0),
+    "gonio.core.integration.box_kernels.simple": (
+        "gonio.core.integration.warmup:warm_up_simple_boxes", 3.0),
 }
 
 #: Called with one line of text when compilation really happens (the shell
@@ -192,7 +199,7 @@ def is_prepared(unit: str) -> bool:
 
 # -- the cache numba uses for gonio's kernels ---------------------------------------------
 def _unit(cache) -> str:
-    module = cache._py_func.__module__
+    module = getattr(cache._py_func, "_gonio_unit", None) or cache._py_func.__module__
     return unit_of(module) or module
 
 
@@ -497,13 +504,21 @@ def njit(fn=None, **options):
     the code using it imports lazily (at the first call, not at start-up).
     No C entry point (``no_cfunc_wrapper``: gonio never passes kernels as
     first-class functions or C callbacks; each one is code less to compile).
+    ``unit="..."`` (gonio's own option) puts the kernel in that unit of :data:`UNITS`
+    instead of its module's: for a path that only some runs reach (e.g.
+    ``gonio.core.integration.box_kernels.rare``), which then compiles when first
+    reached, announced with its own estimate, instead of with the kernels every run
+    needs.
     """
     global _CACHE_CLASS
+    unit = options.pop("unit", None)
 
     def wrap(f):
         import numba
 
         global _CACHE_CLASS
+        if unit:
+            f._gonio_unit = unit
         internal = options.get("no_cpython_wrapper") and _internal_compiler()
         extra = {"pipeline_class": internal} if internal else {}
         dispatcher = numba.njit(**{"nogil": True, "no_cfunc_wrapper": True, **extra,
@@ -592,9 +607,9 @@ def prepare_in_background(units=None, nice: int = 10) -> list:
     wait for them (``nice`` 0: the first run of a script, such as ``gonio demo``,
     whose integrate then found its kernels 4-5 s sooner, median first-run excess
     12.3 against 13.5 s in interleaved runs on two cores). Process k starts with the
-    unit k/n of the way along the list (the first with the unit needed first, the
-    second on two cores with the second half: integrate's units) and goes on with
-    the others that nobody is preparing.
+    unit k/n of the way along the list's compile time (:data:`UNITS`' estimates: the
+    first with the unit needed first, the second on two cores with the second half,
+    integrate's pixel kernels) and goes on with the others that nobody is preparing.
     Returns the processes (none when all are prepared, the folder cannot be
     written, or ``GONIO_PREPARE_KERNELS=0``). They outlive the shell if need
     be: the work is done once per machine and user.
@@ -609,8 +624,12 @@ def prepare_in_background(units=None, nice: int = 10) -> list:
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir())
     procs = []
     n = max(1, min(len(todo), (os.cpu_count() or 2) - (1 if nice else 0)))
+    seconds = [UNITS[u][1] for u in todo]
     for k in range(n):
-        first = k * len(todo) // n
+        # the unit under the point k/n of the way along the list's compile time
+        point, first = k * sum(seconds) / n, 0
+        while first + 1 < len(todo) and sum(seconds[:first + 1]) <= point:
+            first += 1
         try:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "gonio.core.jit", f"--nice={int(nice)}", *todo[first:],

@@ -58,10 +58,17 @@ def run_lines(session, lines, echo: bool = False) -> int:
 #: one that takes longest first: while a step waits for a unit that the background process
 #: compiles it prepares the next ones that compile faster (``jit.prepare_meanwhile``), so
 #: that the two halves of integrate's kernels compile on two cores at once.
+#: findspots writes the strong table's shoebox column (``gonio.core.io.shoebox_kernels``)
+#: when the step is recorded; it and integrate decode miniCBF images
+#: (``gonio.core.formats.byte_offset``). integrate's ``simple`` background models are a unit of their
+#: own (``...box_kernels.simple``), compiled when a step first reaches them.
 STEP_KERNELS = {
-    "findspots": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding"),
-    "integrate": ("gonio.core.integration", "gonio.core.integration.box_kernels"),
+    "findspots": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding",
+                  "gonio.core.io.shoebox_kernels", "gonio.core.formats.byte_offset"),
+    "integrate": ("gonio.core.integration", "gonio.core.integration.box_kernels",
+                  "gonio.core.formats.byte_offset"),
     "process": ("gonio.core.spotfinding.threshold", "gonio.core.spotfinding",
+                "gonio.core.io.shoebox_kernels", "gonio.core.formats.byte_offset",
                 "gonio.core.integration", "gonio.core.integration.box_kernels"),
 }
 #: Units a step needs only after a while (process integrates after finding spots, indexing

@@ -332,3 +332,60 @@ def test_box_extent_is_the_panel_s_ray_intersection(close_sweep):
     for got, want in ((ext[:, 0], xs.min(0)), (ext[:, 1], xs.max(0)), (ext[:, 2], ys.min(0)),
                       (ext[:, 3], ys.max(0))):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_a_failing_image_stops_the_threads_and_is_named(close_sweep):
+    """An image that cannot be read half-way through the sweep: the error names it, with
+    one thread or two, and the threads take no further tasks once it is raised (the six
+    images after it are all in the same section: a thread still working when the error
+    comes may read one or two of them, not all)."""
+    from gonio.core.formats.reader import InMemoryReader
+    from gonio.core.integration.params import IntegrationError
+
+    sim, p, _ = close_sweep
+
+    class Failing(InMemoryReader):
+        def __init__(self, frames, bad):
+            super().__init__(frames)
+            self.bad, self.read_frames = bad, []
+
+        def read(self, i):
+            self.read_frames.append(i)
+            if i == self.bad:
+                raise OSError(f"damaged file of image {i + 1}")
+            return super().read(i)
+
+    first = sim.experiments[0].scan.image_range[0]
+    for nproc in (1, 2):
+        reader = Failing([tuple(im) for im in sim.images], bad=3)
+        with pytest.raises(IntegrationError, match=f"Image {first + 3} could not be read"):
+            _integrate(sim, p, reader, nproc=nproc, block_size=10)
+        assert sorted(reader.read_frames)[:4] == [0, 1, 2, 3]
+        after = reader.read_frames[reader.read_frames.index(3) + 1:]
+        assert len(after) <= 2 * (nproc - 1), (nproc, reader.read_frames)
+
+
+def test_the_profile_models_error_comes_first_with_threads(close_sweep):
+    """With several threads the profile model is estimated beside the prediction: when
+    both fail, the error is the profile model's, as with one thread."""
+    from gonio.core.integration.integrate import integrate
+    from gonio.core.integration.params import IntegrationError, IntegrationParams
+    from gonio.core.reflection_table import ReflectionTable
+
+    sim, _, reader = close_sweep
+    for nproc in (1, 2):
+        with pytest.raises(IntegrationError, match="estimated from the indexed strong spots"):
+            integrate(sim.experiments, ReflectionTable({}),
+                      IntegrationParams(nproc=nproc, d_max=0.5), readers=[reader])
+
+
+def test_set_up_work_runs_beside_the_calling_thread(close_sweep):
+    """With two threads the pixel volumes are computed beside the rest of the set-up
+    (their CPU reported as cpu.setup, the same table); with one thread they are part of
+    the serial work."""
+    sim, p, reader = close_sweep
+    _, one, r1 = _integrate(sim, p, reader, nproc=1)
+    _, two, r2 = _integrate(sim, p, reader, nproc=2)
+    assert "cpu.setup" not in r1.timings
+    assert r2.timings["cpu.setup"] > 0
+    np.testing.assert_array_equal(one["intensity.prf.value"], two["intensity.prf.value"])

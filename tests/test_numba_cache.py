@@ -168,6 +168,50 @@ def test_a_kernel_only_kernels_call_compiles_no_python_entry_and_caches(install,
     assert run_kernel(src, env)[:2] == (285.0, 0)
 
 
+def test_a_kernel_declared_in_a_unit_of_its_own_announces_that_unit(install, tmp_path):
+    """``njit(unit=...)``: a kernel that only some runs reach belongs to the unit it names,
+    not to its module's: compiled when first called, it says so with that unit's name and
+    estimate, once per process, and takes that unit's lock; a later process loads it."""
+    src, env = install
+    (src / "tiny_kernels.py").write_text(KERNELS + textwrap.dedent('''
+        @njit(unit="tiny_kernels.rare")
+        def rare_sum(values):
+            return weighted_sum(values, values)
+    '''))
+    run = textwrap.dedent('''
+        import sys
+        import numpy as np
+        sys.path.insert(0, sys.argv[1])
+        from gonio.core import jit
+        jit.UNITS.update({"tiny_kernels": ("tiny_kernels:nothing", 5.0),
+                          "tiny_kernels.rare": ("tiny_kernels:nothing", 7.0)})
+        import tiny_kernels
+        v = np.arange(10, dtype=np.float64)
+        print("UNIT", jit._unit(tiny_kernels.rare_sum._cache),
+              jit._unit(tiny_kernels.weighted_sum._cache))
+        tiny_kernels.weighted_sum(v, v)
+        for _ in range(2):
+            print("RESULT", tiny_kernels.rare_sum(v))
+        print("MISSES", sum(tiny_kernels.rare_sum.stats.cache_misses.values()))
+    ''')
+
+    def once():
+        r = subprocess.run([sys.executable, "-c", run, str(src)], env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout, r.stderr
+
+    out, err = once()
+    assert "UNIT tiny_kernels.rare tiny_kernels" in out
+    assert "RESULT 285.0" in out and "MISSES 1" in out
+    assert err.count("preparing kernels for this machine, once: ~7 s (rare)") == 1, err
+    assert err.count("~5 s (tiny_kernels)") == 1, err
+    assert (Path(env["XDG_CACHE_HOME"]) / "gonio" / "numba" / "gonio-state" /
+            "tiny_kernels.rare.lock").exists()
+    out, err = once()
+    assert "MISSES 0" in out and "preparing kernels" not in err
+
+
 def test_a_kernel_only_kernels_call_makes_no_machine_code_of_its_own(install, tmp_path):
     """The callee's LLVM IR is linked into its caller, which makes the machine code: the
     callee alone gets none (numba made it, unused, before), and its caller runs right.
@@ -378,12 +422,31 @@ def test_one_background_process_per_spare_core(tmp_path, monkeypatch, cores, exp
     assert started == [["--nice=0", *units] for units in waited]
 
 
+def test_the_second_process_starts_half_way_along_the_compile_time(tmp_path, monkeypatch):
+    """On two cores the second process starts with the unit under the middle of the
+    list's estimated compile time, not of its length: a short unit needed early (the
+    shoebox column at findspots) does not delay the long one needed last."""
+    from gonio.core import jit
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("GONIO_PREPARE_KERNELS", raising=False)
+    for unit, seconds in zip("abcde", (4.0, 2.0, 1.0, 6.0, 4.0)):
+        monkeypatch.setitem(jit.UNITS, unit, (f"{unit}:warm_up", seconds))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: started.append(args[3:]) or kw)
+    jit.prepare_in_background(list("abcde"), nice=0)
+    assert started == [["--nice=0", *"abcde"], ["--nice=0", *"deabc"]]
+
+
 def test_the_demo_prepares_its_kernels_while_it_simulates(monkeypatch):
     """``gonio demo`` starts with the simulator, which has no kernels, and starts one
     background preparation, at the normal priority, of the spot-finding units in the
-    order findspots needs them, then of integrate's two units, the one that takes longer
-    first; while a step waits for one it prepares the others that compile faster (at
-    integrate: the other half of its kernels, on the other core)."""
+    order findspots needs them (the shoebox column of the strong table and the CBF
+    decoder last), then of
+    integrate's two units, the one that takes longer first; while a step waits for one it
+    prepares the others that compile faster (at integrate: the other half of its kernels,
+    on the other core). Not the simple background models, which the demo does not use."""
     from gonio.core import jit
     from gonio.shell import main
     from gonio.shell.demo import SCRIPT
@@ -394,9 +457,10 @@ def test_the_demo_prepares_its_kernels_while_it_simulates(monkeypatch):
     monkeypatch.setattr(jit, "_meanwhile", [])
     main.prepare_kernels(main.split_commands(SCRIPT.read_text()))
     threshold, spotfinding = "gonio.core.spotfinding.threshold", "gonio.core.spotfinding"
+    shoeboxes, cbf = "gonio.core.io.shoebox_kernels", "gonio.core.formats.byte_offset"
     pixels, boxes = "gonio.core.integration", "gonio.core.integration.box_kernels"
-    assert calls == [([threshold, spotfinding, pixels, boxes], 0)]
-    assert jit._meanwhile == [threshold, spotfinding, pixels, boxes]
+    assert calls == [([threshold, spotfinding, shoeboxes, cbf, pixels, boxes], 0)]
+    assert jit._meanwhile == [threshold, spotfinding, shoeboxes, cbf, pixels, boxes]
     assert jit.UNITS[boxes][1] <= jit.UNITS[pixels][1]  # so the step helps with it
     assert main.STEP_KERNELS.get("simulate", ()) == ()  # nothing to compile first
 

@@ -78,3 +78,13 @@ def decode_byte_offset(packed: bytes, n: int) -> tuple[np.ndarray, int]:
     a damaged stream decodes fewer than ``n`` (the rest of the array undefined)."""
     out = np.empty(n, np.int32)
     return out, int(_decode(np.frombuffer(packed, np.int8), out))
+
+
+def warm_up() -> None:
+    """Compile (or load) the decoder ahead of the first miniCBF read: the unit
+    ``gonio.core.formats.byte_offset`` of :data:`gonio.core.jit.UNITS`, which findspots'
+    and integrate's workers need on their first image. A few pixels, given as the
+    ``bytes`` a file read gives, with every escape: two-byte, four-byte and eight-byte."""
+    packed = bytes([3, 0x80, 0x10, 0x00, 0x80, 0x00, 0x80, 0x01, 0x00, 0x00, 0x00,
+                    0x80, 0x00, 0x80, 0x00, 0x00, 0x00, 0x80, 2, 0, 0, 0, 0, 0, 0, 0, 0xFE])
+    decode_byte_offset(packed, 5)

@@ -139,43 +139,31 @@ def _models_and_predictions(experiments, indexed, params: IntegrationParams, gro
                             nproc: int, result: IntegrationResult):
     """(profile models, predicted table per sweep group). The prediction does not need the
     profile model: with several threads the model is estimated in one while the
-    reflections are predicted (by the others: the prediction, 0.24 s of CPU in one thread
-    on the benchmark sweep, is the shorter of the two). Errors come in the same order as
-    done one after the other: the profile model's first."""
+    reflections are predicted by the others (on the benchmark's user sweep 0.30-0.33 and
+    0.23-0.25 s of CPU in one thread). Errors come in the same order as done one after
+    the other: the profile model's first."""
     timings = result.timings
     estimate = not (params.sigma_b is not None and params.sigma_m is not None)
-    executor = ThreadPoolExecutor(1) if estimate and nproc > 1 else None
 
     def models_timed():
-        t0, c0 = time.perf_counter(), time.thread_time()
+        t0 = time.perf_counter()
         models = profile_models(experiments, indexed, params)
         timings["profile_model"] = time.perf_counter() - t0
-        return models, time.thread_time() - c0
+        return models
 
+    beside = estimate and nproc > 1
+    pending = _Beside(timings, "profile_model", models_timed, thread=beside)
+    models = None if beside else pending.result()
+    t0 = time.perf_counter()
     try:
-        pending = executor.submit(models_timed) if executor else None
-        models = None if pending else models_timed()[0]
-        t0, c0 = time.perf_counter(), time.thread_time()
-        try:
-            # one thread fewer while the estimate takes one (the estimate is the longer)
-            predicted = [_predict(experiments, params, g, nproc - 1 if pending else nproc)
-                         for g in groups]
-        except IntegrationError:
-            if pending:
-                pending.result()  # the profile model's error, if any, first
-            raise
-        timings["predict"] = time.perf_counter() - t0
-        if pending:
-            models, spent = pending.result()
-            # the estimate ran beside the prediction: its CPU beyond the calling thread's
-            # over the same time is on the critical path
-            timings["cpu.profile_model"] = spent
-            timings["cpu.parallel_span"] = timings.get("cpu.parallel_span", 0.0) + max(
-                spent - (time.thread_time() - c0), 0.0)
-    finally:
-        if executor:
-            executor.shutdown(wait=True)
-    return models, predicted
+        # one thread fewer while the estimate takes one
+        predicted = [_predict(experiments, params, g, nproc - 1 if beside else nproc)
+                     for g in groups]
+    except IntegrationError:
+        pending.result()  # the profile model's error, if any, first
+        raise
+    timings["predict"] = time.perf_counter() - t0
+    return pending.result() if beside else models, predicted
 
 
 def _predict(experiments, params: IntegrationParams, members, nproc: int) -> ReflectionTable:
@@ -272,16 +260,24 @@ def _shoeboxes(experiments, models, table, members):
     return bbox, db, dm, full
 
 
-def _shoeboxes_in_parts(experiments, models, table, members, nproc):
+def _shoeboxes_in_parts(experiments, models, table, members, nproc, timings):
     """:func:`_shoeboxes` of ``nproc`` parts of the table in threads (numpy releases the
-    GIL on the large arrays)."""
+    GIL on the large arrays); their CPU goes to ``timings['cpu.setup']``, the longest
+    part's to ``cpu.parallel_span``."""
     if nproc < 2 or len(table) < 2000:
         return _shoeboxes(experiments, models, table, members)
-    parts = _chunks(np.arange(len(table)), nproc)
+
+    def part(rows):
+        c0 = time.thread_time()
+        return _shoeboxes(experiments, models, table.select(rows), members), \
+            time.thread_time() - c0
+
     with ThreadPoolExecutor(nproc) as ex:
-        done = list(ex.map(lambda rows: _shoeboxes(experiments, models, table.select(rows),
-                                                   members), parts))
-    return tuple(np.concatenate([d[i] for d in done]) for i in range(4))
+        done = list(ex.map(part, _chunks(np.arange(len(table)), nproc)))
+    cpu = [c for _, c in done]
+    timings["cpu.setup"] = timings.get("cpu.setup", 0.0) + sum(cpu)
+    timings["cpu.parallel_span"] = timings.get("cpu.parallel_span", 0.0) + max(cpu)
+    return tuple(np.concatenate([d[i] for d, _ in done]) for i in range(4))
 
 
 def _profile_geometry(table, e1, e2, zeta, db, dm, s0, m2):
@@ -367,8 +363,7 @@ class _Chunk:
         rows = np.concatenate([self.live, self.pending, self.waiting])
         old = off.copy()
         new = _Chunk(rows, sizes, off)
-        for a, b in ((self.data, new.data), (self.mask, new.mask)):
-            repack(rows, old, off, sizes, a, b)
+        repack(rows, old, off, sizes, self.data, new.data, self.mask, new.mask)
         new.live, new.pending, new.learning, new.waiting = \
             self.live, self.pending, self.learning, self.waiting
         return new
@@ -398,7 +393,9 @@ class _ThreadCpu:
     def section(self, tasks, executor) -> None:
         """Run ``tasks`` ((phase, fn, argument), ...) as one parallel section: in
         ``executor``'s threads when there is one, each thread taking the next task when
-        done (no barrier between phases), else in the calling thread; timed."""
+        done (no barrier between phases; one loop per thread, not one future per task),
+        else in the calling thread; timed. The first error stops the section's threads
+        taking further tasks and is raised."""
         def call(task):
             phase, fn, arg = task
             t0, c0 = time.perf_counter(), time.thread_time()
@@ -407,11 +404,80 @@ class _ThreadCpu:
             self.add(phase, spent, time.perf_counter() - t0)
             return spent
 
-        spent = [call(t) for t in tasks] if executor is None else list(executor.map(call, tasks))
+        if executor is None:
+            spent = [call(t) for t in tasks]
+        else:
+            spent = [0.0] * len(tasks)
+            todo = iter(enumerate(tasks))
+            lock = threading.Lock()
+            stop = threading.Event()
+
+            def worker():
+                while not stop.is_set():
+                    with lock:
+                        item = next(todo, None)
+                    if item is None:
+                        return
+                    try:
+                        spent[item[0]] = call(item[1])
+                    except BaseException:
+                        stop.set()
+                        raise
+
+            futures = [executor.submit(worker) for _ in range(min(self.nproc, len(tasks)))]
+            try:
+                for f in futures:
+                    f.result()
+            finally:
+                stop.set()  # an error, or Ctrl-C in the calling thread: no further tasks
+                for f in futures:
+                    f.exception()  # wait for the tasks running
         if spent:
             self.add("parallel_span", _makespan(spent, self.nproc))
             if executor is None:
                 self.add("in_calling_thread", sum(spent))
+
+
+class _Beside:
+    """``fn()`` run in a thread of its own while the calling thread goes on (``thread``),
+    else in the calling thread when :meth:`result` first asks for it. :meth:`result`
+    returns its value or raises its error; a thread's CPU goes to
+    ``timings['cpu.<phase>']``, and the part of it beyond the calling thread's CPU over
+    the same time (what it adds to the critical path) to ``timings['cpu.parallel_span']``."""
+
+    def __init__(self, timings: dict, phase: str, fn, thread: bool):
+        self.timings, self.phase, self.fn = timings, phase, fn
+        self._done = None
+        self._thread = None
+        if thread:
+            self._c0 = time.thread_time()
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        c0 = time.thread_time()
+        try:
+            self._done = (True, self.fn())
+        except BaseException as e:  # raised in the calling thread by result()
+            self._done = (False, e)
+        self.cpu = time.thread_time() - c0
+
+    def result(self):
+        if self._thread is None:
+            if self._done is None:
+                self._run()
+        else:
+            self._thread.join()
+            if self._c0 is not None:  # accounted once
+                meanwhile, self._c0 = time.thread_time() - self._c0, None
+                t = self.timings
+                t["cpu." + self.phase] = t.get("cpu." + self.phase, 0.0) + self.cpu
+                t["cpu.parallel_span"] = t.get("cpu.parallel_span", 0.0) + max(
+                    self.cpu - meanwhile, 0.0)
+        ok, value = self._done
+        if not ok:
+            raise value
+        return value
 
 
 def _makespan(seconds, nproc: int) -> float:
@@ -435,6 +501,24 @@ def _nearest_ring_with_references(ring_w: np.ndarray, ring: int) -> int | None:
     return int(found[np.argmin(np.abs(found - ring) * 2 + (found > ring))])
 
 
+def _after(event: threading.Event, fn):
+    """``fn`` waiting for ``event`` first (a task that needs what another task makes)."""
+    def run(arg):
+        event.wait()
+        fn(arg)
+    return run
+
+
+def _then_set(fn, event: threading.Event):
+    """``fn`` setting ``event`` when done (or failed: its error stops the section)."""
+    def run(arg):
+        try:
+            fn(arg)
+        finally:
+            event.set()
+    return run
+
+
 def _chunks(rows: np.ndarray, n: int) -> list[np.ndarray]:
     return [c for c in np.array_split(rows, max(1, min(n, len(rows)))) if len(c)]
 
@@ -452,7 +536,8 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
     scan, detector = expt.scan, expt.detector
     timings = result.timings
     t0 = time.perf_counter()
-    bbox, db, dm, full = _shoeboxes_in_parts(experiments, models, table, members, nproc)
+    bbox, db, dm, full = _shoeboxes_in_parts(experiments, models, table, members, nproc,
+                                             timings)
     keep = np.flatnonzero((bbox[:, 1] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 2])
                           & (bbox[:, 5] > bbox[:, 4]))
     order = keep[np.lexsort((bbox[keep, 5], bbox[keep, 4]))]  # one copy of the table
@@ -468,6 +553,10 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
     xyzc = table["xyzcal.px"].copy()
     xyzc[:, 2] -= a0
     phi0, osc = float(scan.angle_from_frame(a0)), float(scan.oscillation[1])
+    # pixel volume in normalised Kabsch coordinates (c1/db, c2/db, c3/dm) per reflection,
+    # with several threads in one of its own beside the rest of the set-up
+    jacobians = _Beside(timings, "setup", lambda: _jacobians(
+        detector, table, e1, e2, zeta, osc, db, dm, panel), thread=nproc > 1)
     rgeo = _profile_geometry(table, e1, e2, zeta, db, dm, s0, m2)
     beam = np.concatenate([s0, m2, [np.linalg.norm(s0)]])
     scan_rad = np.deg2rad([phi0, osc])
@@ -476,10 +565,6 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
              * (bbox[:, 5] - bbox[:, 4])).astype(np.int64)
     n_images = scan.num_images
     timings["setup"] = timings.get("setup", 0.0) + time.perf_counter() - t0
-
-    # pixel volume in normalised Kabsch coordinates (c1/db, c2/db, c3/dm) per reflection
-    jac, pix_deg = _jacobians(detector, table, e1, e2, zeta, osc, db, dm, panel)
-    fg_pad = np.sqrt(0.5) * pix_deg / db
 
     # reference-profile regions: resolution rings x azimuthal sectors x scan ranges
     G = params.grid_size
@@ -538,18 +623,26 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
                      np.full(geo["n_pixels"], np.inf, np.float32),
                      np.full(geo["n_pixels"], -1, np.int32),
                      np.empty(geo["n_pixels"], np.int32), np.zeros(1, np.int64)))
-    frame_max = np.zeros(n_images)
+    signal = [False]  # some pixel > 0 on an image read so far (then no image is searched)
     off = np.zeros(n, np.int64)
+    jac, pix_deg = jacobians.result()
+    fg_pad = np.sqrt(0.5) * pix_deg / db
     chunks: list[_Chunk] = []
     executor = ThreadPoolExecutor(nproc) if nproc > 1 else None
 
     cpu = _ThreadCpu(timings, nproc)
 
-    def finalize_blocks(upto_frame, last):
-        for j in range(n_blocks_scan):
-            if finalized[j] or (not last and done_frame[j] > upto_frame):
-                continue
-            finalized[j] = True
+    def blocks_complete(upto_frame, last):
+        """The scan ranges not finalised yet whose references are all learnt once the
+        frames to ``upto_frame`` are (all, if ``last``); marked finalised here, made by
+        :func:`finalize_blocks`."""
+        now = [j for j in range(n_blocks_scan)
+               if not finalized[j] and (last or done_frame[j] <= upto_frame)]
+        finalized[now] = True
+        return now
+
+    def finalize_blocks(now):
+        for j in now:
             slots = (j % SLOTS) * per_block + np.arange(per_block)
             nref[j * per_block:(j + 1) * per_block] = nref_slot[slots]
             ring_acc[:] += acc[slots]
@@ -599,7 +692,8 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
             state, best, own, claimed, n_claimed = own_scratch
             ta, ca = time.perf_counter(), time.thread_time()
             img = _read(reader, f, scan)
-            frame_max[f] = img.max() if img.size else 0.0
+            if not signal[0] and img.size and img.max() > 0:
+                signal[0] = True
             cpu.add("read", time.thread_time() - ca, time.perf_counter() - ta)
             for pass_ in range(2):
                 cp = time.thread_time()
@@ -650,11 +744,11 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
         for c in chunks:
             if not len(c.waiting):
                 continue
-            ready = c.waiting if last else c.waiting[finalized[sblock[c.waiting]]]
-            if not len(ready):
+            done = finalized[sblock[c.waiting]] | last
+            if not done.any():
                 continue
-            tasks += [("fit", fit, (c, part)) for part in _chunks(ready, nproc * 2)]
-            c.waiting = np.setdiff1d(c.waiting, ready, assume_unique=True)
+            tasks += [("fit", fit, (c, part)) for part in _chunks(c.waiting[done], nproc * 2)]
+            c.waiting = c.waiting[~done]
         return tasks
 
     # A pipeline over the blocks of frames: section s extracts block s while the
@@ -685,9 +779,10 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
                     c.learning = ref
                     c.waiting = np.concatenate([c.waiting, done])
                 c.pending = np.zeros(0, np.int64)
-            # ... block s - 3's references are learnt: complete profiles are finalised
-            if params.profile_fitting and 0 <= s - 3 < n_blocks:
-                finalize_blocks(ends[s - 3], ends[s - 3] >= n_images)
+            # ... block s - 3's references are learnt: the scan ranges they complete get
+            # their profiles (below)
+            complete = blocks_complete(ends[s - 3], ends[s - 3] >= n_images) \
+                if params.profile_fitting and 0 <= s - 3 < n_blocks else []
             # ... block s - 1 is extracted: the reflections it completed wait for their
             # background
             if 0 <= s - 1 < n_blocks:
@@ -717,6 +812,16 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
                         tasks.append(("learn", learn, group))
                 for c, _ in refs:
                     c.learning = np.zeros(0, np.int64)
+            made = None
+            if complete:
+                # the profiles are made by the section's first task, and its fits wait for
+                # them; in the calling thread first if this section's references add to
+                # the accumulators of one of those scan ranges (they are reused in turn)
+                learnt = {int(j) % SLOTS for _, ref in refs for j in np.unique(sblock[ref])}
+                if learnt & {j % SLOTS for j in complete}:
+                    finalize_blocks(complete)
+                else:
+                    made = threading.Event()
             if s < n_blocks:
                 f0, f1 = starts[s], ends[s]
                 stop = int(np.searchsorted(bbox[:, 4], f1))  # the boxes start in order
@@ -733,7 +838,8 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
             tasks += [("background", proc, (c, part)) for c in chunks if len(c.pending)
                       for part in _chunks(c.pending, nproc * 2)]
             if params.profile_fitting:
-                tasks += fit_tasks(s == n_blocks + 2)
+                tasks += [(phase, _after(made, fn) if made else fn, arg)
+                          for phase, fn, arg in fit_tasks(s == n_blocks + 2)]
             # the chunks only waiting for fits, none of them in this section, mostly free:
             # compacted in the section (no other task reads them), counted with the fits
             busy = {id(c) for phase, _, arg in tasks if phase != "extract"
@@ -741,6 +847,8 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
             tasks += [("fit", compact, i) for i, c in enumerate(chunks)
                       if id(c) not in busy and not (len(c.live) or len(c.pending))
                       and c.in_use(sizes) * 2 <= c.size]
+            if made:
+                tasks.insert(0, ("learn", _then_set(finalize_blocks, made), complete))
             cpu.section(tasks, executor)
     finally:
         if executor is not None:
@@ -750,7 +858,7 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
                       for i in range(3)], axis=1)
     where[:, 2] += scan.image_range[0] - 0.5  # frame -> image number
     result.reference_profiles.append((profiles, nref, hxy, where))
-    if not np.any(frame_max > 0):
+    if not signal[0]:
         raise IntegrationError(
             f"Every pixel of all {n_images} images of {reader_name(reader)} is zero (or "
             "below the trusted range): there is nothing to integrate. Check that the images "
@@ -979,6 +1087,7 @@ def integrate(experiments, indexed, params: IntegrationParams | None = None, pro
     ``masks``: a user mask per panel (slow, fast; True = good pixel, generate_mask)."""
     from ..formats.reader import ImageSequenceReader
     from ..refinement.blas import one_thread
+    from .pixel_directions import pixel_directions
 
     params = params or IntegrationParams()
     params.validate()
@@ -998,8 +1107,15 @@ def integrate(experiments, indexed, params: IntegrationParams | None = None, pro
     t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
     # the threads are integrate's own (nproc): BLAS's would crowd the same cores
     with one_thread():
+        # the detectors' pixel directions (kept per panel geometry: computed by the first
+        # integrate of a session, ~0.3 s per 1M pixels) beside the profile model and the
+        # prediction
+        directions = _Beside(result.timings, "setup", lambda: [
+            pixel_directions(p) for g in groups for p in experiments[g[0]].detector],
+            thread=nproc > 1)
         models, predicted = _models_and_predictions(experiments, indexed, params, groups, nproc,
                                                     result)
+        directions.result()
         result.profile_models = models
         tables = []
         total = sum(experiments[g[0]].scan.num_images for g in groups)

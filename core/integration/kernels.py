@@ -56,8 +56,8 @@ def pixel_state(static_ok: np.ndarray) -> np.ndarray:
     return np.where(static_ok, 0, STATIC_BAD).astype(np.uint8)
 
 
-@njit
-def _frame_axes(geo, r, beam, ang):
+@njit(error_model="numpy", **INTERNAL)
+def _axes(geo, r, beam, ang):
     """The normalised coordinates of reflection r as linear functions of a pixel's unit
     direction, for the rotation angle phi - phi' = ``ang`` (rad): (u, v, t) =
     A . dir + c, returned as 12 numbers (A_u, c_u, A_v, c_v, A_t, c_t).
@@ -65,15 +65,24 @@ def _frame_axes(geo, r, beam, ang):
     d = R(m2, ang) w - p with w = |s0| dir - s0, so e.d = (R^T e).w - e.p: rotating the
     reflection's three axes once per image instead of every pixel's w."""
     cs, sn = math.cos(ang), math.sin(ang)
-    a_u = _rotated_axis(geo[r, 3], geo[r, 4], geo[r, 5], geo, r, beam, cs, sn, geo[r, 12])
-    a_v = _rotated_axis(geo[r, 6], geo[r, 7], geo[r, 8], geo, r, beam, cs, sn, geo[r, 12])
-    a_t = _rotated_axis(geo[r, 9], geo[r, 10], geo[r, 11], geo, r, beam, cs, sn, geo[r, 13])
+    g = geo[r]  # one view, then 1D reads: less code to compile than 2D reads
+    a_u = _rotated_axis(g[3], g[4], g[5], g, beam, cs, sn, g[12])
+    a_v = _rotated_axis(g[6], g[7], g[8], g, beam, cs, sn, g[12])
+    a_t = _rotated_axis(g[9], g[10], g[11], g, beam, cs, sn, g[13])
     return a_u + a_v + a_t
 
 
-@njit(**INTERNAL)
-def _rotated_axis(e0, e1, e2, geo, r, beam, cs, sn, scale):
-    """(A (3), c) of one axis e: e.d / scale = A . dir + c (see :func:`_frame_axes`)."""
+@njit(error_model="numpy")
+def _frame_axes(geo, r, beam, ang):
+    """:func:`_axes` called from Python (the kernels call that kernel themselves: this
+    entry point compiles only when Python calls it)."""
+    return _axes(geo, r, beam, ang)
+
+
+@njit(error_model="numpy", **INTERNAL)
+def _rotated_axis(e0, e1, e2, g, beam, cs, sn, scale):
+    """(A (3), c) of one axis e of the reflection whose geometry is ``g`` (a row of
+    ``geo``): e.d / scale = A . dir + c (see :func:`_axes`)."""
     k0 = beam[6]
     m0, m1, m2 = beam[3], beam[4], beam[5]
     inv = 1.0 / scale
@@ -82,35 +91,28 @@ def _rotated_axis(e0, e1, e2, geo, r, beam, cs, sn, scale):
     q0 = e0 * cs - (m1 * e2 - m2 * e1) * sn + m0 * md
     q1 = e1 * cs - (m2 * e0 - m0 * e2) * sn + m1 * md
     q2 = e2 * cs - (m0 * e1 - m1 * e0) * sn + m2 * md
-    ep = e0 * geo[r, 0] + e1 * geo[r, 1] + e2 * geo[r, 2]
+    ep = e0 * g[0] + e1 * g[1] + e2 * g[2]
     return (q0 * k0 * inv, q1 * k0 * inv, q2 * k0 * inv,
             -(q0 * beam[0] + q1 * beam[1] + q2 * beam[2] + ep) * inv)
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _row_line(ax, dirs, row, x0, x1):
     """(u, v, t) at the first pixel x0 of a box row (flat detector row start ``row``),
     their steps per pixel along the straight line to the last pixel x1 - 1, and eps_uv,
     eps_t: twice the line's distance from the exact (u, v) and t at the middle pixel,
     plus 1e-3.
 
-    Along a row (u, v, t) (:func:`_frame_axes` ``ax``) are linear in x but for the
+    Along a row (u, v, t) (:func:`_axes` ``ax``) are linear in x but for the
     curvature of the pixel directions: a quadratic term, whose distance from the line is
     largest at the middle, so that within eps the line bounds them. For (u, v), across
     the spot, it is a few hundredths; t, along the diffracted beam, is quadratic in the
     angle from it (the Ewald sphere's curvature) and can leave the line by more."""
     span = x1 - 1 - x0
     xm = x0 + span // 2
-    a, b, m = row + x0, row + x1 - 1, row + xm
-    ua = ax[0] * dirs[a, 0] + ax[1] * dirs[a, 1] + ax[2] * dirs[a, 2] + ax[3]
-    va = ax[4] * dirs[a, 0] + ax[5] * dirs[a, 1] + ax[6] * dirs[a, 2] + ax[7]
-    ta = ax[8] * dirs[a, 0] + ax[9] * dirs[a, 1] + ax[10] * dirs[a, 2] + ax[11]
-    ub = ax[0] * dirs[b, 0] + ax[1] * dirs[b, 1] + ax[2] * dirs[b, 2] + ax[3]
-    vb = ax[4] * dirs[b, 0] + ax[5] * dirs[b, 1] + ax[6] * dirs[b, 2] + ax[7]
-    tb = ax[8] * dirs[b, 0] + ax[9] * dirs[b, 1] + ax[10] * dirs[b, 2] + ax[11]
-    um = ax[0] * dirs[m, 0] + ax[1] * dirs[m, 1] + ax[2] * dirs[m, 2] + ax[3]
-    vm = ax[4] * dirs[m, 0] + ax[5] * dirs[m, 1] + ax[6] * dirs[m, 2] + ax[7]
-    tm = ax[8] * dirs[m, 0] + ax[9] * dirs[m, 1] + ax[10] * dirs[m, 2] + ax[11]
+    ua, va, ta = _uvt(ax, dirs, row + x0)
+    ub, vb, tb = _uvt(ax, dirs, row + x1 - 1)
+    um, vm, tm = _uvt(ax, dirs, row + xm)
     du, dv, dt = (ub - ua) / span, (vb - va) / span, (tb - ta) / span
     k = xm - x0
     eps_uv = 2.0 * max(abs(ua + du * k - um), abs(va + dv * k - vm)) + 1e-3
@@ -118,7 +120,7 @@ def _row_line(ax, dirs, row, x0, x1):
     return ua, va, ta, du, dv, dt, eps_uv, eps_t
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _slab(c0, dc, lim, klo, khi):
     """[klo, khi] narrowed to where |c0 + dc k| <= lim."""
     if dc != 0.0:
@@ -129,7 +131,7 @@ def _slab(c0, dc, lim, klo, khi):
     return klo, khi
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _span_pixels(x0, x1, klo, khi):
     """The pixels [xa, xb) of the row x0 <= x < x1 within k = x - x0 in [klo, khi]."""
     span = x1 - 1 - x0
@@ -138,7 +140,7 @@ def _span_pixels(x0, x1, klo, khi):
     return x0 + max(int(math.floor(klo)), 0), x0 + min(int(math.ceil(khi)), span) + 1
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _foreground_span(ax, dirs, row, x0, x1, lim, tlim):
     """The pixels [xa, xb) of a box row (:func:`_row_line`) that may be foreground:
     u^2 + v^2 <= lim and |t| <= tlim, tested exactly by the caller; the others (3/4 of
@@ -149,7 +151,7 @@ def _foreground_span(ax, dirs, row, x0, x1, lim, tlim):
     return _line_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, lim, tlim)
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _line_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, lim, tlim):
     """The pixels [xa, xb) of the row x0 <= x < x1 where (u, v, t) = (ua, va, ta) +
     (du, dv, dt) (x - x0), within eps (u and v) and eps_t (t) of the exact coordinates,
@@ -174,16 +176,16 @@ def _line_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, lim, tlim):
     return _span_pixels(x0, x1, klo, khi)
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _uvt(ax, dirs, pix):
-    """The normalised coordinates (u, v, t) of pixel ``pix`` (:func:`_frame_axes` ax)."""
+    """The normalised coordinates (u, v, t) of pixel ``pix`` (:func:`_axes` ax)."""
     d0, d1, d2 = dirs[pix, 0], dirs[pix, 1], dirs[pix, 2]
     return (ax[0] * d0 + ax[1] * d1 + ax[2] * d2 + ax[3],
             ax[4] * d0 + ax[5] * d1 + ax[6] * d2 + ax[7],
             ax[8] * d0 + ax[9] * d1 + ax[10] * d2 + ax[11])
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _edge_bow(ax, dirs, pa, pm, pb, s):
     """How far (u, v, t) at pixel ``pm``, a fraction s of the way from pixel pa to pb
     (one box edge), is from the straight line between them, divided by s (1 - s):
@@ -197,7 +199,7 @@ def _edge_bow(ax, dirs, pa, pm, pb, s):
             abs(ta + s * (tb - ta) - tm) * k)
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _box_model(ax, dirs, top, nx, x0, x1, y0, y1):
     """(u, v, t) over a box (rows y0 <= y < y1 of a panel whose row y starts at
     ``top + y nx``, x0 <= x < x1; at least 3 x 3 pixels) as the bilinear interpolation of
@@ -235,7 +237,7 @@ def _box_model(ax, dirs, top, nx, x0, x1, y0, y1):
     return (u00, v00, t00, u10, v10, t10, u01, v01, t01, u11, v11, t11, eps_uv, eps_t)
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _box_row_line(bm, y0, y1, x0, x1, y):
     """Box row y's line (:func:`_row_line`'s first 6 values and eps_uv, eps_t) from the
     box's model ``bm`` (:func:`_box_model`): the interpolation between the box's left and
@@ -251,21 +253,21 @@ def _box_row_line(bm, y0, y1, x0, x1, y):
     return ua, va, ta, du, dv, dt, bm[12], bm[13]
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _box_row_span(bm, y0, y1, x0, x1, y, lim, tlim):
     """:func:`_line_span` of box row y (:func:`_box_row_line`)."""
     ua, va, ta, du, dv, dt, eps, eps_t = _box_row_line(bm, y0, y1, x0, x1, y)
     return _line_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, lim, tlim)
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _box_grid_span(bm, y0, y1, x0, x1, y, g_uv, g_t):
     """:func:`_line_grid_span` of box row y (:func:`_box_row_line`)."""
     ua, va, ta, du, dv, dt, eps, eps_t = _box_row_line(bm, y0, y1, x0, x1, y)
     return _line_grid_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, g_uv, g_t)
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _grid_span(ax, dirs, row, x0, x1, g_uv, g_t):
     """The pixels [xa, xb) of a box row (:func:`_row_line`) that may be on the reference
     grid, |u|, |v| <= g_uv and |t| <= g_t (widened by eps_uv, eps_t); the others are off
@@ -276,7 +278,7 @@ def _grid_span(ax, dirs, row, x0, x1, g_uv, g_t):
     return _line_grid_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, g_uv, g_t)
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def _line_grid_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, g_uv, g_t):
     """The pixels [xa, xb) of the row x0 <= x < x1 on the line (ua, va, ta) + (du, dv, dt)
     (x - x0) (:func:`_line_span`) that may be within |u|, |v| <= g_uv and |t| <= g_t."""
@@ -288,7 +290,7 @@ def _line_grid_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, g_uv, g_t):
     return _span_pixels(x0, x1, klo, khi)
 
 
-@njit
+@njit(error_model="numpy")
 def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan, fg_pad, off,
                   pix_off, pnx, dirs, state, best, own, claimed, n_claimed, sb_data, sb_mask,
                   overlapped, overloaded):
@@ -315,8 +317,8 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
     half = 0.5 * abs(scan[1])
     for ii in range(act.shape[0]):
         r = act[ii]
-        x0, x1, y0, y1, z0, z1 = bbox[r, 0], bbox[r, 1], bbox[r, 2], bbox[r, 3], bbox[r, 4], \
-            bbox[r, 5]
+        box = bbox[r]  # one view, then 1D reads: less code to compile than 2D reads
+        x0, x1, y0, y1, z0, z1 = box[0], box[1], box[2], box[3], box[4], box[5]
         if f < z0 or f >= z1:
             continue
         p = panel[r]
@@ -324,10 +326,7 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
         w = x1 - x0
         base = off[r] + (f - z0) * w * (y1 - y0) - x0
         if pass_ == 0:
-            ax = _frame_axes(geo, r, beam, geo[r, 14] - phi_mid)
-            au0, au1, au2, cu = ax[0], ax[1], ax[2], ax[3]
-            av0, av1, av2, cv = ax[4], ax[5], ax[6], ax[7]
-            at0, at1, at2, ct = ax[8], ax[9], ax[10], ax[11]
+            ax = _axes(geo, r, beam, geo[r, 14] - phi_mid)
             lim = (1.0 + fg_pad[r]) ** 2
             # |t| changes by at most dt_half across the image's rotation range
             tlim = 1.0 + half * geo[r, 15]
@@ -335,9 +334,8 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
             # each row's span from the box's bilinear model (no directions fetched for the
             # rows that miss the foreground); boxes under 5 x 3 pixels: row by row
             by_box = w > 4 and y1 - y0 > 2
-            bm = _box_model(ax, dirs, top, nx, x0, x1, y0, y1) if by_box else \
-                (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
             if by_box:
+                bm = _box_model(ax, dirs, top, nx, x0, x1, y0, y1)
                 xa, xb = _box_row_span(bm, y0, y1, x0, x1, np.int64(y0), lim, tlim)
                 xa1, xb1 = _box_row_span(bm, y0, y1, x0, x1, y0 + 1, lim, tlim)
             for y in range(y0, y1):
@@ -355,10 +353,7 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
                     xa, xb = _foreground_span(ax, dirs, row, x0, x1, lim, tlim)
                 for x in range(xa, xb):
                     pix = row + x
-                    d0, d1, d2 = dirs[pix, 0], dirs[pix, 1], dirs[pix, 2]
-                    u = au0 * d0 + au1 * d1 + au2 * d2 + cu
-                    v = av0 * d0 + av1 * d1 + av2 * d2 + cv
-                    t = at0 * d0 + at1 * d1 + at2 * d2 + ct
+                    u, v, t = _uvt(ax, dirs, pix)
                     uv = u * u + v * v
                     if uv <= lim and abs(t) <= tlim:
                         sb_mask[jrow + x] = FOREGROUND
@@ -416,7 +411,7 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
                 overlapped[r] = True
 
 
-@njit
+@njit(error_model="numpy")
 def reset_claims(state, claimed, n_claimed):
     """Clear the claims :func:`extract_frame` left in ``state`` for the next frame
     (its static bit stays): only at the pixels pass 0 listed."""
@@ -445,7 +440,7 @@ def panel_geometry(detector) -> np.ndarray:
 # -- the background model at a pixel ------------------------------------------------------
 
 
-@njit(**INTERNAL)
+@njit(error_model="numpy", **INTERNAL)
 def background_at(bg_coef, r, j, w, h, d):
     """The background model of reflection r at pixel j of its shoebox (w x h x d, flat
     index), in photons per pixel (times the panel gain: counts): the constant, or the plane
@@ -459,7 +454,7 @@ def background_at(bg_coef, r, j, w, h, d):
     return max(b, 0.0)
 
 
-@njit(inline="always")
+@njit(error_model="numpy", **INTERNAL)
 def _flat_background(bg_coef, r):
     """(whether reflection r's background model is a constant, that constant clipped at
     0): :func:`background_at` of every pixel, without a call per pixel."""
@@ -470,36 +465,16 @@ def _flat_background(bg_coef, r):
 # -- reference profiles and profile fitting ------------------------------------------------
 
 
-@njit(inline="always")
-def _grid_pos(u, h, n):
-    """Fractional grid index of normalised coordinate u on a grid of n points, step h,
-    centred on 0."""
-    return u / h + 0.5 * (n - 1)
-
-
-@njit(**INTERNAL)
-def _image_axes(r, f, geo, beam, scan):
-    """:func:`_frame_axes` of reflection r at the centre of image f (frames from the scan
-    start)."""
-    return _frame_axes(geo, r, beam, geo[r, 14] - (scan[0] + (f + 0.5) * scan[1]))
-
-
 @njit(error_model="numpy", **INTERNAL)
 def _pixel_trilinear(ax, dirs, p, hxy, hz, nxy, nz):
-    """:func:`_trilinear` of pixel p, whose direction ``dirs[p]`` the affine map ``ax``
-    (3 x 4, row-major) takes to the normalised Kabsch coordinates."""
-    d0, d1, d2 = dirs[p, 0], dirs[p, 1], dirs[p, 2]
-    return _trilinear(ax[0] * d0 + ax[1] * d1 + ax[2] * d2 + ax[3],
-                      ax[4] * d0 + ax[5] * d1 + ax[6] * d2 + ax[7],
-                      ax[8] * d0 + ax[9] * d1 + ax[10] * d2 + ax[11], hxy, hz, nxy, nz)
-
-
-@njit(error_model="numpy", **INTERNAL)
-def _trilinear(u, v, t, hxy, hz, nxy, nz):
-    """Base cell and weights of the 8 neighbours; base -1 when outside the grid."""
-    gx = _grid_pos(u, hxy, nxy)
-    gy = _grid_pos(v, hxy, nxy)
-    gz = _grid_pos(t, hz, nz)
+    """Base cell and weights of the 8 grid points around pixel p (base -1 when outside the
+    grid), whose direction ``dirs[p]`` the affine map ``ax`` (3 x 4, row-major) takes to the
+    normalised Kabsch coordinates (u, v, t): their fractional indices on the grids of nxy
+    points, step hxy (u, v) and nz points, step hz (t), centred on 0."""
+    u, v, t = _uvt(ax, dirs, p)
+    gx = u / hxy + 0.5 * (nxy - 1)
+    gy = v / hxy + 0.5 * (nxy - 1)
+    gz = t / hz + 0.5 * (nz - 1)
     if gx < 0 or gy < 0 or gz < 0 or gx > nxy - 1 or gy > nxy - 1 or gz > nz - 1:
         return -1, -1, -1, 0.0, 0.0, 0.0
     ix = min(int(gx), nxy - 2)
@@ -525,24 +500,23 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, b
         r = rows[ii]
         g = region[r]
         nref[g] += 1
-        w, h, d = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2], bbox[r, 5] - bbox[r, 4]
+        box = bbox[r]  # one view, then 1D reads: less code to compile than 2D reads
+        x0, x1, y0, y1, z0 = box[0], box[1], box[2], box[3], box[4]
+        w, h, d = x1 - x0, y1 - y0, box[5] - z0
         g_r = gain[panel[r]]
         scale = 1.0 / jac[r]
         wi = isum[r]
         flat, b_flat = _flat_background(bg_coef, r)
         o = off[r]
-        x0, y0, z0 = bbox[r, 0], bbox[r, 2], bbox[r, 4]
         p = panel[r]
         nx = pnx[p]
         # the corners as bbox's integers, the first row as int64: the span helpers take
         # the same argument types here as in extract_frame (one specialisation each)
-        x1, y1 = bbox[r, 1], bbox[r, 3]
         by_box = w > 4 and h > 2  # the rows' spans from the box's model (:func:`_box_model`)
         for zz in range(d):
-            ax = _image_axes(r, z0 + zz, geo, beam, scan)
-            bm = _box_model(ax, dirs, pix_off[p], nx, x0, x1, y0, y1) if by_box else \
-                (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+            ax = _axes(geo, r, beam, geo[r, 14] - (scan[0] + (z0 + zz + 0.5) * scan[1]))
             if by_box:
+                bm = _box_model(ax, dirs, pix_off[p], nx, x0, x1, y0, y1)
                 xa, xb = _box_grid_span(bm, y0, y1, x0, x1, np.int64(y0), g_uv, g_t)
                 xa1, xb1 = _box_grid_span(bm, y0, y1, x0, x1, y0 + 1, g_uv, g_t)
             for yy in range(h):
@@ -609,21 +583,23 @@ def fit_profiles(rows, prof_index, profiles, nz, nxy, jac, bbox, off, sb_data, s
     plane = nxy * nxy
     for ii in range(rows.shape[0]):
         r = rows[ii]
-        out[r, 4] = 1.0
+        res = out[r]
+        res[4] = 1.0
         q = prof_index[r]
         if q < 0:
             continue
-        w, h, d = bbox[r, 1] - bbox[r, 0], bbox[r, 3] - bbox[r, 2], bbox[r, 5] - bbox[r, 4]
+        box = bbox[r]  # one view, then 1D reads: less code to compile than 2D reads
+        x0, y0, z0 = box[0], box[2], box[4]
+        w, h, d = box[1] - x0, box[3] - y0, box[5] - z0
         o = off[r]
         gr = gain[panel[r]]
         flat, b_flat = _flat_background(bg_coef, r)
         k = 0
         norm = 0.0
-        x0, y0, z0 = bbox[r, 0], bbox[r, 2], bbox[r, 4]
         p = panel[r]
         j = -1
         for zz in range(d):
-            ax = _image_axes(r, z0 + zz, geo, beam, scan)
+            ax = _axes(geo, r, beam, geo[r, 14] - (scan[0] + (z0 + zz + 0.5) * scan[1]))
             for yy in range(h):
                 pix = pix_off[p] + (y0 + yy) * pnx[p] + x0
                 if yy + 2 < h:  # the directions of the row after next (:mod:`.prefetch`)
@@ -662,17 +638,16 @@ def fit_profiles(rows, prof_index, profiles, nz, nxy, jac, bbox, off, sb_data, s
         # the profile normalised over the reflection's own foreground: I_prf estimates the
         # intensity summation measures, whatever the profile's tails beyond it
         psum = 0.0
+        num = 0.0  # the background-subtracted counts
         for k in range(m_fg):
             pv[k] /= norm
             psum += pv[k]
+            num += cv[k] - bv[k]
         if psum < min_fraction:
-            out[r, 3] = psum
-            out[r, 4] = 3.0
+            res[3] = psum
+            res[4] = 3.0
             continue
         # start from the summed intensity over the profile's share
-        num = 0.0
-        for k in range(m_fg):
-            num += cv[k] - bv[k]
         intensity = num / psum
         status = 2
         sp2v = 1.0
@@ -696,13 +671,8 @@ def fit_profiles(rows, prof_index, profiles, nz, nxy, jac, bbox, off, sb_data, s
                 break
             intensity = new
         # correlation between the background-subtracted counts and the profile
-        mp = 0.0
-        mc = 0.0
-        for k in range(m_fg):
-            mp += pv[k]
-            mc += cv[k] - bv[k]
-        mp /= m_fg
-        mc /= m_fg
+        mp = psum / m_fg
+        mc = num / m_fg
         sxy = 0.0
         sxx = 0.0
         syy = 0.0
@@ -713,9 +683,9 @@ def fit_profiles(rows, prof_index, profiles, nz, nxy, jac, bbox, off, sb_data, s
             sxx += dp * dp
             syy += dc * dc
         corr = sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else 0.0
-        out[r, 0] = intensity
+        res[0] = intensity
         # Poisson part plus the propagated error of the background estimate
-        out[r, 1] = 1.0 / sp2v + (spv / sp2v) ** 2 * var_bg[r]
-        out[r, 2] = corr
-        out[r, 3] = psum
-        out[r, 4] = status
+        res[1] = 1.0 / sp2v + (spv / sp2v) ** 2 * var_bg[r]
+        res[2] = corr
+        res[3] = psum
+        res[4] = status

@@ -356,11 +356,19 @@ def _frame_table(experiment: Experiment, refl: ReflectionTable, px: _Pixels, cou
     return tau[keep], np.abs(refl["zeta"][spot[keep]]), per[keep], spot[keep]
 
 
-def _fraction(tau, zeta, dphi2, sigma_m):
-    """Fraction of a Gaussian rocking curve recorded on each image (rad)."""
-    a = erf((tau + dphi2) * zeta / (math.sqrt(2.0) * sigma_m))
-    b = erf((tau - dphi2) * zeta / (math.sqrt(2.0) * sigma_m))
-    return np.maximum((a - b) / 2.0, _TINY)
+class _Fraction:
+    """Fraction of a Gaussian rocking curve recorded on each image: for a width sigma_m
+    (rad; one, or one per image), (erf(hi / (sqrt2 sigma_m)) - erf(lo / (sqrt2 sigma_m)))
+    / 2 with hi, lo = (tau +- dphi/2) |zeta| formed once for all the widths a fit tries."""
+
+    def __init__(self, tau, zeta, dphi2):
+        self.hi = (tau + dphi2) * zeta
+        self.lo = (tau - dphi2) * zeta
+
+    def __call__(self, sigma_m):
+        a = erf(self.hi / (math.sqrt(2.0) * sigma_m))
+        b = erf(self.lo / (math.sqrt(2.0) * sigma_m))
+        return np.maximum((a - b) / 2.0, _TINY)
 
 
 def _maximise(neg_log_likelihood) -> float:
@@ -374,20 +382,22 @@ def _maximise(neg_log_likelihood) -> float:
 
 
 def _sigma_m_deg(experiment: Experiment, refl: ReflectionTable, px: _Pixels,
-                 algorithm: str) -> float:
-    """DIALS ``ComputeEsdReflectingRange`` (``extended`` or ``basic``), in deg."""
+                 algorithm: str, frames=None) -> float:
+    """DIALS ``ComputeEsdReflectingRange`` (``extended`` or ``basic``), in deg.
+    ``frames``: the ``extended`` algorithm's :func:`_frame_table` (counts=True)."""
     dphi2 = math.radians(experiment.scan.oscillation[1]) / 2.0
     if algorithm == "extended":
-        tau, zeta, n, spot = _frame_table(experiment, refl, px, counts=True)
+        tau, zeta, n, spot = frames
         if len(tau) == 0:
             raise ProfileModelError(
                 "no strong spot has foreground counts, so the mosaicity sigma_m cannot be "
                 "estimated; give sigma_b= and sigma_m= yourself.")
         K = np.bincount(spot, weights=n)
         has = K > 0
+        fraction = _Fraction(tau, zeta, dphi2)
 
         def nll(log_sigma):
-            z = _fraction(tau, zeta, dphi2, math.exp(log_sigma))
+            z = fraction(math.exp(log_sigma))
             Z = np.bincount(spot, weights=z)[has]
             return -(np.sum(n * np.log(z)) - np.sum((K[has] - 1.0) * np.log(Z)))
 
@@ -397,13 +407,13 @@ def _sigma_m_deg(experiment: Experiment, refl: ReflectionTable, px: _Pixels,
         raise ProfileModelError(
             "no strong spot has foreground pixels, so the mosaicity sigma_m cannot be "
             "estimated; give sigma_b= and sigma_m= yourself.")
-    if np.all(_fraction(tau, zeta, dphi2, math.radians(30.0)) <= _TINY):
+    fraction = _Fraction(tau, zeta, dphi2)
+    if np.all(fraction(math.radians(30.0)) <= _TINY):
         return math.degrees(float(np.std(tau * zeta, ddof=1)))  # DIALS's crude estimate
-    return math.degrees(_maximise(
-        lambda ls: -np.sum(np.log(_fraction(tau, zeta, dphi2, math.exp(ls))))))
+    return math.degrees(_maximise(lambda ls: -np.sum(np.log(fraction(math.exp(ls))))))
 
 
-def _sigma_m_with_rlp(experiment: Experiment, refl: ReflectionTable, px: _Pixels,
+def _sigma_m_with_rlp(experiment: Experiment, refl: ReflectionTable, frames,
                       sigma_m_deg: float) -> tuple[float, float] | None:
     """(sigma_m deg, sigma_m_rlp 1/A) maximising the ``extended`` likelihood when each
     spot's c3 width is sqrt(sigma_m^2 + (lambda sigma_m_rlp / sin 2theta)^2)
@@ -413,11 +423,11 @@ def _sigma_m_with_rlp(experiment: Experiment, refl: ReflectionTable, px: _Pixels
     (``sigma_m_deg``), scaled from photons to spots (the likelihood counts every photon,
     the spots are the independent samples), exceeds chi2(1 dof, p = 0.001) = 10.83; and
     the fitted width changes by more than 10 % between the 10th and 90th percentiles of
-    the spots' 1 / sin 2theta."""
+    the spots' 1 / sin 2theta. ``frames``: :func:`_frame_table` (counts=True)."""
     from scipy.optimize import minimize
 
     dphi2 = math.radians(experiment.scan.oscillation[1]) / 2.0
-    tau, zeta, n, spot = _frame_table(experiment, refl, px, counts=True)
+    tau, zeta, n, spot = frames
     K = np.bincount(spot, weights=n, minlength=len(refl))
     has = K > 0
     if has.sum() < MIN_SPOTS_OVERALL:
@@ -425,9 +435,10 @@ def _sigma_m_with_rlp(experiment: Experiment, refl: ReflectionTable, px: _Pixels
     g_spot = experiment.beam.wavelength / np.maximum(sin_two_theta(refl["s1"],
                                                                    experiment.beam.s0), 1e-6)
     g = g_spot[spot]
+    fraction = _Fraction(tau, zeta, dphi2)
 
     def nll(sigma_c3):
-        z = _fraction(tau, zeta, dphi2, sigma_c3)
+        z = fraction(sigma_c3)
         return -(np.sum(n * np.log(z)) - np.sum((K[has] - 1.0) * np.log(
             np.bincount(spot, weights=z, minlength=len(refl))[has])))
 
@@ -528,14 +539,17 @@ def estimate_profile_model(experiment: Experiment, indexed: ReflectionTable,
         raise ProfileModelError(
             f"the indexed reflections lack {', '.join(missing)}: the profile model needs "
             "indexed strong spots with their pixels (findspots, then index and refine).")
-    refl = indexed
-    if experiment_id is not None and "id" in refl:
-        refl = refl.select(refl["id"] == experiment_id)
-    keep = refl.get_flags(Flags.indexed) & np.any(refl["miller_index"] != 0, axis=1)
-    keep &= ~refl.get_flags(Flags.centroid_outlier)
-    refl = refl.select(keep)
+    # the rows used, chosen on the columns first: the table (with its pixels) is copied once
+    rows = np.arange(len(indexed))
+    if experiment_id is not None and "id" in indexed:
+        rows = rows[indexed["id"] == experiment_id]
+    flags = indexed["flags"][rows]
+    keep = (flags & np.uint64(Flags.indexed)) == np.uint64(Flags.indexed)
+    keep &= np.any(indexed["miller_index"][rows] != 0, axis=1)
+    keep &= (flags & np.uint64(Flags.centroid_outlier)) != np.uint64(Flags.centroid_outlier)
+    rows = rows[keep]
     scan = experiment.scan
-    n_all = len(refl)
+    n_all = len(rows)
     degrees = scan.num_images * abs(scan.oscillation[1])
     if n_all == 0 or (n_all < MIN_SPOTS_OVERALL and n_all / degrees < MIN_SPOTS_PER_DEGREE):
         raise ProfileModelError(
@@ -544,21 +558,24 @@ def estimate_profile_model(experiment: Experiment, indexed: ReflectionTable,
             f"{MIN_SPOTS_PER_DEGREE} per degree. Give sigma_b= and sigma_m= (deg) yourself, "
             "or find more spots (findspots with a lower threshold).")
     if not scan_varying:
-        refl = _select_for_estimate(refl)
-    refl = refl.copy()
-    refl["zeta"] = kabsch_basis(experiment.beam.s0, refl["s1"],
-                                experiment.goniometer.rotation_axis)[3]
-    refl = refl.select(np.abs(refl["zeta"]) >= min_zeta)
+        rows = _select_for_estimate(ReflectionTable({"flags": flags[keep], "row": rows}))["row"]
+    zeta = kabsch_basis(experiment.beam.s0, indexed["s1"][rows],
+                        experiment.goniometer.rotation_axis)[3]
+    off_axis = np.abs(zeta) >= min_zeta
+    refl = indexed.select(rows[off_axis])
+    refl["zeta"] = zeta[off_axis]
     if len(refl) == 0:
         raise ProfileModelError(
             f"every indexed spot lies within |zeta| < {min_zeta} of the rotation axis, "
             "where its reflecting range is undefined; give sigma_b= and sigma_m= yourself.")
     if not scan_varying:
         px = _shoebox_pixels(refl)
-        sigma_m = _sigma_m_deg(experiment, refl, px, algorithm)
+        frames = _frame_table(experiment, refl, px, counts=True) \
+            if algorithm == "extended" else None
+        sigma_m = _sigma_m_deg(experiment, refl, px, algorithm, frames)
         two = None
         if sigma_m_model == "auto" and algorithm == "extended":
-            two = _sigma_m_with_rlp(experiment, refl, px, sigma_m)
+            two = _sigma_m_with_rlp(experiment, refl, frames, sigma_m)
         return ProfileModel(_sigma_b_deg(experiment, refl, px), two[0] if two else sigma_m,
                             n_sigma, n_used=len(refl), sigma_m_rlp=two[1] if two else None)
     parts = _split_by_image(refl)

@@ -9,7 +9,9 @@ sweep of a few 64 x 64 px images made here with numpy (Gaussian spots at the pre
 positions on a Poisson background; the simulator's own kernels are not needed), through
 :func:`.integrate.integrate` itself, so that every kernel is compiled with the argument
 types the step uses (those of the other unit too, when it has not been prepared: then
-:func:`warm_up_boxes` adds ``repack``, which only long sweeps reach).
+:func:`warm_up_boxes` adds ``repack``, which only long sweeps reach). The kernels of
+the ``simple`` background models, which only a user's choice reaches, are a unit of
+their own, compiled when first needed (:func:`warm_up_simple_boxes`).
 """
 
 from __future__ import annotations
@@ -47,24 +49,41 @@ def warm_up() -> None:
     from .params import IntegrationParams
 
     expt, images = tiny_sweep()
-    # one run compiles every branch: the simple background models too
     integrate([expt], None, IntegrationParams(sigma_b=0.3, sigma_m=0.15, nproc=1,
                                               min_reference_spots=1),
               readers=[InMemoryReader(list(images))])
     warm_up_boxes()  # repack, which only long sweeps reach (loaded: the rest was compiled)
 
 
+def _two_boxes():
+    """Arguments of :func:`.box_kernels.process` for two 3 x 3 x 2 px shoeboxes (a bright
+    centre on a flat background), as integrate passes them: those before the algorithm,
+    and those after its parameters."""
+    from .integrate import GLM_BINS
+    from .mask_codes import BACKGROUND, FOREGROUND, VALID
+
+    n, size = 2, 18
+    bbox = np.array([[0, 3, 0, 3, 0, 2], [3, 6, 0, 3, 0, 2]], np.int32)
+    mask = np.full(n * size, VALID | BACKGROUND, np.uint8)
+    mask[[4, 13, size + 4, size + 13]] = VALID | FOREGROUND
+    data = np.where(mask & FOREGROUND, 50.0, 3.0).astype(np.float32)
+    head = (np.arange(n, dtype=np.int64), bbox, np.array([0, size], np.int64), data, mask,
+            np.ones(1), np.zeros(n, np.int64))
+    tail = (np.zeros((n, 4)), np.full((n, 12), np.nan), np.zeros((n, 6), np.int64),
+            np.empty(size), np.empty((size, 4)), np.empty(size), np.empty((size, 3), np.int64),
+            np.zeros(4 * GLM_BINS), np.empty(GLM_BINS), np.empty(GLM_BINS))
+    return head, tail
+
 
 def warm_up_boxes() -> None:
-    """The kernels on whole shoeboxes (:mod:`.box_kernels`) with the argument types
-    :func:`.integrate.integrate` passes them: the pixel extent of two reflections,
-    ``process`` on two 3 x 3 x 2 px shoeboxes (a bright centre on a flat background; one
-    compilation serves both background algorithms, an argument) and ``repack`` of the
-    two shoebox buffers (data and mask codes)."""
+    """The kernels on whole shoeboxes (:mod:`.box_kernels`) that integrate's default
+    workflow runs, with the argument types it passes them: the pixel extent of two
+    reflections, ``process`` with the GLM on two 3 x 3 x 2 px shoeboxes (a bright centre
+    on a flat background) and ``repack`` of the two shoebox buffers (data and mask
+    codes); the GLM of a background beyond its histogram's bins is the same kernel (a
+    branch). Not the ``simple`` models, a unit of their own (:func:`warm_up_simple_boxes`)."""
     from .box_kernels import box_extent, process, repack
-    from .integrate import GLM_BINS
     from .kernels import panel_geometry
-    from .mask_codes import BACKGROUND, FOREGROUND, VALID
 
     expt, _ = tiny_sweep(n_images=2, size=8)
     s0 = np.asarray(expt.beam.s0, float)
@@ -73,20 +92,20 @@ def warm_up_boxes() -> None:
     box_extent(s1, s0, np.array([1.0, 0.0, 0.0]), e1, e2, np.full(2, 1e-3), np.full(2, -0.01),
                np.full(2, 0.01), np.zeros(2, np.int64), panel_geometry(expt.detector),
                np.zeros((2, 5)))
-    n, size = 2, 18
-    bbox = np.array([[0, 3, 0, 3, 0, 2], [3, 6, 0, 3, 0, 2]], np.int32)
-    mask = np.full(n * size, VALID | BACKGROUND, np.uint8)
-    mask[[4, 13, size + 4, size + 13]] = VALID | FOREGROUND
-    data = np.where(mask & FOREGROUND, 50.0, 3.0).astype(np.float32)
-    out_f, out_i = np.full((n, 12), np.nan), np.zeros((n, 6), np.int64)
-    for algorithm in (0, 1):
-        process(np.arange(n, dtype=np.int64), bbox, np.array([0, size], np.int64), data, mask,
-                np.ones(1), np.zeros(n, np.int64), algorithm, 1.345, 1, 1, 3.0, 3.0, 1.5,
-                np.zeros((n, 4)), out_f, out_i, np.empty(size), np.empty((size, 4)),
-                np.empty(size), np.empty((size, 3), np.int64), np.zeros(4 * GLM_BINS),
-                np.empty(GLM_BINS), np.empty(GLM_BINS))
+    head, tail = _two_boxes()
+    process(*head, 0, 1.345, 1, 1, 3.0, 3.0, 1.5, *tail)
     rows = np.arange(2, dtype=np.int64)
     sizes = np.array([3, 2], np.int64)
     old, new = np.array([0, 3], np.int64), np.array([2, 0], np.int64)
-    for dtype in (np.float32, np.uint8):
-        repack(rows, old, new, sizes, np.zeros(5, dtype), np.zeros(5, dtype))
+    repack(rows, old, new, sizes, np.zeros(5, np.float32), np.zeros(5, np.float32),
+           np.zeros(5, np.uint8), np.zeros(5, np.uint8))
+
+
+def warm_up_simple_boxes() -> None:
+    """``process`` with the ``simple`` background models (the unit
+    ``gonio.core.integration.box_kernels.simple``; one compilation serves every model and
+    outlier rejection, arguments)."""
+    from .box_kernels import process
+
+    head, tail = _two_boxes()
+    process(*head, 1, 1.345, 1, 1, 3.0, 3.0, 1.5, *tail)

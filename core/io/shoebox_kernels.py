@@ -1,17 +1,25 @@
-"""Numba kernels that parse and pack DIALS shoebox columns (imported on first use)."""
+"""Numba kernels that parse and pack DIALS shoebox columns (imported on first use).
+
+Two units of kernels (``gonio.core.jit.UNITS``): writing a shoebox column (this module's,
+which ``findspots`` needs when it records the strong table) and reading one back
+(:data:`READ`, which only loading a table from a file needs).
+"""
 
 import numpy as np
 
 from gonio.core.jit import INTERNAL, njit
 
+#: The unit of the kernels that read a shoebox column (:func:`warm_up_read`).
+READ = "gonio.core.io.shoebox_kernels.read"
 
-@njit(**INTERNAL)
+
+@njit(unit=READ, **INTERNAL)
 def _le_uint32(buf, p):
     return (np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8)
             | (np.int64(buf[p + 2]) << 16) | (np.int64(buf[p + 3]) << 24))
 
 
-@njit
+@njit(unit=READ)
 def _scan_shoeboxes(buf, n, panel, bbox, marker, npix):
     """Walk n serialised shoeboxes, filling headers and pixel counts.
 
@@ -57,7 +65,7 @@ def _copy_bytes(dst, d0, src, s0, n):
         dst[d0 + k] = src[s0 + k]
 
 
-@njit
+@njit(unit=READ)
 def _copy_shoebox_pixels(buf, marker, npix, offset, data_b, mask, mask_b, bg_b):
     """Copy the pixel arrays of scanned shoeboxes into flat data/mask/background."""
     pos = np.int64(0)
@@ -98,13 +106,27 @@ def _pack_shoeboxes(header, npix, offset, data_b, mask_b, bg_b, out):
         pos += 3 * v4
 
 
-def warm_up() -> None:
-    """Compile (or load) the kernels: a two-row shoebox column (one shoebox with
-    pixels, one never allocated) written and read back as a DIALS .refl table."""
-    from gonio.core.io.dials_refl import refl_from_bytes, refl_to_bytes
+def _two_shoeboxes():
+    """A two-row shoebox column (one shoebox with pixels, one never allocated) as a table."""
     from gonio.core.reflection_table import ReflectionTable, Shoeboxes
 
     shoeboxes = Shoeboxes(panel=[0, 0], bbox=[[0, 2, 0, 2, 0, 1], [3, 5, 3, 4, 1, 2]],
                           data=np.arange(4, dtype=np.float32), background=np.zeros(4, np.float32),
                           mask=np.full(4, 5, np.int32), offset=[0, 4, 4], allocated=[True, False])
-    refl_from_bytes(refl_to_bytes(ReflectionTable({"shoebox": shoeboxes})))
+    return ReflectionTable({"shoebox": shoeboxes})
+
+
+def warm_up() -> None:
+    """Compile (or load) the kernels that write a shoebox column: a two-row column written
+    as a DIALS .refl table."""
+    from gonio.core.io.dials_refl import refl_to_bytes
+
+    refl_to_bytes(_two_shoeboxes())
+
+
+def warm_up_read() -> None:
+    """Compile (or load) the kernels that read a shoebox column (:data:`READ`): the
+    two-row column written and read back."""
+    from gonio.core.io.dials_refl import refl_from_bytes, refl_to_bytes
+
+    refl_from_bytes(refl_to_bytes(_two_shoeboxes()))

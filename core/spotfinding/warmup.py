@@ -3,10 +3,10 @@
 Called by :mod:`gonio.core.jit` to prepare the kernels ahead of the first
 ``findspots`` (see ``UNITS`` there), in two units that can compile in two
 processes at once: the threshold kernels (:func:`warm_up_threshold`, most of the
-compilation) and the rest (:func:`warm_up`: labelling, spot measurement and
-writing the shoebox column of the strong table; reading shoeboxes back belongs
-to the unit of :mod:`gonio.core.io.shoebox_kernels`, which a step needs only
-when it loads a table from a file). Both make the calls
+compilation) and the rest (:func:`warm_up`: labelling, spot measurement and the
+strong table's shoeboxes; writing them in the table's DIALS bytes is the unit of
+:mod:`gonio.core.io.shoebox_kernels`, which ``findspots`` lists after these two).
+Both make the calls
 :func:`gonio.core.spotfinding.finder.find_spots` makes, with its argument
 types: every integer image is thresholded as int32 (int64 for 32-bit
 unsigned and wider counts) and strong-pixel values are measured as float64,
@@ -43,7 +43,6 @@ def warm_up_threshold() -> None:
 
 
 def warm_up() -> None:
-    from ..io.dials_refl import refl_to_bytes
     from .finder import _table
     from .labelling import label_pixels
     from .spots import SpotPixels, make_shoeboxes, measure_spots
@@ -60,4 +59,4 @@ def warm_up() -> None:
     keep = pix.sizes() >= 2
     keep[0] = False
     shoeboxes = make_shoeboxes(pix, spots.bbox, 0, keep)
-    refl_to_bytes(_table(spots, keep, 0, shoeboxes))
+    _table(spots, keep, 0, shoeboxes)
