@@ -539,15 +539,16 @@ def estimate_profile_model(experiment: Experiment, indexed: ReflectionTable,
         raise ProfileModelError(
             f"the indexed reflections lack {', '.join(missing)}: the profile model needs "
             "indexed strong spots with their pixels (findspots, then index and refine).")
-    # the rows used, chosen on the columns first: the table (with its pixels) is copied once
-    rows = np.arange(len(indexed))
+    # the rows used, chosen on a table of the columns the choice needs (shared, not
+    # copied): the table with its pixels is then copied once
+    light = ReflectionTable({"flags": indexed["flags"], "miller_index": indexed["miller_index"],
+                             "row": np.arange(len(indexed))})
     if experiment_id is not None and "id" in indexed:
-        rows = rows[indexed["id"] == experiment_id]
-    flags = indexed["flags"][rows]
-    keep = (flags & np.uint64(Flags.indexed)) == np.uint64(Flags.indexed)
-    keep &= np.any(indexed["miller_index"][rows] != 0, axis=1)
-    keep &= (flags & np.uint64(Flags.centroid_outlier)) != np.uint64(Flags.centroid_outlier)
-    rows = rows[keep]
+        light = light.select(indexed["id"] == experiment_id)
+    keep = light.get_flags(Flags.indexed) & np.any(light["miller_index"] != 0, axis=1)
+    keep &= ~light.get_flags(Flags.centroid_outlier)
+    light = light.select(keep)
+    rows = light["row"]
     scan = experiment.scan
     n_all = len(rows)
     degrees = scan.num_images * abs(scan.oscillation[1])
@@ -558,7 +559,7 @@ def estimate_profile_model(experiment: Experiment, indexed: ReflectionTable,
             f"{MIN_SPOTS_PER_DEGREE} per degree. Give sigma_b= and sigma_m= (deg) yourself, "
             "or find more spots (findspots with a lower threshold).")
     if not scan_varying:
-        rows = _select_for_estimate(ReflectionTable({"flags": flags[keep], "row": rows}))["row"]
+        rows = _select_for_estimate(light)["row"]
     zeta = kabsch_basis(experiment.beam.s0, indexed["s1"][rows],
                         experiment.goniometer.rotation_axis)[3]
     off_axis = np.abs(zeta) >= min_zeta

@@ -38,8 +38,9 @@ def _label(key, x, y, nx, ny, twod, parent, start, labels):
     n + 1 entries from the caller). Each run is joined, in the union-find
     forest ``parent``, to the runs of the next row (y+1) and (unless twod) of
     the same row on the next image (z+1) whose pixels touch its own: one
-    merging walk of two pointers along the runs per kind of neighbour. The components are numbered by their first run, which holds
-    their first pixel. ``parent`` (n entries) is set up here for the runs only.
+    merging walk of two pointers along the runs per kind of neighbour. The
+    components are numbered by their first run, which holds their first pixel.
+    ``parent`` (n entries) is set up here for the runs only.
     One kernel, allocating nothing (each kernel costs compilation time on the
     first run, and an allocation would compile numpy's constructor with it)."""
     n = len(key)
