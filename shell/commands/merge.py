@@ -10,8 +10,6 @@ figures (``data/merge``); models and tables do not change.
 
 from __future__ import annotations
 
-from tabulate import tabulate
-
 from gonio.core.errors import GonioError
 from gonio.shell.command import Context, Outcome
 from gonio.shell.params import Param
@@ -38,6 +36,7 @@ def run(ctx: Context, parsed) -> Outcome:
     from gonio.core.merge.merged_mtz import merged_mtz
     from gonio.core.merge.params import MergeParams
     from gonio.shell.commands.export import newest_table, output_path, write_files
+    from gonio.shell.commands.scale import merging_table
     from gonio.shell.dataclass_params import dataclass_from_values
 
     p = dataclass_from_values(MergeParams, parsed.values)
@@ -62,8 +61,7 @@ def run(ctx: Context, parsed) -> Outcome:
             lines.append(head)
         if ds.statistics is not None:
             lines.append("Merging statistics:")
-            lines.append(tabulate(ds.statistics.table_rows(), headers=ds.statistics.HEADERS,
-                                  disable_numparse=True))
+            lines.append(merging_table(ds.statistics))
         lines.append(f"{ds.n_observations} observations merged into {len(ds.merged)} unique "
                      f"reflections ({ds.d.max():.2f}-{ds.d.min():.2f} A).")
         lines.append(f"Wilson B: {ds.wilson_b:.1f} A^2 (slope of ln<I/eps> vs 1/d^2, d < 4.5 A)")
