@@ -450,18 +450,42 @@ def _threshold(image, static, bounds, ky, kx, extended, tests, cs, ws, sums, row
 
 _SCRATCH = threading.local()
 
+#: Where each row-sized work array of a thread starts, in bytes modulo 4096: the first at
+#: 1024, each next one 192 bytes further (all within 1024-3712). Where malloc happened to
+#: put them, the threshold of the thaumatin Pilatus 6M image ran 2.5-3x slower in some
+#: processes (6.1 against 2.2-2.3 ns per pixel, benchmarks/figures.md), most likely from
+#: 4k aliasing: a loop that stores to one array while loading from another whose address
+#: agrees in its 12 low bits a little further on waits on every vector. Images from the
+#: decoders usually start at offset 16, and an image row of 4096 bytes (1024 int32 pixels)
+#: keeps every row there: the arrays stay clear of 0-1024.
+_SLOTS = {name: k for k, name in enumerate((
+    "col_p", "col_q", "col_s", "win_p", "win_q", "win_s", "maybe", "no_pixels", "sig_row",
+    "sig_ring", "tmp", "core_ring", "cols", "bn", "bs"))}
+_OFFSET_START, _OFFSET_STEP = 1024, 192
+
 
 def _scratch(name: str, shape: tuple, dtype, fill=None) -> np.ndarray:
     """A work array of this thread, kept between images (filled with ``fill`` when made).
 
     A fresh multi-megabyte array costs a page fault per 4 kB page on first
     touch (about 1 ms for a Pilatus 6M image), as much as a whole pass of the
-    kernel, so the image-sized ones are allocated once per thread.
+    kernel, so the image-sized ones are allocated once per thread. The
+    row-sized ones start at staggered addresses (:data:`_SLOTS`).
     """
     arrays = _SCRATCH.__dict__.setdefault("arrays", {})
     a = arrays.get(name)
     if a is None or a.shape != shape or a.dtype != dtype:
-        a = arrays[name] = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+        slot = _SLOTS.get(name)
+        if slot is None:
+            a = np.empty(shape, dtype)
+        else:
+            nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+            buffer = np.empty(nbytes + 4096, np.uint8)
+            start = (_OFFSET_START + slot * _OFFSET_STEP - buffer.ctypes.data) % 4096
+            a = buffer[start:start + nbytes].view(dtype).reshape(shape)
+        if fill is not None:
+            a[...] = fill
+        arrays[name] = a
     return a
 
 
@@ -612,7 +636,10 @@ def strong_pixel_indices(image: np.ndarray, static_mask: np.ndarray,
     clips = (image.dtype.type(-clip), image.dtype.type(clip))
     bounded = _bounded(gain, sigma_background, c0, c1)
     tests = (float(gain), float(sigma_background), float(sigma_strong), float(global_threshold),
-             int(min_local), c0, c1, not bounded, clips,
+             # min_count in int32, as n: an int64 one widened the row test's compare to int64
+             # in 512-bit registers, the only ones in the kernel (~10 % slower, figures.md)
+             np.int32(min(max(int(min_local), -2**31), 2**31 - 1)),
+             c0, c1, not bounded, clips,
              np.int32(bits),  # int32: shifts by an int64 widen the packed sums to int64
              tuple(np.float32(v) for v in ((gain, c0, c1) if bounded else (0.0, 0.0, 0.0))
                    + (SINGLE_MARGIN,)))
