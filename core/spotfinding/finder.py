@@ -33,6 +33,7 @@ import numpy as np
 
 from ..models.experiment import ExperimentList
 from ..reflection_table import Flags, ReflectionTable, Shoeboxes
+from ..threads import TakeInTurn
 from .histogram import spot_count_histogram
 from .masks import static_mask
 from .params import SpotFinderError, SpotFinderParams
@@ -169,32 +170,20 @@ def _thread_blocks(indices: list[int], nproc: int) -> list[list[int]]:
 
 
 def _threshold_in_threads(worker, indices, nproc, progress, done, total):
-    """``nproc`` threads each take the next block of images (:func:`_thread_blocks`)
-    until none is left or one of them fails; the calling thread only reports progress
-    (when asked) and waits. (A future per block woke the calling thread for each one:
-    0.03-0.06 ms of its CPU per image, on the critical path.)"""
-    blocks = iter(_thread_blocks(indices, nproc))
-    take, stop, finished = threading.Lock(), threading.Event(), queue.SimpleQueue()
+    """``nproc`` threads each take the next block of images (:func:`_thread_blocks`,
+    :class:`gonio.core.threads.TakeInTurn`) until none is left or one of them fails;
+    the calling thread only reports progress (when asked) and waits."""
+    finished = queue.SimpleQueue()  # images done per block; 0 when a thread ends
     results = {}
 
-    def run():
-        try:
-            while not stop.is_set():
-                with take:
-                    block = next(blocks, None)
-                if block is None:
-                    return
-                for r in worker(block):
-                    results[r[0]] = r
-                finished.put(len(block))
-        except BaseException:
-            stop.set()  # the other threads stop after their current block
-            raise
-        finally:
-            finished.put(0)  # this thread is done
+    def run(block):
+        for r in worker(block):
+            results[r[0]] = r
+        finished.put(len(block))
 
     pool = ThreadPoolExecutor(nproc)
-    futures = [pool.submit(run) for _ in range(nproc)]
+    work = TakeInTurn(_thread_blocks(indices, nproc), run, pool, nproc,
+                      on_exit=lambda: finished.put(0))
     try:
         running = nproc
         while progress and running:
@@ -203,10 +192,11 @@ def _threshold_in_threads(worker, indices, nproc, progress, done, total):
             for _ in range(n):
                 done += 1
                 progress(done, total)
-        for f in futures:
-            f.result()  # a worker's error, raised here
+        work.wait()  # a worker's error, raised here
+    except BaseException:  # Ctrl-C while reporting progress: no further blocks
+        work.stopped.set()
+        raise
     finally:
-        stop.set()
         pool.shutdown(wait=True)
     return results
 
