@@ -138,13 +138,13 @@ def _glm_score(vals, cnts, m, n, mu, c):
 
 @njit(error_model="numpy", **INTERNAL)
 def _glm_hist_root(hist, nh, imax, n, c, vals, cnts):
-    """The GLM constant (:func:`_glm_solve`) of n counts given as 4 histograms of bins 0..imax (< nh) in
-    ``hist`` (4 nh; :func:`process` fills them in turn), which it leaves zero. ``vals``,
-    ``cnts``: scratch of nh."""
+    """The GLM constant (:func:`_glm_solve`) of n counts given as 4 histograms of bins
+    0..imax (< nh) in ``hist`` (4 nh, int64; :func:`process` fills them in turn), which it
+    leaves zero. ``vals``, ``cnts``: scratch of nh."""
     m = np.int64(0)
     for v in range(imax + 1):
         k = hist[v] + hist[nh + v] + hist[2 * nh + v] + hist[3 * nh + v]
-        hist[v] = hist[nh + v] = hist[2 * nh + v] = hist[3 * nh + v] = 0.0
+        hist[v] = hist[nh + v] = hist[2 * nh + v] = hist[3 * nh + v] = 0
         if k > 0:
             vals[m] = v
             cnts[m] = k
@@ -264,13 +264,18 @@ def _sift_down(y, root, end):
 # -- background, summation and centroids -------------------------------------------------------
 
 
+#: :func:`_gather`'s modes: what it keeps of the background pixels
+GATHER_SIMPLE, GATHER_HIST, GATHER_VALUES = 0, 1, 2
+
+
 @njit(error_model="numpy", **INTERNAL)
-def _gather(r, bbox, off, sb_data, sb_mask, g, glm, nh, yv, X, fg_v, fg_xyz, hist):
-    """One pass over shoebox r: its background pixels' counts / gain into ``yv`` (and for
-    the ``simple`` models their offsets from the box centre into ``X``: 1, x, y, z), the
-    counts and positions of its valid foreground pixels into ``fg_v``, ``fg_xyz``. For the
-    GLM (``glm``) the background counts also go to the 4 histograms of nh bins in
-    ``hist`` in turn, while they are integers below nh (else ``spill``). Returns (n valid,
+def _gather(r, bbox, off, sb_data, sb_mask, g, mode, nh, yv, X, fg_v, fg_xyz, hist):
+    """One pass over shoebox r: the counts and positions of its valid foreground pixels
+    into ``fg_v``, ``fg_xyz``, and its background pixels' counts / gain as ``mode`` says:
+    GATHER_SIMPLE, into ``yv`` and their offsets from the box centre into ``X`` (1, x, y,
+    z; the ``simple`` models); GATHER_HIST, only into the 4 histograms of nh bins in
+    ``hist`` (int64) in turn, while they are integers below nh (else ``spill``: the GLM
+    then gathers them again with GATHER_VALUES, into ``yv`` only). Returns (n valid,
     n background, n foreground, n overlapped, a bad foreground pixel, largest count in
     the histograms, spill)."""
     box = bbox[r]  # one view, then 1D reads: less code to compile than 2D reads
@@ -285,41 +290,44 @@ def _gather(r, bbox, off, sb_data, sb_mask, g, glm, nh, yv, X, fg_v, fg_xyz, his
     bad_fg = False
     imax = np.int64(0)
     spill = False
+    unit = g == 1.0  # x / 1 is x: no division per pixel
     j = off[r]
     for zz in range(d):
         for yy in range(h):
             for xx in range(w):
                 m = sb_mask[j]
-                if m & VALID:
-                    nval += 1
-                    if m & BACKGROUND:
-                        val = sb_data[j] / g
-                        yv[nbg] = val
-                        if glm:
-                            # four histograms in turn: one would wait on its own last
-                            # increment (neighbouring pixels mostly have equal counts)
-                            if 0.0 <= val < nh and val == int(val):
-                                iv = int(val)
-                                hist[(nbg & 3) * nh + iv] += 1.0
-                                imax = max(imax, iv)
-                            else:
-                                spill = True
+                nval += m & VALID
+                if (m & (VALID | BACKGROUND)) == VALID | BACKGROUND:
+                    val = sb_data[j] if unit else sb_data[j] / g
+                    if mode == GATHER_HIST:
+                        # four histograms in turn: one would wait on its own last
+                        # increment (neighbouring pixels mostly have equal counts)
+                        if 0.0 <= val < nh and val == int(val):
+                            iv = int(val)
+                            hist[(nbg & 3) * nh + iv] += 1
+                            imax = max(imax, iv)
                         else:
+                            spill = True
+                    else:
+                        yv[nbg] = val
+                        if mode == GATHER_SIMPLE:
                             X[nbg, 0] = 1.0
                             X[nbg, 1] = xx - 0.5 * w
                             X[nbg, 2] = yy - 0.5 * h
                             X[nbg, 3] = zz - 0.5 * d
-                        nbg += 1
+                    nbg += 1
+                if m != VALID | BACKGROUND:  # the rest, one test for most pixels
                     if m & FOREGROUND:
-                        fg_v[nsum] = sb_data[j]
-                        fg_xyz[nsum, 0] = xx
-                        fg_xyz[nsum, 1] = yy
-                        fg_xyz[nsum, 2] = zz
-                        nsum += 1
-                elif m & FOREGROUND:
-                    bad_fg = True  # a gap, masked or untrusted pixel in the foreground
-                if m & OVERLAPPED:
-                    nov += 1
+                        if m & VALID:
+                            fg_v[nsum] = sb_data[j]
+                            fg_xyz[nsum, 0] = xx
+                            fg_xyz[nsum, 1] = yy
+                            fg_xyz[nsum, 2] = zz
+                            nsum += 1
+                        else:  # a gap, masked or untrusted pixel in the foreground
+                            bad_fg = True
+                    if m & OVERLAPPED:
+                        nov += 1
                 j += 1
     return nval, nbg, nsum, nov, bad_fg, imax, spill
 
@@ -409,27 +417,29 @@ def _finish(r, bbox, g, c0, c1, c2, c3, var_b, nused, status, gathered, fg_v, fg
 def process_glm(rows, bbox, off, sb_data, sb_mask, gain, panel, glm_c, bg_coef, out_f, out_i, yv,
                 X, fg_v, fg_xyz, hist, vals, cnts, all_vals, all_cnts, counts):
     """:func:`process` with the GLM background: from the histograms (``hist``: 4 of nh
-    bins, zero on entry and left zero; ``vals``, ``cnts``: scratch of nh) when the
+    bins, int64, zero on entry and left zero; ``vals``, ``cnts``: scratch of nh) when the
     background pixels are all integer counts below nh, else from all of them
     (:func:`_glm_constant`; ``all_vals``, ``all_cnts``: scratch as long as ``yv``;
     ``counts``: a histogram, zero on entry and left zero): the same distinct values and
     multiplicities, so the same mean."""
     nh = hist.shape[0] // 4
-    glm = np.bool_(True)  # not the literal: _gather gets one signature in every caller
     for ii in range(rows.shape[0]):
         r = rows[ii]
         g = gain[panel[r]]
-        gathered = _gather(r, bbox, off, sb_data, sb_mask, g, glm, nh, yv, X, fg_v, fg_xyz,
-                           hist)
+        gathered = _gather(r, bbox, off, sb_data, sb_mask, g, np.int64(GATHER_HIST), nh, yv,
+                           X, fg_v, fg_xyz, hist)
         nbg, imax, spill = gathered[1], gathered[5], gathered[6]
         c0 = 0.0
         var_b = 0.0
         status = 0
         if nbg < 1:
             status = 1
-        elif spill:  # not all counts below nh: the histograms are cleared, yv is used
+        elif spill:  # not all counts below nh: the histograms are cleared, and the
+            # background pixels gathered again into yv (the same box's same values)
             for i in range(4 * nh):
-                hist[i] = 0.0
+                hist[i] = 0
+            _gather(r, bbox, off, sb_data, sb_mask, g, np.int64(GATHER_VALUES), nh, yv, X,
+                    fg_v, fg_xyz, hist)
             c0 = _glm_constant(yv, nbg, glm_c, all_vals, all_cnts, counts)
             var_b = max(c0, 1.0 / nbg) / nbg
         else:
@@ -458,11 +468,11 @@ def process(rows, bbox, off, sb_data, sb_mask, gain, panel, algorithm, glm_c, np
     are scratch, at least as long as the largest shoebox of ``rows``: one pass over the
     box gathers the background pixels and the counts and positions of the valid
     foreground ones (:func:`_gather`); the sums then visit only those. For the GLM the
-    same pass counts the background pixels into ``hist`` (4 histograms of nh bins, zero
-    on entry and left zero; ``vals``, ``cnts``: scratch of nh), which is all the GLM needs
-    when they are counts below nh (:func:`process_glm`). The ``simple`` models'
-    kernels (:func:`_process_simple`) are a unit of their own (:data:`SIMPLE`), compiled
-    when a step first needs them.
+    same pass counts the background pixels into ``hist`` (4 histograms of nh bins, int64,
+    zero on entry and left zero; ``vals``, ``cnts``: scratch of nh) instead of storing
+    them, which is all the GLM needs when they are counts below nh (:func:`process_glm`).
+    The ``simple`` models' kernels (:func:`_process_simple`) are a unit of their own
+    (:data:`SIMPLE`), compiled when a step first needs them.
     """
     if algorithm == 0:
         n = yv.shape[0]
@@ -637,12 +647,12 @@ def simple_background(y, X, n, npar, outlier, lower, upper, tukey):
 def _process_simple(rows, bbox, off, sb_data, sb_mask, gain, panel, npar, outlier, lower, upper,
                     tukey, bg_coef, out_f, out_i, yv, X, fg_v, fg_xyz, hist):
     """:func:`process` with DIALS's ``simple`` background (:func:`_simple_background`)."""
-    glm, nh = np.bool_(False), np.int64(0)
+    nh = np.int64(0)
     for ii in range(rows.shape[0]):
         r = rows[ii]
         g = gain[panel[r]]
-        gathered = _gather(r, bbox, off, sb_data, sb_mask, g, glm, nh, yv, X, fg_v, fg_xyz,
-                           hist)
+        gathered = _gather(r, bbox, off, sb_data, sb_mask, g, np.int64(GATHER_SIMPLE), nh, yv,
+                           X, fg_v, fg_xyz, hist)
         nbg = gathered[1]
         status = 0
         c0 = c1 = c2 = c3 = 0.0

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..models.experiment import ExperimentList
 from ..reflection_table import Flags, ReflectionTable
+from ..threads import TakeInTurn
 from .params import IntegrationError, IntegrationParams
 from .profile_model import (
     ProfileModel,
@@ -393,9 +394,9 @@ class _ThreadCpu:
     def section(self, tasks, executor) -> None:
         """Run ``tasks`` ((phase, fn, argument), ...) as one parallel section: in
         ``executor``'s threads when there is one, each thread taking the next task when
-        done (no barrier between phases; one loop per thread, not one future per task),
-        else in the calling thread; timed. The first error stops the section's threads
-        taking further tasks and is raised."""
+        done (:class:`gonio.core.threads.TakeInTurn`: no barrier between phases), else
+        in the calling thread; timed. The first error stops the section's threads taking
+        further tasks and is raised."""
         def call(task):
             phase, fn, arg = task
             t0, c0 = time.perf_counter(), time.thread_time()
@@ -408,30 +409,11 @@ class _ThreadCpu:
             spent = [call(t) for t in tasks]
         else:
             spent = [0.0] * len(tasks)
-            todo = iter(enumerate(tasks))
-            lock = threading.Lock()
-            stop = threading.Event()
 
-            def worker():
-                while not stop.is_set():
-                    with lock:
-                        item = next(todo, None)
-                    if item is None:
-                        return
-                    try:
-                        spent[item[0]] = call(item[1])
-                    except BaseException:
-                        stop.set()
-                        raise
+            def run(item):
+                spent[item[0]] = call(item[1])
 
-            futures = [executor.submit(worker) for _ in range(min(self.nproc, len(tasks)))]
-            try:
-                for f in futures:
-                    f.result()
-            finally:
-                stop.set()  # an error, or Ctrl-C in the calling thread: no further tasks
-                for f in futures:
-                    f.exception()  # wait for the tasks running
+            TakeInTurn(enumerate(tasks), run, executor, min(self.nproc, len(tasks))).wait()
         if spent:
             self.add("parallel_span", _makespan(spent, self.nproc))
             if executor is None:
@@ -716,8 +698,8 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
                   params.glm_tuning_constant, npar, outlier, params.nsigma_lower,
                   params.nsigma_upper, params.tukey_multiplier, bg_coef, out_f, out_i,
                   np.empty(most), np.empty((most if alg else 1, 4)), np.empty(most),
-                  np.empty((most, 3), np.int64), np.zeros(4 * GLM_BINS), np.empty(GLM_BINS),
-                  np.empty(GLM_BINS))
+                  np.empty((most, 3), np.int64), np.zeros(4 * GLM_BINS, np.int64),
+                  np.empty(GLM_BINS), np.empty(GLM_BINS))
 
     def learn(items):
         for c, part in items:
@@ -926,9 +908,32 @@ def _read(reader, f, scan) -> np.ndarray:
             "integrate again.") from None
     if not isinstance(images, (tuple, list)):
         images = (images,)
+    dtype = _frame_dtype(images)
     if len(images) == 1:
-        return np.ascontiguousarray(images[0], dtype=np.float32).reshape(-1)
-    return np.concatenate([np.asarray(a, dtype=np.float32).reshape(-1) for a in images])
+        return _as_frame(images[0], dtype).reshape(-1)
+    return np.concatenate([_as_frame(a, dtype).reshape(-1) for a in images])
+
+
+def _frame_dtype(images) -> type:
+    """The type :func:`.kernels.extract_frame` gets a frame in: int32 for integer counts
+    (the decoders' own type for CBF, so most frames are passed as they are decoded, with
+    no conversion pass over the image; the kernel stores them in float32 shoeboxes, exact
+    below 2^24 as the float32 conversion was), float32 for anything else (one
+    specialisation of the kernel each, the float32 one compiled when first reached)."""
+    kinds = {np.asarray(a).dtype for a in images}
+    if all(k.kind in "iu" and k.itemsize <= 4 for k in kinds):
+        return np.int32
+    return np.float32
+
+
+def _as_frame(a, dtype) -> np.ndarray:
+    """One panel's pixels as a contiguous array of ``dtype`` (:func:`_frame_dtype`);
+    uint32 counts above 2^31 - 1 (Eiger's markers of dead pixels, 2^32 - 1) are clipped
+    to it, still above any trusted range."""
+    a = np.asarray(a)
+    if dtype is np.int32 and a.dtype == np.uint32:
+        a = np.minimum(a, np.iinfo(np.int32).max)
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def _jacobians(detector, table, e1, e2, zeta, osc, db, dm, panel):

@@ -71,7 +71,7 @@ def _two_boxes():
             np.ones(1), np.zeros(n, np.int64))
     tail = (np.zeros((n, 4)), np.full((n, 12), np.nan), np.zeros((n, 6), np.int64),
             np.empty(size), np.empty((size, 4)), np.empty(size), np.empty((size, 3), np.int64),
-            np.zeros(4 * GLM_BINS), np.empty(GLM_BINS), np.empty(GLM_BINS))
+            np.zeros(4 * GLM_BINS, np.int64), np.empty(GLM_BINS), np.empty(GLM_BINS))
     return head, tail
 
 
