@@ -366,16 +366,18 @@ def test_a_waiting_step_prepares_the_units_it_needs_next(install, tmp_path):
         sys.path.insert(0, sys.argv[1])
         import numpy as np
         from gonio.core import jit
-        jit.UNITS.update(tiny_kernels=("tiny_kernels:nothing", 1.0),
+        jit.UNITS.update(tiny_kernels=("tiny_kernels:nothing", 2.0),
                          tiny_other=("tiny_other:warm_up", 1.0),
-                         tiny_later=("tiny_other:warm_up", 9.0))
-        jit.prepare_meanwhile(["tiny_kernels", "tiny_later", "tiny_other"])
+                         tiny_later=("tiny_other:warm_up", 9.0),
+                         tiny_as_long=("tiny_other:warm_up", 2.0))
+        jit.prepare_meanwhile(["tiny_kernels", "tiny_later", "tiny_as_long", "tiny_other"])
         import tiny_kernels, tiny_other
         v = np.arange(10, dtype=np.float64)
         print("RESULT", tiny_kernels.weighted_sum(v, v))
         print("MISSES", sum(tiny_kernels.weighted_sum.stats.cache_misses.values()))
         print("OTHER", sum(tiny_other.other_sum.stats.cache_misses.values()),
-              jit.is_prepared("tiny_other"), jit.is_prepared("tiny_later"))
+              jit.is_prepared("tiny_other"), jit.is_prepared("tiny_later"),
+              jit.is_prepared("tiny_as_long"))
     ''')
     p = subprocess.Popen([sys.executable, "-c", holder, str(src)], env=env,
                          stdout=subprocess.PIPE, text=True)
@@ -389,9 +391,9 @@ def test_a_waiting_step_prepares_the_units_it_needs_next(install, tmp_path):
     out = dict(line.split(" ", 1) for line in r.stdout.splitlines())
     assert float(out["RESULT"]) == 285.0
     assert int(out["MISSES"]) == 0  # loaded what the other process compiled
-    # compiled here meanwhile, and marked prepared; not the unit that takes longer to
-    # compile than the one waited for (it would delay the step)
-    assert out["OTHER"] == "1 True False"
+    # compiled here meanwhile, and marked prepared; not the units that take as long or
+    # longer to compile than the one waited for (they would delay the step)
+    assert out["OTHER"] == "1 True False False"
     assert "waiting for another gonio process" in r.stderr
     assert "preparing kernels for this machine, once: ~1 s (tiny_other)" in r.stderr
 
@@ -415,11 +417,16 @@ def test_one_background_process_per_spare_core(tmp_path, monkeypatch, cores, exp
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     started = []
     monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: started.append(args[3:]) or kw)
-    assert len(jit.prepare_in_background(["a", "b", "c"])) == len(expected)
-    assert started == [["--nice=10", *units] for units in expected]
+
+    def groups(units):  # one process started, which forks one per group after the first
+        return [[f"--nice={10 if units is expected else 0}",
+                 *sum(([*g, "--"] for g in units), [])[:-1]]]
+
+    assert len(jit.prepare_in_background(["a", "b", "c"])) == 1
+    assert started == groups(expected)
     started.clear()  # units the next steps of a script wait for: at the normal priority
     jit.prepare_in_background(["a", "b", "c"], nice=0)
-    assert started == [["--nice=0", *units] for units in waited]
+    assert started == groups(waited)
 
 
 def test_the_second_process_starts_half_way_along_the_compile_time(tmp_path, monkeypatch):
@@ -436,7 +443,7 @@ def test_the_second_process_starts_half_way_along_the_compile_time(tmp_path, mon
     started = []
     monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: started.append(args[3:]) or kw)
     jit.prepare_in_background(list("abcde"), nice=0)
-    assert started == [["--nice=0", *"abcde"], ["--nice=0", *"deabc"]]
+    assert started == [["--nice=0", *"abcde", "--", *"deabc"]]
 
 
 def test_the_demo_prepares_its_kernels_while_it_simulates(monkeypatch):
@@ -461,7 +468,7 @@ def test_the_demo_prepares_its_kernels_while_it_simulates(monkeypatch):
     pixels, boxes = "gonio.core.integration", "gonio.core.integration.box_kernels"
     assert calls == [([threshold, spotfinding, shoeboxes, cbf, pixels, boxes], 0)]
     assert jit._meanwhile == [threshold, spotfinding, shoeboxes, cbf, pixels, boxes]
-    assert jit.UNITS[boxes][1] <= jit.UNITS[pixels][1]  # so the step helps with it
+    assert jit.UNITS[boxes][1] < jit.UNITS[pixels][1]  # so the step helps with it
     assert main.STEP_KERNELS.get("simulate", ()) == ()  # nothing to compile first
 
 
@@ -486,3 +493,90 @@ def test_faster_flag_comparisons_give_numba_s_own_values():
     other = Flags()
     other.nrt, other.error_model, other.boundscheck = True, "numpy", True
     assert other == tuned and hash(other) == hash(tuned) and plain != tuned
+
+
+BODY = textwrap.dedent("""
+    def {name}(v, k, out):
+        s = 0.0
+        for i in range(v.shape[0]):
+            j = min(k[i], 7) // max(k[i] - 2, 1)
+            out[i] = min(max(v[i], 0.0), 10.0) / max(v[i], 1.0) + math.floor(v[i]) + j
+            s += out[i]
+        return s
+""")
+#: three kernels calling the same functions, the second with another error model (numba
+#: compiles min's implementation once per compiler flags)
+TYPING_KERNELS = "import math\nfrom gonio.core.jit import njit\n" + "".join(
+    f"\n@njit{opt}{BODY.format(name=name)}" for name, opt in (
+        ("first", '(error_model="numpy")'), ("second", ""), ("third", '(error_model="numpy")')))
+
+TYPING_RUN = textwrap.dedent('''
+    import hashlib, re, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from gonio.core import jit
+    if sys.argv[2] == "numba":
+        jit._memoised_call_typing = lambda: None
+    import tiny_kernels as t
+    from numba.core.types.functions import BaseFunction
+    v, k = np.linspace(-2.0, 12.0, 15), np.arange(15, dtype=np.int64)
+    for kernel in (t.first, t.second, t.first, t.third):
+        r = kernel(v, k, np.empty(15))
+        ir = kernel.overloads[kernel.signatures[0]].library.get_llvm_str()
+        ir = re.sub(r"B\\d+v\\d+B", "BvB", ir)  # numba's unique version numbers in names
+        print(kernel.__name__, r, hashlib.sha1(ir.encode()).hexdigest())
+    print("MEMO", getattr(BaseFunction.get_call_type, "_gonio", False))
+''')
+
+
+def test_memoised_call_typing_compiles_numba_s_own_code(install, tmp_path):
+    """Each call's typing is kept per argument types and compiler flags: kernels of two
+    error models calling the same functions (min's implementation is compiled once per
+    flags) get the same LLVM IR and results as with numba's own typing of every call."""
+    src, env = install
+    (src / "tiny_kernels.py").write_text(TYPING_KERNELS)
+
+    def run(mode, cache):
+        r = subprocess.run([sys.executable, "-c", TYPING_RUN, str(src), mode],
+                           env=dict(env, NUMBA_CACHE_DIR=str(tmp_path / cache)),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.splitlines()
+
+    gonio, numba = run("gonio", "a"), run("numba", "b")
+    assert gonio[-1] == "MEMO True" and numba[-1] == "MEMO False"
+    assert gonio[:-1] == numba[:-1] and len(gonio) == 5
+
+
+def test_one_process_loads_numba_once_and_forks_the_others(tmp_path, monkeypatch):
+    """``python -m gonio.core.jit A -- B``: this process prepares A and a process forked
+    once numba is loaded prepares B, at the same time (each would otherwise spend ~0.55 s
+    of CPU loading numba); both units are then prepared."""
+    from gonio.core import jit
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork: one process per group")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "tiny_units.py").write_text(textwrap.dedent('''
+        import os, sys, time
+        def warm(name):
+            open(os.path.join(os.environ["NUMBA_CACHE_DIR"], name), "w").write(
+                f"{os.getpid()} {time.monotonic()} {'numba' in sys.modules}")
+            time.sleep(0.5)
+            open(os.path.join(os.environ["NUMBA_CACHE_DIR"], name), "a").write(
+                f" {time.monotonic()}")
+        def warm_a():
+            warm("a")
+        def warm_b():
+            warm("b")
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for unit in "ab":
+        monkeypatch.setitem(jit.UNITS, unit, (f"tiny_units:warm_{unit}", 1.0))
+    assert jit.main(["--nice=0", "a", "--", "b"]) == 0
+    (pid_a, start_a, numba_a, end_a), (pid_b, start_b, numba_b, end_b) = (
+        (tmp_path / "cache" / unit).read_text().split() for unit in "ab")
+    assert int(pid_a) == os.getpid() and int(pid_b) != os.getpid()
+    assert numba_b == "True"  # loaded before the fork
+    assert float(start_b) < float(end_a) and float(start_a) < float(end_b)  # at once
+    assert jit.is_prepared("a") and jit.is_prepared("b")

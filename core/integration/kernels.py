@@ -97,30 +97,6 @@ def _rotated_axis(e0, e1, e2, g, beam, cs, sn, scale):
 
 
 @njit(error_model="numpy", **INTERNAL)
-def _row_line(ax, dirs, row, x0, x1):
-    """(u, v, t) at the first pixel x0 of a box row (flat detector row start ``row``),
-    their steps per pixel along the straight line to the last pixel x1 - 1, and eps_uv,
-    eps_t: twice the line's distance from the exact (u, v) and t at the middle pixel,
-    plus 1e-3.
-
-    Along a row (u, v, t) (:func:`_axes` ``ax``) are linear in x but for the
-    curvature of the pixel directions: a quadratic term, whose distance from the line is
-    largest at the middle, so that within eps the line bounds them. For (u, v), across
-    the spot, it is a few hundredths; t, along the diffracted beam, is quadratic in the
-    angle from it (the Ewald sphere's curvature) and can leave the line by more."""
-    span = x1 - 1 - x0
-    xm = x0 + span // 2
-    ua, va, ta = _uvt(ax, dirs, row + x0)
-    ub, vb, tb = _uvt(ax, dirs, row + x1 - 1)
-    um, vm, tm = _uvt(ax, dirs, row + xm)
-    du, dv, dt = (ub - ua) / span, (vb - va) / span, (tb - ta) / span
-    k = xm - x0
-    eps_uv = 2.0 * max(abs(ua + du * k - um), abs(va + dv * k - vm)) + 1e-3
-    eps_t = 2.0 * abs(ta + dt * k - tm) + 1e-3
-    return ua, va, ta, du, dv, dt, eps_uv, eps_t
-
-
-@njit(error_model="numpy", **INTERNAL)
 def _slab(c0, dc, lim, klo, khi):
     """[klo, khi] narrowed to where |c0 + dc k| <= lim."""
     if dc != 0.0:
@@ -138,17 +114,6 @@ def _span_pixels(x0, x1, klo, khi):
     if klo > span or khi < 0.0 or klo > khi:
         return x0, x0
     return x0 + max(int(math.floor(klo)), 0), x0 + min(int(math.ceil(khi)), span) + 1
-
-
-@njit(error_model="numpy", **INTERNAL)
-def _foreground_span(ax, dirs, row, x0, x1, lim, tlim):
-    """The pixels [xa, xb) of a box row (:func:`_row_line`) that may be foreground:
-    u^2 + v^2 <= lim and |t| <= tlim, tested exactly by the caller; the others (3/4 of
-    the box) fail that test (:func:`_line_span`)."""
-    if x1 - x0 <= 4:
-        return x0, x1
-    ua, va, ta, du, dv, dt, eps, eps_t = _row_line(ax, dirs, row, x0, x1)
-    return _line_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, lim, tlim)
 
 
 @njit(error_model="numpy", **INTERNAL)
@@ -212,8 +177,12 @@ def _box_model(ax, dirs, top, nx, x0, x1, y0, y1):
     measured at the middle of the four edges; the bound is twice the largest bow along x
     plus twice the largest along y (a quarter of each coefficient), or twice the centre's
     distance from the interpolation if larger (a term that vanishes on the edges), plus
-    1e-3, as :func:`_row_line` widens its lines. One box costs 9 fetched directions
-    instead of 3 per row."""
+    1e-3. One box costs 9 fetched directions.
+
+    Along a row (u, v, t) (:func:`_axes` ``ax``) are linear in x but for that
+    curvature: for (u, v), across the spot, it is a few hundredths; t, along the
+    diffracted beam, is quadratic in the angle from it (the Ewald sphere's curvature) and
+    can leave the straight line by more."""
     xe, ye = x1 - 1, y1 - 1
     xm, ym = x0 + (xe - x0) // 2, y0 + (ye - y0) // 2
     sx, sy = (xm - x0) / (xe - x0), (ym - y0) / (ye - y0)
@@ -239,9 +208,9 @@ def _box_model(ax, dirs, top, nx, x0, x1, y0, y1):
 
 @njit(error_model="numpy", **INTERNAL)
 def _box_row_line(bm, y0, y1, x0, x1, y):
-    """Box row y's line (:func:`_row_line`'s first 6 values and eps_uv, eps_t) from the
-    box's model ``bm`` (:func:`_box_model`): the interpolation between the box's left and
-    right edges."""
+    """Box row y's line from the box's model ``bm`` (:func:`_box_model`), the
+    interpolation between the box's left and right edges: (u, v, t) at its first pixel
+    x0, their steps per pixel, and the model's bounds eps_uv, eps_t."""
     q = (y - y0) / (y1 - 1 - y0)
     inv = 1.0 / (x1 - 1 - x0)
     ua = bm[0] + q * (bm[6] - bm[0])
@@ -264,17 +233,6 @@ def _box_row_span(bm, y0, y1, x0, x1, y, lim, tlim):
 def _box_grid_span(bm, y0, y1, x0, x1, y, g_uv, g_t):
     """:func:`_line_grid_span` of box row y (:func:`_box_row_line`)."""
     ua, va, ta, du, dv, dt, eps, eps_t = _box_row_line(bm, y0, y1, x0, x1, y)
-    return _line_grid_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, g_uv, g_t)
-
-
-@njit(error_model="numpy", **INTERNAL)
-def _grid_span(ax, dirs, row, x0, x1, g_uv, g_t):
-    """The pixels [xa, xb) of a box row (:func:`_row_line`) that may be on the reference
-    grid, |u|, |v| <= g_uv and |t| <= g_t (widened by eps_uv, eps_t); the others are off
-    it."""
-    if x1 - x0 <= 4:
-        return x0, x1
-    ua, va, ta, du, dv, dt, eps, eps_t = _row_line(ax, dirs, row, x0, x1)
     return _line_grid_span(x0, x1, ua, va, ta, du, dv, dt, eps, eps_t, g_uv, g_t)
 
 
@@ -332,8 +290,9 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
             tlim = 1.0 + half * geo[r, 15]
             top = pix_off[p]
             # each row's span from the box's bilinear model (no directions fetched for the
-            # rows that miss the foreground); boxes under 5 x 3 pixels: row by row
+            # rows that miss the foreground); boxes under 5 x 3 pixels: every pixel tested
             by_box = w > 4 and y1 - y0 > 2
+            xa, xb = x0, x1
             if by_box:
                 bm = _box_model(ax, dirs, top, nx, x0, x1, y0, y1)
                 xa, xb = _box_row_span(bm, y0, y1, x0, x1, np.int64(y0), lim, tlim)
@@ -349,8 +308,6 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
                             for ahead in range(3 * (row + 2 * nx + xa2),
                                                3 * (row + 2 * nx + xb2) + 15, 16):
                                 prefetch(dirs, ahead)
-                else:
-                    xa, xb = _foreground_span(ax, dirs, row, x0, x1, lim, tlim)
                 for x in range(xa, xb):
                     pix = row + x
                     u, v, t = _uvt(ax, dirs, pix)
@@ -512,7 +469,10 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, b
         nx = pnx[p]
         # the corners as bbox's integers, the first row as int64: the span helpers take
         # the same argument types here as in extract_frame (one specialisation each)
-        by_box = w > 4 and h > 2  # the rows' spans from the box's model (:func:`_box_model`)
+        # the rows' spans from the box's model (:func:`_box_model`); boxes under 5 x 3
+        # pixels: every pixel tested
+        by_box = w > 4 and h > 2
+        xa, xb = x0, x1
         for zz in range(d):
             ax = _axes(geo, r, beam, geo[r, 14] - (scan[0] + (z0 + zz + 0.5) * scan[1]))
             if by_box:
@@ -529,8 +489,6 @@ def accumulate_reference(rows, region, jac, isum, bbox, off, sb_data, sb_mask, b
                         for ahead in range(3 * (row + 2 * nx + xa2), 3 * (row + 2 * nx + xb2) + 15,
                                            16):
                             prefetch(dirs, ahead)
-                else:
-                    xa, xb = _grid_span(ax, dirs, row, x0, x1, g_uv, g_t)
                 for xx in range(xa - x0, xb - x0):
                     j = (zz * h + yy) * w + xx
                     m = sb_mask[o + j]
