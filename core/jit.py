@@ -280,7 +280,11 @@ def _release(cache) -> None:
 def _kernel_cache_class():
     from numba.core import caching, config
 
-    class GonioLocator(caching.UserProvidedCacheLocator):
+    # ``_UserProvidedCacheLocator`` in older numba (0.61)
+    user_locator = getattr(caching, "UserProvidedCacheLocator", None) or \
+        caching._UserProvidedCacheLocator
+
+    class GonioLocator(user_locator):
         """The per-user gonio folder; steps aside for a user's NUMBA_CACHE_DIR."""
 
         def __init__(self, py_func, py_file):
@@ -292,7 +296,7 @@ def _kernel_cache_class():
         def from_function(cls, py_func, py_file):
             if config.CACHE_DIR:
                 return None
-            return super(caching.UserProvidedCacheLocator, cls).from_function(py_func, py_file)
+            return super(user_locator, cls).from_function(py_func, py_file)
 
     class Impl(caching.CompileResultCacheImpl):
         _locator_classes = [GonioLocator, *caching.CompileResultCacheImpl._locator_classes]
@@ -489,6 +493,14 @@ def _faster_flag_comparisons() -> None:
         TargetConfig._gonio_values = True
 
 
+def _numba_version(text: str) -> tuple[int, int]:
+    """(major, minor) of a numba version string ("0.68.1", "0.69.0rc1")."""
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
 def _memoised_call_typing() -> None:
     """Let numba type each call of a numba function once per argument types and flags.
 
@@ -503,7 +515,14 @@ def _memoised_call_typing() -> None:
     site of the same types gets both back. The kernels' LLVM IR is the same (all 64
     specialisations of gonio's units, compared), with 18 % fewer Python calls and
     10-18 % less CPU while compiling (benchmarks/figures.md). Failures are not kept
-    (numba raises as before). Skipped if numba's internals differ."""
+    (numba raises as before). Only on numba versions where the IR was compared (0.61 on
+    a test's kernels, `test_memoised_call_typing_compiles_numba_s_own_code`; 0.68 on all
+    of gonio's): older ones type every call as numba does. Skipped too if numba's
+    internals differ."""
+    import numba
+
+    if _numba_version(numba.__version__) < (0, 61):
+        return
     try:
         from numba.core import targetconfig
         from numba.core.target_extension import get_local_target

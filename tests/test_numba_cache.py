@@ -524,6 +524,7 @@ TYPING_RUN = textwrap.dedent('''
         r = kernel(v, k, np.empty(15))
         ir = kernel.overloads[kernel.signatures[0]].library.get_llvm_str()
         ir = re.sub(r"B\\d+v\\d+B", "BvB", ir)  # numba's unique version numbers in names
+        ir = re.sub(r"(pickledata|picklebuf)\\.\\d+", "\\\\1", ir)  # object ids (numba 0.61)
         print(kernel.__name__, r, hashlib.sha1(ir.encode()).hexdigest())
     print("MEMO", getattr(BaseFunction.get_call_type, "_gonio", False))
 ''')
@@ -543,8 +544,13 @@ def test_memoised_call_typing_compiles_numba_s_own_code(install, tmp_path):
         assert r.returncode == 0, r.stderr
         return r.stdout.splitlines()
 
+    import numba as numba_module
+
+    from gonio.core.jit import _numba_version
+
     gonio, numba = run("gonio", "a"), run("numba", "b")
-    assert gonio[-1] == "MEMO True" and numba[-1] == "MEMO False"
+    on = _numba_version(numba_module.__version__) >= (0, 61)  # the versions compared
+    assert gonio[-1] == f"MEMO {on}" and numba[-1] == "MEMO False"
     assert gonio[:-1] == numba[:-1] and len(gonio) == 5
 
 
