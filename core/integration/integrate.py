@@ -929,10 +929,11 @@ def _frame_dtype(images) -> type:
 def _as_frame(a, dtype) -> np.ndarray:
     """One panel's pixels as a contiguous array of ``dtype`` (:func:`_frame_dtype`);
     uint32 counts above 2^31 - 1 (Eiger's markers of dead pixels, 2^32 - 1) are clipped
-    to it, still above any trusted range."""
+    to it, still above any trusted range (in the same pass as the conversion)."""
     a = np.asarray(a)
     if dtype is np.int32 and a.dtype == np.uint32:
-        a = np.minimum(a, np.iinfo(np.int32).max)
+        return np.minimum(a, np.iinfo(np.int32).max, out=np.empty(a.shape, np.int32),
+                          casting="unsafe")
     return np.ascontiguousarray(a, dtype=dtype)
 
 
