@@ -73,4 +73,4 @@ def test_ctrl_c_while_findspots_reports_progress_stops_its_threads():
 
     with pytest.raises(KeyboardInterrupt):
         _threshold_in_threads(worker, list(range(200)), 2, progress, 0, 200)
-    assert 4 <= len(read) < 40
+    assert 4 <= len(read) < 100  # without the stop all 200 are read
