@@ -41,9 +41,10 @@ from ..reflection_table import Flags, ReflectionTable
 from ..threads import TakeInTurn
 from .params import IntegrationError, IntegrationParams
 from .profile_model import (
+    SIGMA_B_MULTIPLIER,
     ProfileModel,
     ProfileModelError,
-    bbox_from_profile,
+    box_xy,
     estimate_profile_model,
     rocking_width_deg,
 )
@@ -110,9 +111,12 @@ def _detector_arrays(detector, masks=None):
 # -- profile model and prediction ----------------------------------------------------------
 
 
-def profile_models(experiments, indexed, params: IntegrationParams) -> list[ProfileModel]:
+def profile_models(experiments, indexed, params: IntegrationParams, threads: int = 1,
+                   helper_cpu: list | None = None) -> list[ProfileModel]:
     """One ProfileModel per experiment: the given sigma_b / sigma_m, else estimated from
-    the experiment's indexed strong spots (DIALS ``ProfileModelCalculator``)."""
+    the experiment's indexed strong spots (DIALS ``ProfileModelCalculator``; parts of the
+    estimate side by side in ``threads``, the same result, their threads' CPU seconds
+    appended to ``helper_cpu``)."""
     models = []
     for k, e in enumerate(experiments):
         if params.sigma_b is not None and params.sigma_m is not None:
@@ -125,7 +129,8 @@ def profile_models(experiments, indexed, params: IntegrationParams) -> list[Prof
                 "and sigma_m= (deg).")
         try:
             est = estimate_profile_model(e, indexed, params.n_sigma, experiment_id=k,
-                                         sigma_m_model=params.sigma_m_model)
+                                         sigma_m_model=params.sigma_m_model, threads=threads,
+                                         helper_cpu=helper_cpu)
         except ProfileModelError as err:
             raise IntegrationError(f"Experiment {k}: {err}") from None
         # a given sigma_m is DIALS's constant width: the resolution term goes with it
@@ -141,14 +146,20 @@ def _models_and_predictions(experiments, indexed, params: IntegrationParams, gro
     """(profile models, predicted table per sweep group). The prediction does not need the
     profile model: with several threads the model is estimated in one while the
     reflections are predicted by the others (on the benchmark's user sweep 0.30-0.33 and
-    0.23-0.25 s of CPU in one thread). Errors come in the same order as done one after
-    the other: the profile model's first."""
+    0.23-0.25 s of CPU in one thread); the estimate's own parts that can run side by side
+    (sigma_b, the two starts of the resolution term's fit) take the cores the prediction
+    leaves when it ends first (their CPU goes to ``cpu.profile_model`` too, not to the
+    critical path: they run beside the estimate's own thread). Errors come in the same
+    order as done one after the other: the profile model's first."""
     timings = result.timings
     estimate = not (params.sigma_b is not None and params.sigma_m is not None)
 
+    helper_cpu: list[float] = []
+
     def models_timed():
         t0 = time.perf_counter()
-        models = profile_models(experiments, indexed, params)
+        models = profile_models(experiments, indexed, params, threads=nproc,
+                                helper_cpu=helper_cpu)
         timings["profile_model"] = time.perf_counter() - t0
         return models
 
@@ -164,7 +175,10 @@ def _models_and_predictions(experiments, indexed, params: IntegrationParams, gro
         pending.result()  # the profile model's error, if any, first
         raise
     timings["predict"] = time.perf_counter() - t0
-    return pending.result() if beside else models, predicted
+    models = pending.result() if beside else models
+    if helper_cpu:
+        timings["cpu.profile_model"] = timings.get("cpu.profile_model", 0.0) + sum(helper_cpu)
+    return models, predicted
 
 
 def _predict(experiments, params: IntegrationParams, members, nproc: int) -> ReflectionTable:
@@ -225,13 +239,15 @@ def _shoeboxes(experiments, models, table, members):
         s1 = table["s1"][sel]
         phi = np.rad2deg(table["xyzcal.mm"][sel, 2])
         panel = table["panel"][sel].astype(np.int64)
-        b = bbox_from_profile(e, s1, phi, panel, m)
         a0, a1 = e.scan.array_range
-        b[:, 4:] -= a0
         sb, _ = m.at_frames(e, table["xyzcal.px"][sel, 2])
         db[sel] = sb * m.n_sigma
         dm[sel] = rocking_width_deg(m, e, s1, table["xyzcal.px"][sel, 2]) * m.n_sigma
         e1, e2, _, zeta = kabsch_basis(e.beam.s0, s1, e.goniometer.rotation_axis)
+        # DIALS's box across the spot (:func:`.profile_model.bbox_from_profile`), widened
+        # below
+        b = np.empty((len(sel), 6), np.int32)
+        b[:, :4] = box_xy(e, s1, e1, e2, db[sel] * SIGMA_B_MULTIPLIER, panel)
         zeta = np.where(np.abs(zeta) < 1e-9, 1e-9, zeta)
         z = e.scan.frame_from_angle(np.stack([kabsch_phi_from_c3(-dm[sel], phi, zeta),
                                               kabsch_phi_from_c3(dm[sel], phi, zeta)]))
@@ -263,15 +279,17 @@ def _shoeboxes(experiments, models, table, members):
 
 def _shoeboxes_in_parts(experiments, models, table, members, nproc, timings):
     """:func:`_shoeboxes` of ``nproc`` parts of the table in threads (numpy releases the
-    GIL on the large arrays); their CPU goes to ``timings['cpu.setup']``, the longest
-    part's to ``cpu.parallel_span``."""
+    GIL on the large arrays; each part a view of consecutive rows of the columns it
+    reads); their CPU goes to ``timings['cpu.setup']``, the longest part's to
+    ``cpu.parallel_span``."""
     if nproc < 2 or len(table) < 2000:
         return _shoeboxes(experiments, models, table, members)
 
     def part(rows):
         c0 = time.thread_time()
-        return _shoeboxes(experiments, models, table.select(rows), members), \
-            time.thread_time() - c0
+        view = ReflectionTable({c: table[c][rows[0]:rows[-1] + 1]
+                                for c in ("id", "panel", "s1", "xyzcal.mm", "xyzcal.px")})
+        return _shoeboxes(experiments, models, view, members), time.thread_time() - c0
 
     with ThreadPoolExecutor(nproc) as ex:
         done = list(ex.map(part, _chunks(np.arange(len(table)), nproc)))
@@ -502,7 +520,13 @@ def _then_set(fn, event: threading.Event):
 
 
 def _chunks(rows: np.ndarray, n: int) -> list[np.ndarray]:
-    return [c for c in np.array_split(rows, max(1, min(n, len(rows)))) if len(c)]
+    """``rows`` in at most ``n`` consecutive parts, none empty, the first ones one longer
+    where they cannot all be as long (``np.array_split``'s parts, as views, without its
+    overhead: it is called ~500 times a run by the calling thread)."""
+    k = max(1, min(n, len(rows)))
+    q, r = divmod(len(rows), k)
+    ends = [i * q + min(i, r) for i in range(k + 1)]
+    return [rows[a:b] for a, b in zip(ends[:-1], ends[1:]) if b > a]
 
 
 def _integrate_sweep(experiments, members, models, table, reader, params: IntegrationParams,

@@ -46,6 +46,9 @@ writes).
 from __future__ import annotations
 
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -209,6 +212,21 @@ def bbox_from_profile(experiment: Experiment, s1, phi_deg, panel, model: Profile
     delta_b = sigma_b * model.n_sigma * sigma_b_multiplier
     delta_m = sigma_m * model.n_sigma
     e1, e2, _, zeta = kabsch_basis(experiment.beam.s0, s1, experiment.goniometer.rotation_axis)
+    z = scan.frame_from_angle(np.stack([kabsch_phi_from_c3(-delta_m, phi_deg, zeta),
+                                        kabsch_phi_from_c3(delta_m, phi_deg, zeta)]))
+    a0, a1 = scan.array_range
+    bbox = np.empty((len(s1), 6), np.int32)
+    bbox[:, :4] = box_xy(experiment, s1, e1, e2, delta_b, panel)
+    bbox[:, 4] = np.clip(np.floor(z.min(0)), a0, a1 - 1)
+    bbox[:, 5] = np.clip(np.ceil(z.max(0)), a0 + 1, a1)
+    return bbox
+
+
+def box_xy(experiment: Experiment, s1, e1, e2, delta_b, panel) -> np.ndarray:
+    """x0, x1, y0, y1 (int32 (N, 4); px, ends exclusive) of :func:`bbox_from_profile`: the
+    floor of the smallest and the ceiling of the largest pixel coordinates of the corners
+    (+-delta_b, +-delta_b) deg in the (c1, c2) plane of reflections ``s1`` with Kabsch axes
+    ``e1``, ``e2`` (:func:`.kabsch.kabsch_basis`), each on its panel."""
     xy = np.empty((4, len(s1), 2))
     for k, (a, b) in enumerate(((-1, -1), (1, -1), (-1, 1), (1, 1))):
         corner = kabsch_s1_from_c12(a * delta_b, b * delta_b, s1, e1, e2)
@@ -216,14 +234,9 @@ def bbox_from_profile(experiment: Experiment, s1, phi_deg, panel, model: Profile
             sel = panel == ip
             pan = experiment.detector[int(ip)]
             xy[k, sel] = pan.millimeter_to_pixel(pan.ray_intersection(corner[sel])[0])
-    z = scan.frame_from_angle(np.stack([kabsch_phi_from_c3(-delta_m, phi_deg, zeta),
-                                        kabsch_phi_from_c3(delta_m, phi_deg, zeta)]))
-    a0, a1 = scan.array_range
-    bbox = np.column_stack([
-        np.floor(xy[..., 0].min(0)), np.ceil(xy[..., 0].max(0)),
-        np.floor(xy[..., 1].min(0)), np.ceil(xy[..., 1].max(0)),
-        np.clip(np.floor(z.min(0)), a0, a1 - 1), np.clip(np.ceil(z.max(0)), a0 + 1, a1)])
-    return bbox.astype(np.int32)
+    return np.column_stack([np.floor(xy[..., 0].min(0)), np.ceil(xy[..., 0].max(0)),
+                            np.floor(xy[..., 1].min(0)), np.ceil(xy[..., 1].max(0))]
+                           ).astype(np.int32)
 
 
 def is_foreground(c1_deg, c2_deg, delta_b_deg) -> np.ndarray:
@@ -414,7 +427,8 @@ def _sigma_m_deg(experiment: Experiment, refl: ReflectionTable, px: _Pixels,
 
 
 def _sigma_m_with_rlp(experiment: Experiment, refl: ReflectionTable, frames,
-                      sigma_m_deg: float) -> tuple[float, float] | None:
+                      sigma_m_deg: float, pool=None,
+                      helper_cpu: list | None = None) -> tuple[float, float] | None:
     """(sigma_m deg, sigma_m_rlp 1/A) maximising the ``extended`` likelihood when each
     spot's c3 width is sqrt(sigma_m^2 + (lambda sigma_m_rlp / sin 2theta)^2)
     (:func:`rocking_width_deg`), or None when the resolution term is not significant.
@@ -423,7 +437,9 @@ def _sigma_m_with_rlp(experiment: Experiment, refl: ReflectionTable, frames,
     (``sigma_m_deg``), scaled from photons to spots (the likelihood counts every photon,
     the spots are the independent samples), exceeds chi2(1 dof, p = 0.001) = 10.83; and
     the fitted width changes by more than 10 % between the 10th and 90th percentiles of
-    the spots' 1 / sin 2theta. ``frames``: :func:`_frame_table` (counts=True)."""
+    the spots' 1 / sin 2theta. ``frames``: :func:`_frame_table` (counts=True).
+    With an executor ``pool`` the fit's second start runs in one of its threads beside
+    the first (the same result; that thread's CPU seconds appended to ``helper_cpu``)."""
     from scipy.optimize import minimize
 
     dphi2 = math.radians(experiment.scan.oscillation[1]) / 2.0
@@ -447,13 +463,19 @@ def _sigma_m_with_rlp(experiment: Experiment, refl: ReflectionTable, frames,
 
     sm0 = math.radians(sigma_m_deg)
     g_med = float(np.median(g_spot[has]))
-    best = None
-    for f in (0.3, 0.7):  # share of the constant width given to the resolution term
+
+    def fit(f):  # f: the share of the constant width given to the resolution term
         x0 = [math.log(sm0 * math.sqrt(1 - f * f)), math.log(sm0 * f / g_med)]
-        res = minimize(nll2, x0, method="Nelder-Mead",
-                       options={"xatol": 1e-4, "fatol": 1e-3, "maxiter": 400})
-        if best is None or res.fun < best.fun:
-            best = res
+        return minimize(nll2, x0, method="Nelder-Mead",
+                        options={"xatol": 1e-4, "fatol": 1e-3, "maxiter": 400})
+
+    # two starts, the second in a thread of its own when there are threads to spare (its
+    # likelihoods' erf and sums release the GIL)
+    second = _submit_timed(pool, lambda: fit(0.7), helper_cpu) if pool else None
+    best = fit(0.3)
+    res = second.result() if second else fit(0.7)
+    if res.fun < best.fun:
+        best = res
     sigma_m, sigma_rlp = math.exp(best.x[0]), math.exp(best.x[1])
     lr = 2.0 * (nll(sm0) - best.fun) * has.sum() / K.sum()
     g10, g90 = np.percentile(g_spot[has], [10, 90])
@@ -462,6 +484,21 @@ def _sigma_m_with_rlp(experiment: Experiment, refl: ReflectionTable, frames,
     if lr <= 10.83 or spread <= 1.1:
         return None
     return math.degrees(sigma_m), sigma_rlp
+
+
+def _submit_timed(pool, fn, cpu: list | None):
+    """``fn()`` submitted to the executor ``pool``; its thread's CPU seconds are appended to
+    ``cpu`` when given. The future's ``result()`` raises its error in the caller, so errors
+    come in the order the caller asks for the results."""
+    def timed():
+        c0 = time.thread_time()
+        try:
+            return fn()
+        finally:
+            if cpu is not None:
+                cpu.append(time.thread_time() - c0)
+
+    return pool.submit(timed)
 
 
 def _split_by_image(refl: ReflectionTable) -> ReflectionTable:
@@ -512,7 +549,8 @@ def estimate_profile_model(experiment: Experiment, indexed: ReflectionTable,
                            n_sigma: float = 3.0, min_zeta: float = MIN_ZETA,
                            algorithm: str = "extended", scan_varying: bool = False,
                            experiment_id: int | None = None,
-                           sigma_m_model: str = "constant") -> ProfileModel:
+                           sigma_m_model: str = "constant", threads: int = 1,
+                           helper_cpu: list | None = None) -> ProfileModel:
     """sigma_b and sigma_m of one sweep from its indexed strong spots, as DIALS's
     ``ProfileModelCalculator`` / ``ScanVaryingProfileModelCalculator`` (module docstring).
 
@@ -520,7 +558,10 @@ def estimate_profile_model(experiment: Experiment, indexed: ReflectionTable,
     xyzcal.mm (predicted by the refined models; phi in rad as in DIALS), miller_index and
     flags; rows of other experiments are left out when ``experiment_id`` is given.
     ``sigma_m_model`` auto also fits the resolution term sigma_m_rlp (static ``extended``
-    estimate only; constant, DIALS's model, otherwise).
+    estimate only; constant, DIALS's model, otherwise). ``threads`` > 1: the static
+    estimate's sigma_b and the two starts of the resolution term's fit each run in a
+    thread beside the sigma_m fits (the same result, errors in the same order; the
+    helper threads' CPU seconds appended to ``helper_cpu``).
     """
     sigma_m_model = str(sigma_m_model).lower()
     if sigma_m_model not in SIGMA_M_MODELS:
@@ -570,15 +611,19 @@ def estimate_profile_model(experiment: Experiment, indexed: ReflectionTable,
             f"every indexed spot lies within |zeta| < {min_zeta} of the rotation axis, "
             "where its reflecting range is undefined; give sigma_b= and sigma_m= yourself.")
     if not scan_varying:
-        px = _shoebox_pixels(refl)
-        frames = _frame_table(experiment, refl, px, counts=True) \
-            if algorithm == "extended" else None
-        sigma_m = _sigma_m_deg(experiment, refl, px, algorithm, frames)
-        two = None
-        if sigma_m_model == "auto" and algorithm == "extended":
-            two = _sigma_m_with_rlp(experiment, refl, frames, sigma_m)
-        return ProfileModel(_sigma_b_deg(experiment, refl, px), two[0] if two else sigma_m,
-                            n_sigma, n_used=len(refl), sigma_m_rlp=two[1] if two else None)
+        with ThreadPoolExecutor(2) if threads > 1 else nullcontext() as pool:
+            px = _shoebox_pixels(refl)
+            sigma_b = _submit_timed(pool, lambda: _sigma_b_deg(experiment, refl, px),
+                                    helper_cpu) if pool else None
+            frames = _frame_table(experiment, refl, px, counts=True) \
+                if algorithm == "extended" else None
+            sigma_m = _sigma_m_deg(experiment, refl, px, algorithm, frames)
+            two = None
+            if sigma_m_model == "auto" and algorithm == "extended":
+                two = _sigma_m_with_rlp(experiment, refl, frames, sigma_m, pool, helper_cpu)
+            sigma_b = sigma_b.result() if sigma_b else _sigma_b_deg(experiment, refl, px)
+        return ProfileModel(sigma_b, two[0] if two else sigma_m, n_sigma, n_used=len(refl),
+                            sigma_m_rlp=two[1] if two else None)
     parts = _split_by_image(refl)
     z0 = parts["bbox"][:, 4]
     a0, a1 = scan.array_range

@@ -53,6 +53,11 @@ def warm_up() -> None:
                                               min_reference_spots=1),
               readers=[InMemoryReader(list(images))])
     warm_up_boxes()  # repack, which only long sweeps reach (loaded: the rest was compiled)
+    # the scan-varying prediction's kernel (the tiny sweep's crystal is static)
+    from ..prediction.rotation import predict_rotation
+
+    a_sp = np.repeat(expt.crystal.A[None], expt.scan.num_images + 1, axis=0)
+    predict_rotation(expt.replace(crystal=expt.crystal.replace(A_at_scan_points=a_sp)), 2.0)
 
 
 def _two_boxes():

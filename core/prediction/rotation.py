@@ -37,6 +37,7 @@ from ..models.experiment import Experiment
 from ..reflection_table import ReflectionTable
 from .rays import (  # noqa: F401  (re-exported: the names callers import from here)
     PredictionError,
+    diffracted_beams,
     entering_flags,
     lab_rlp,
     predict_rays,
@@ -44,7 +45,7 @@ from .rays import (  # noqa: F401  (re-exported: the names callers import from h
     xyz_mm_to_px,
     zeta_factor,
 )
-from .scan_varying import scan_varying_rays
+from .scan_varying import scan_varying_crossings
 from .threads import thread_parts
 
 
@@ -121,8 +122,9 @@ def _crossing_angles(experiment: Experiment, hkl: np.ndarray, nproc: int | None 
     s0_datum = g.setting_rotation.T @ experiment.beam.s0
     A, F = experiment.crystal.A, g.fixed_rotation
 
-    def angles(part):
-        return rotation_angles(s0_datum, g.rotation_axis_datum, (part @ A.T) @ F.T)
+    def angles(part):  # indices as float: a BLAS product (the same numbers, 4x faster)
+        return rotation_angles(s0_datum, g.rotation_axis_datum,
+                               (part.astype(float) @ A.T) @ F.T)
 
     parts = thread_parts(len(hkl), nproc)
     if parts < 2:
@@ -152,6 +154,31 @@ def detector_d_min(experiment: Experiment) -> float:
     return float(min(p.resolution_at_pixel(s0, p.corners_px()).min() for p in experiment.detector))
 
 
+def _crossings_in_scan(experiment: Experiment, d_min: float, d_max: float | None,
+                       remove_absent: bool, margin_deg: float, nproc: int | None):
+    """(Miller indices (N, 3) int32, angles (N,) rad) of every crossing of the Ewald
+    sphere within the scan widened by ``margin_deg`` each side, to ``d_min`` (A), whether
+    or not the ray meets a panel."""
+    hkl = generate_indices(experiment.crystal, d_min, d_max, remove_absent)
+    phi2, ok = _crossing_angles(experiment, hkl, nproc)
+    lo, hi = np.deg2rad(experiment.scan.oscillation_range)
+    if hi < lo:
+        lo, hi = hi, lo
+    lo, hi = lo - np.deg2rad(margin_deg), hi + np.deg2rad(margin_deg)
+    rows, angles = [], []
+    n_turns = int(np.ceil((hi - lo) / (2 * np.pi))) + 1
+    for j in range(2):
+        base = phi2[:, j]
+        k0 = np.ceil((lo - base) / (2 * np.pi))
+        for t in range(n_turns):
+            a = base + 2 * np.pi * (k0 + t)
+            sel = ok & (a >= lo) & (a < hi)
+            rows.append(np.flatnonzero(sel))
+            angles.append(a[sel])
+    rows, angles = np.concatenate(rows), np.concatenate(angles)
+    return np.asarray(hkl[rows], dtype=np.int32).reshape(-1, 3), angles.reshape(-1)
+
+
 def predict_rotation(experiment: Experiment, d_min: float | None = None,
                      d_max: float | None = None, remove_absent: bool = True,
                      margin_deg: float = 0.0, scan_varying: bool | None = None,
@@ -174,24 +201,8 @@ def predict_rotation(experiment: Experiment, d_min: float | None = None,
         scan_varying = experiment.crystal.A_at_scan_points is not None
     if scan_varying:
         return predict_scan_varying(experiment, d_min, d_max, remove_absent, nproc=nproc)
-    hkl = generate_indices(experiment.crystal, d_min, d_max, remove_absent)
-    phi2, ok = _crossing_angles(experiment, hkl, nproc)
-    lo, hi = np.deg2rad(experiment.scan.oscillation_range)
-    if hi < lo:
-        lo, hi = hi, lo
-    lo, hi = lo - np.deg2rad(margin_deg), hi + np.deg2rad(margin_deg)
-    rows, angles = [], []
-    n_turns = int(np.ceil((hi - lo) / (2 * np.pi))) + 1
-    for j in range(2):
-        base = phi2[:, j]
-        k0 = np.ceil((lo - base) / (2 * np.pi))
-        for t in range(n_turns):
-            a = base + 2 * np.pi * (k0 + t)
-            sel = ok & (a >= lo) & (a < hi)
-            rows.append(np.flatnonzero(sel))
-            angles.append(a[sel])
-    rows, angles = np.concatenate(rows), np.concatenate(angles)
-    table = predict_rays(experiment, hkl[rows], angles)
+    hkl, angles = _crossings_in_scan(experiment, d_min, d_max, remove_absent, margin_deg, nproc)
+    table = predict_rays(experiment, hkl, angles)
     del table["_source_index"]
     order = np.argsort(table["xyzcal.px"][:, 2], kind="stable")
     table = table.select(order)
@@ -205,14 +216,18 @@ def predict_scan_varying(experiment: Experiment, d_min: float, d_max: float | No
                          nproc: int | None = None) -> ReflectionTable:
     """Predict with ``crystal.A_at_scan_points`` (n_images + 1 matrices, one per image
     boundary): the static prediction widened by ``window`` images each side gives the
-    candidates, :func:`gonio.core.prediction.scan_varying.scan_varying_rays` their
+    candidates, :func:`gonio.core.prediction.scan_varying.scan_varying_crossings` their
     crossings with the per-image models."""
     _check(experiment)
     scan = experiment.scan
-    static = predict_rotation(experiment, d_min, d_max, remove_absent,
-                              margin_deg=window * abs(scan.oscillation[1]), scan_varying=False,
-                              nproc=nproc)
-    return scan_varying_rays(experiment, static, d_min, d_max, window, nproc)
+    # the candidates: the static crossings whose rays meet a panel, with their frames (only
+    # these two columns of a static prediction are needed)
+    hkl, phi = _crossings_in_scan(experiment, d_min, d_max, remove_absent,
+                                  window * abs(scan.oscillation[1]), nproc)
+    _, s1 = diffracted_beams(experiment, hkl, phi)
+    hit = experiment.detector.ray_intersection(s1)[0] >= 0
+    frame = scan.frame_from_angle(np.rad2deg(phi[hit]))
+    return scan_varying_crossings(experiment, hkl[hit], frame, d_min, d_max, window, nproc)
 
 
 def predict_observed(experiment: Experiment, miller_index, phi_near) -> ReflectionTable:

@@ -20,7 +20,8 @@ each tried on ``window`` images either side of its static frame: a crossing
 that the scan-varying model moves by more than that is not found.
 :func:`gonio.core.prediction.rotation.predict_scan_varying` (also reached by
 ``predict_rotation`` when the crystal has scan points) makes the candidates
-and calls :func:`scan_varying_rays`; this module uses only :mod:`.rays` (and :mod:`.threads`).
+and calls :func:`scan_varying_crossings`; this module uses only :mod:`.rays` (and
+:mod:`.threads`, and the kernel of :mod:`.kernels`).
 """
 
 from __future__ import annotations
@@ -36,14 +37,14 @@ from .rays import PredictionError, rays_table
 from .threads import thread_parts
 
 
-def scan_varying_rays(experiment: Experiment, static: ReflectionTable, d_min: float,
-                      d_max: float | None = None, window: int = 5,
-                      nproc: int | None = None) -> ReflectionTable:
-    """Crossings with ``crystal.A_at_scan_points`` of the candidates in ``static`` (a static
-    prediction of the same experiment, widened by ``window`` images): see the module.
-    Large predictions run in up to ``nproc`` threads (None: all cores), the reflections
-    split by Miller index (every row of one index in the same part, so that no crossing is
-    found twice)."""
+def scan_varying_crossings(experiment: Experiment, hkl: np.ndarray, frame: np.ndarray,
+                           d_min: float, d_max: float | None = None, window: int = 5,
+                           nproc: int | None = None) -> ReflectionTable:
+    """Crossings with ``crystal.A_at_scan_points`` of the candidates ``hkl`` (N, 3) whose
+    static crossings (``crystal.A``, in a scan widened by ``window`` images) are at frames
+    ``frame`` (N,): see the module. Large predictions run in up to ``nproc`` threads
+    (None: all cores), the reflections split by Miller index (every row of one index in
+    the same part, so that no crossing is found twice)."""
 
     scan, crystal = experiment.scan, experiment.crystal
     A_sp = crystal.A_at_scan_points
@@ -53,14 +54,15 @@ def scan_varying_rays(experiment: Experiment, static: ReflectionTable, d_min: fl
             f"the crystal has {0 if A_sp is None else len(A_sp)} scan-point A matrices; a "
             f"scan-varying prediction over {n} images needs {n + 1} (one per image boundary). "
             "Refine scan-varying again, or predict with the static model.")
-    parts = thread_parts(len(static) * (2 * window + 1), nproc)
+    parts = thread_parts(len(hkl) * (2 * window + 1), nproc)
     if parts == 1:
-        table = _crossings(experiment, static, d_min, d_max, window)
+        table = _crossings(experiment, hkl, frame, d_min, d_max, window)
     else:
-        part = np.asarray(static["miller_index"], np.int64).sum(axis=1) % parts
+        part = np.asarray(hkl, np.int64).sum(axis=1) % parts
         with ThreadPoolExecutor(parts) as ex:
-            tables = list(ex.map(lambda k: _crossings(experiment, static.select(part == k),
-                                                      d_min, d_max, window), range(parts)))
+            tables = list(ex.map(lambda k: _crossings(experiment, hkl[part == k],
+                                                      frame[part == k], d_min, d_max, window),
+                                 range(parts)))
         table = ReflectionTable.concatenate(tables)
     table = table.select(np.argsort(table["xyzcal.px"][:, 2], kind="stable"))
     if experiment.identifier:
@@ -68,7 +70,7 @@ def scan_varying_rays(experiment: Experiment, static: ReflectionTable, d_min: fl
     return table
 
 
-def _crossings(experiment: Experiment, static: ReflectionTable, d_min: float,
+def _crossings(experiment: Experiment, hkl: np.ndarray, frame: np.ndarray, d_min: float,
                d_max: float | None, window: int) -> ReflectionTable:
     scan, gonio = experiment.scan, experiment.goniometer
     A_sp = experiment.crystal.A_at_scan_points
@@ -81,20 +83,21 @@ def _crossings(experiment: Experiment, static: ReflectionTable, d_min: float,
         @ gonio.fixed_rotation @ A_sp
     # each candidate's lattice point at the 2 window + 2 boundaries of its 2 window + 1
     # images, each boundary once (an image's end is the next one's start)
-    centre = np.floor(static["xyzcal.px"][:, 2] - z0).astype(np.int64)
-    hkl = np.asarray(static["miller_index"], np.int64)
+    centre = np.floor(frame - z0).astype(np.int64)
+    hkl = np.asarray(hkl, np.int64)
     h = hkl.astype(float)
     offsets = np.arange(-window, window + 2)
     bound = np.clip(centre[:, None] + offsets[None, :], 0, n)
-    r = np.empty(bound.shape + (3,))
-    for k in range(len(offsets)):
-        r[:, k] = np.einsum("nij,nj->ni", C[bound[:, k]], h)
     # which side of the sphere each boundary's point is on, and its |r|^2, once per
-    # boundary; an image's pair (start, end) is kept only where it crosses (a tenth of them)
-    k = np.linalg.norm(s0)
-    flat = r.reshape(-1, 3)
-    out_b = (np.linalg.norm(s0 + flat, axis=1) - k >= 0).reshape(r.shape[:2])
-    rr_b = np.einsum("ij,ij->i", flat, flat).reshape(r.shape[:2])
+    # boundary (a kernel: no gathered copy of C per boundary); an image's pair (start,
+    # end) is kept only where it crosses (a tenth of them)
+    from .kernels import boundary_points
+
+    r = np.empty(bound.shape + (3,))
+    out_b = np.empty(bound.shape, bool)
+    rr_b = np.empty(bound.shape)
+    boundary_points(np.ascontiguousarray(C, dtype=float), bound, h, np.asarray(s0, float),
+                    float(np.linalg.norm(s0)), r, out_b, rr_b)
     img = centre[:, None] + offsets[None, :-1]
     cross = (img >= 0) & (img < n) & (out_b[:, :-1] != out_b[:, 1:]) \
         & (rr_b[:, :-1] <= 1.0 / d_min**2)
