@@ -425,3 +425,113 @@ def test_the_glm_takes_counts_beyond_its_histograms_from_the_pixels():
             for a, b in zip(ref, run(nh, gain)):
                 np.testing.assert_array_equal(a, b)
     assert 5 < np.median(ref[1][:, 0]) < 40
+
+
+def test_the_cutting_kernel_gives_every_box_pixel_its_mask_code(close_sweep):
+    """extract_frame's two passes over one image (foreground claims, then counts and mask
+    codes: row views indexed from 0, the number of claimed pixels kept in a register)
+    give every pixel of every box the code of its definition, computed here with numpy on
+    boxes that overlap: Foreground where u^2 + v^2 <= (1 + fg_pad)^2 and |t| <= 1 + half an
+    image's dt at the pixel centre; a pixel in several foregrounds Shared, Foreground for
+    the reflection it is nearest to (u^2 + v^2 + t^2, the first on a tie), Overlapped for
+    the others; Background where no foreground claims it; Valid where not masked and inside
+    the trusted range. The counts are copied, overloaded and overlapped reflections
+    flagged, every claimed pixel listed once, and reset_claims clears the claims."""
+    from gonio.core.integration import kernels as K
+    from gonio.core.integration.integrate import _profile_geometry
+    from gonio.core.integration.kabsch import kabsch_basis
+    from gonio.core.integration.mask_codes import (
+        BACKGROUND,
+        FOREGROUND,
+        OVERLAPPED,
+        SHARED,
+        VALID,
+    )
+    from gonio.core.integration.pixel_directions import pixel_directions
+    from gonio.core.prediction.rotation import predict_rotation
+
+    sim, p, _ = close_sweep
+    e = sim.experiments[0]
+    nx, ny = e.detector[0].image_size
+    f = 4
+    table = predict_rotation(e, 2.0)
+    z = table["xyzcal.px"][:, 2] - e.scan.array_range[0]
+    table = table.select(np.flatnonzero(np.abs(z - f - 0.5) < 1.0))
+    n = len(table)
+    s0 = np.asarray(e.beam.s0, float)
+    m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
+    e1, e2, _, zeta = kabsch_basis(s0, table["s1"], m2)
+    # n_sigma sigma_b 1.2 deg: foregrounds ~5 px across on this detector, many overlapping
+    geo = _profile_geometry(table, e1, e2, zeta, np.full(n, 1.2), np.full(n, 3 * p.sigma_m),
+                            s0, m2)
+    beam = np.concatenate([s0, m2, [np.linalg.norm(s0)]])
+    scan = np.deg2rad([e.scan.angle_from_frame(e.scan.array_range[0]), e.scan.oscillation[1]])
+    dirs = pixel_directions(e.detector[0])
+    xy = np.round(table["xyzcal.px"][:, :2]).astype(int)
+    bbox = np.column_stack([np.clip(xy[:, 0] - 9, 0, nx), np.clip(xy[:, 0] + 8, 0, nx),
+                            np.clip(xy[:, 1] - 7, 0, ny), np.clip(xy[:, 1] + 9, 0, ny),
+                            np.full(n, f - 1), np.full(n, f + 2)]).astype(np.int32)
+    sizes = ((bbox[:, 1] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 2]) * 3).astype(np.int64)
+    off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    rng = np.random.default_rng(7)
+    frame = rng.poisson(8.0, nx * ny).astype(np.int32)
+    frame[rng.random(nx * ny) < 0.02] = 0  # below the trusted range
+    frame[rng.random(nx * ny) < 0.01] = 500  # overloaded
+    static_ok = rng.random(nx * ny) > 0.03
+    tmin, tmax = np.array([0.0]), np.array([100.0])
+    fg_pad = rng.uniform(0.0, 0.3, n)
+    act = rng.permutation(n).astype(np.int64)
+    state, best = K.pixel_state(static_ok), np.full(nx * ny, np.inf, np.float32)
+    own, claimed = np.full(nx * ny, -1, np.int32), np.empty(nx * ny, np.int32)
+    n_claimed = np.zeros(1, np.int64)
+    sb_data = np.full(int(sizes.sum()), np.nan, np.float32)
+    sb_mask = np.zeros(int(sizes.sum()), np.uint8)
+    overlapped, overloaded = np.zeros(n, bool), np.zeros(n, bool)
+    for pass_ in (0, 1):
+        K.extract_frame(pass_, f, frame, tmin, tmax, act, np.zeros(n, np.int64), bbox, geo,
+                        beam, scan, fg_pad, off, np.zeros(1, np.int64), np.array([nx]), dirs,
+                        state, best, own, claimed, n_claimed, sb_data, sb_mask, overlapped,
+                        overloaded)
+
+    # the definitions, reflection by reflection in the kernel's order
+    phi_mid, half = scan[0] + (f + 0.5) * scan[1], 0.5 * abs(scan[1])
+    count = np.zeros(nx * ny, np.int64)
+    nearest = np.full(nx * ny, np.inf, np.float32)
+    owner = np.full(nx * ny, -1)
+    boxes = {}
+    for r in act:
+        x0, x1, y0, y1 = bbox[r, :4]
+        pix = (np.arange(y0, y1)[:, None] * nx + np.arange(x0, x1)).ravel()
+        ax = K._frame_axes(geo, r, beam, geo[r, 14] - phi_mid)
+        d = dirs[pix].astype(float)
+        u, v, t = (ax[i] * d[:, 0] + ax[i + 1] * d[:, 1] + ax[i + 2] * d[:, 2] + ax[i + 3]
+                   for i in (0, 4, 8))
+        uv = u * u + v * v
+        fg = (uv <= (1.0 + fg_pad[r]) ** 2) & (np.abs(t) <= 1.0 + half * geo[r, 15])
+        d2 = uv + t * t
+        take = fg & ((count[pix] == 0) | (d2 < nearest[pix]))
+        nearest[pix[take]] = d2[take]
+        owner[pix[take]] = r
+        count[pix[fg]] += 1
+        boxes[r] = pix, fg
+    n_shared = 0
+    for r, (pix, fg) in boxes.items():
+        val = frame[pix]
+        code = np.where(static_ok[pix] & (val > tmin[0]) & (val < tmax[0]), VALID, 0)
+        shared = fg & (count[pix] > 1)
+        code |= np.where(shared, SHARED | np.where(owner[pix] == r, FOREGROUND, OVERLAPPED), 0)
+        code |= np.where(fg & ~shared, FOREGROUND, 0)
+        code |= np.where(~fg & (count[pix] == 0), BACKGROUND, 0)
+        j = off[r] + (f - bbox[r, 4]) * len(pix) + np.arange(len(pix))
+        np.testing.assert_array_equal(sb_mask[j], code, err_msg=str(r))
+        np.testing.assert_array_equal(sb_data[j], val.astype(np.float32))
+        assert overloaded[r] == np.any(static_ok[pix] & (val >= tmax[0]))
+        assert overlapped[r] == np.any(shared)
+        n_shared += int(shared.sum())
+    assert n_shared > 200 and (count > 0).sum() > 2000
+    listed = claimed[:n_claimed[0]]
+    assert len(np.unique(listed)) == len(listed)
+    np.testing.assert_array_equal(np.sort(listed), np.flatnonzero(count > 0))
+    K.reset_claims(state, claimed, n_claimed)
+    np.testing.assert_array_equal(state, K.pixel_state(static_ok))
+    assert n_claimed[0] == 0

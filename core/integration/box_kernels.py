@@ -291,23 +291,33 @@ def _gather(r, bbox, off, sb_data, sb_mask, g, mode, nh, yv, X, fg_v, fg_xyz, hi
     imax = np.int64(0)
     spill = False
     unit = g == 1.0  # x / 1 is x: no division per pixel
+    # the histogram in turn (its first bin, unsigned: no negative-index test per count)
+    unh, hend = np.uint64(nh), np.uint64(4 * nh)
+    hoff = np.uint64(0)
     j = off[r]
     for zz in range(d):
         for yy in range(h):
+            # row views indexed from 0: no negative-index test per pixel
+            mr = sb_mask[j:j + w]
+            dr = sb_data[j:j + w]
+            j += w
             for xx in range(w):
-                m = sb_mask[j]
+                m = mr[xx]
                 nval += m & VALID
                 if (m & (VALID | BACKGROUND)) == VALID | BACKGROUND:
-                    val = sb_data[j] if unit else sb_data[j] / g
+                    val = dr[xx] if unit else dr[xx] / g
                     if mode == GATHER_HIST:
                         # four histograms in turn: one would wait on its own last
                         # increment (neighbouring pixels mostly have equal counts)
                         if 0.0 <= val < nh and val == int(val):
-                            iv = int(val)
-                            hist[(nbg & 3) * nh + iv] += 1
-                            imax = max(imax, iv)
+                            iv = np.uint64(val)
+                            hist[hoff + iv] += 1
+                            imax = max(imax, np.int64(iv))
                         else:
                             spill = True
+                        hoff += unh
+                        if hoff == hend:
+                            hoff = np.uint64(0)
                     else:
                         yv[nbg] = val
                         if mode == GATHER_SIMPLE:
@@ -319,7 +329,7 @@ def _gather(r, bbox, off, sb_data, sb_mask, g, mode, nh, yv, X, fg_v, fg_xyz, hi
                 if m != VALID | BACKGROUND:  # the rest, one test for most pixels
                     if m & FOREGROUND:
                         if m & VALID:
-                            fg_v[nsum] = sb_data[j]
+                            fg_v[nsum] = dr[xx]
                             fg_xyz[nsum, 0] = xx
                             fg_xyz[nsum, 1] = yy
                             fg_xyz[nsum, 2] = zz
@@ -328,7 +338,6 @@ def _gather(r, bbox, off, sb_data, sb_mask, g, mode, nh, yv, X, fg_v, fg_xyz, hi
                             bad_fg = True
                     if m & OVERLAPPED:
                         nov += 1
-                j += 1
     return nval, nbg, nsum, nov, bad_fg, imax, spill
 
 
