@@ -19,6 +19,12 @@ by kernel (numba's compile events; a kernel's time includes the kernels and
 numpy functions it compiles on the way, and is also given without them), in this
 process, with an empty cache.
 
+With ``timeline [TREE]`` (Linux: reads /proc): one first run of the working tree (or
+TREE), empty cache, as a timeline: when each step ends and each unit is prepared, the
+kernel messages, and per second the CPU of the demo process and of the background
+processes it started (their descendants), with the cores left idle: what the first run
+waits for, and where a core had nothing to do.
+
 With ``compare TREE [TREE2]``: both of these, for the working tree (or TREE2) and for
 another tree alternately (interleaved, so that the load of a shared machine falls on both
 alike).
@@ -29,6 +35,7 @@ tar -x -C TREE/gonio``), imported through ``PYTHONPATH``.
     python benchmarks/bench_first_run.py [repeats=3]
     python benchmarks/bench_first_run.py compile [repeats=1]
     python benchmarks/bench_first_run.py kernels [unit...]
+    python benchmarks/bench_first_run.py timeline [TREE]
     python benchmarks/bench_first_run.py compare TREE [TREE2] [repeats=4]
 """
 
@@ -259,6 +266,107 @@ def compare(tree: str, repeats: int, other: str | None = None) -> None:
               f"CPU beyond the second's {statistics.median(extra[name]):.2f} s")
 
 
+def _cpu_of_tree(root: int) -> tuple[float, float]:
+    """CPU seconds (user + sys) so far of process ``root``, and of its descendants (those
+    alive, or ended and not yet reaped, read from /proc; those it reaped, from its own
+    children's time)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stat[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick,
+                                (int(fields[13]) + int(fields[14])) / tick)
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, (ppid, _, _) in stat.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    _, own, reaped = stat.get(root, (0, 0.0, 0.0))
+    return own, reaped + sum(stat[pid][1] + stat[pid][2] for pid in tree - {root})
+
+
+def timeline(tree: str | None = None) -> None:
+    """One first run (empty cache) as a timeline; see the module docstring."""
+    import threading
+
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cache = tmp / "numba-cache"
+        env = tree_env(tree, NUMBA_CACHE_DIR=str(cache), PYTHONUNBUFFERED="1")
+        adopt_orphans()  # background processes outliving the demo stay descendants of this one
+        children_cpu()
+        base = _cpu_of_tree(os.getpid())[1]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "gonio.shell.main", "demo",
+                                 str(tmp / "demo")], env=env, cwd=tmp, text=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        events, seen, samples = [], set(), []
+
+        def read():
+            for line in proc.stdout:
+                if line.startswith("[step") or "kernels" in line:
+                    events.append((time.perf_counter() - t0, line.strip()))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        demo = (0.0, 0.0)
+        while True:
+            now = time.perf_counter() - t0
+            if proc.poll() is None:
+                demo = _cpu_of_tree(proc.pid)
+                samples.append((now, *demo))
+            else:  # the demo ended: what is left runs as this process's descendants
+                samples.append((now, demo[0], _cpu_of_tree(os.getpid())[1] - base - demo[0]))
+            for stamp in sorted((cache / "gonio-state").glob("*.prepared")):
+                unit = stamp.name.rsplit(".", 2)[0]
+                if unit not in seen:
+                    seen.add(unit)
+                    events.append((now, f"prepared {unit}"))
+            if proc.poll() is not None and not [
+                    pid for pid in os.listdir("/proc") if pid.isdigit()
+                    and _parent(int(pid)) == os.getpid() and not _zombie(int(pid))]:
+                break
+            time.sleep(0.1)
+        reader.join()
+        children_cpu()  # reap
+    for t, text in sorted(events):
+        print(f"{t:6.2f} s  {text}")
+    print(f"CPU seconds per second ({cores} cores): the demo process, its background "
+          "processes, idle")
+    last, idle = (0.0, 0.0, 0.0), 0.0
+    for k in range(1, int(samples[-1][0]) + 2):
+        cur = max((s for s in samples if s[0] <= k), key=lambda s: s[0])
+        own, bg = cur[1] - last[1], max(cur[2] - last[2], 0.0)
+        idle += max(cores - own - bg, 0.0)
+        print(f"  {k - 1:3d}-{k:3d} s  {own:4.2f}  {bg:4.2f}  {max(cores - own - bg, 0.0):4.2f}")
+        last = cur
+    print(f"total: demo {samples[-1][1]:.2f} s, background {samples[-1][2]:.2f} s of CPU; "
+          f"{idle:.1f} core-seconds idle (load {os.getloadavg()[0]:.1f}: other programs too)")
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "compare":
         other = argv.pop(2) if len(argv) > 2 and os.path.isdir(argv[2]) else None
@@ -267,6 +375,8 @@ def main(argv: list[str]) -> None:
         compile_cpu(int(argv[1]) if len(argv) > 1 else 1)
     elif argv and argv[0] == "kernels":
         kernel_times(argv[1:])
+    elif argv and argv[0] == "timeline":
+        timeline(argv[1] if len(argv) > 1 else None)
     else:
         demo_runs(int(argv[0]) if argv else 3)
 

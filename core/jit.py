@@ -45,7 +45,11 @@ import time
 #: Units of kernels prepared ahead: unit (a package or module prefix) ->
 #: (warm-up function "module:function", seconds it takes to compile on a
 #: 2-core machine with an empty cache, the process's start-up included;
-#: measured with ``benchmarks/bench_first_run.py compile``). A warm-up calls the
+#: measured with ``benchmarks/bench_first_run.py compile``; 2026-12-07: a fresh process
+#: 0.75 s, then the threshold 2.5-2.7 s, the box kernels 2.5-2.7 s, integrate's pixel
+#: kernels 3.5-3.7 s with the box kernels cached, before NRT was left out, ~10 % less
+#: after). Only their order matters much: where the second background process starts,
+#: and which units a waiting step prepares meanwhile (the faster ones only). A warm-up calls the
 #: unit's entry points on tiny inputs with the dtypes the steps use, so that every
 #: specialisation a step needs is compiled and cached. Integrate's kernels are two
 #: units (the kernels on whole shoeboxes, and the pixel kernels that cut frames into
@@ -54,17 +58,18 @@ import time
 #: shoebox column back) holds the kernels declared ``njit(unit=...)``: paths that only
 #: some runs reach, compiled when first needed.
 UNITS: dict[str, tuple[str, float]] = {
-    "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 4.0),
+    "gonio.core.spotfinding.threshold": ("gonio.core.spotfinding.warmup:warm_up_threshold", 3.0),
     "gonio.core.spotfinding": ("gonio.core.spotfinding.warmup:warm_up", 2.0),
     "gonio.core.io.shoebox_kernels": ("gonio.core.io.shoebox_kernels:warm_up", 1.0),
     "gonio.core.io.shoebox_kernels.read": ("gonio.core.io.shoebox_kernels:warm_up_read", 1.0),
     "gonio.core.formats.byte_offset": ("gonio.core.formats.byte_offset:warm_up", 1.0),
-    "gonio.core.export.text_kernels": ("gonio.core.export.text_kernels:warm_up", 2.0),
     "gonio.core.integration.box_kernels": (
-        "gonio.core.integration.warmup:warm_up_boxes", 4.0),
-    "gonio.core.integration": ("gonio.core.integration.warmup:warm_up", 6.0),
+        "gonio.core.integration.warmup:warm_up_boxes", 3.0),
+    "gonio.core.integration": ("gonio.core.integration.warmup:warm_up", 4.0),
+    # last: their kernels allocate, after which a process compiles with NRT (_kernel_class)
     "gonio.core.integration.box_kernels.simple": (
         "gonio.core.integration.warmup:warm_up_simple_boxes", 3.0),
+    "gonio.core.export.text_kernels": ("gonio.core.export.text_kernels:warm_up", 2.0),
 }
 
 #: Called with one line of text when compilation really happens (the shell
@@ -358,6 +363,7 @@ _CACHE_CLASS = None
 #: raises TypeError.
 INTERNAL = {"no_cpython_wrapper": True}
 _INTERNAL_CLASS = None
+_KERNEL_CLASS = None  # numba's dispatcher class, without NRT unless a kernel needs it
 _INTERNAL_COMPILER = []  # [numba compiler class for INTERNAL kernels, or None]
 
 
@@ -556,6 +562,70 @@ def _memoised_call_typing() -> None:
     BaseFunction.get_call_type = get_call_type
 
 
+def _kernel_class(base):
+    """``base`` (numba's dispatcher class) compiling without numba's reference counting
+    (NRT) unless a kernel needs it.
+
+    gonio's kernels take their arrays from Python and allocate none (docs/developing.md),
+    so the reference counts numba's runtime keeps for every array and view they pass
+    around only cost compile time: their increments and decrements, emitted at each
+    assignment and removed again by an LLVM pass, were 23 % of the IR the demo's
+    kernels hand to LLVM (benchmarks/figures.md). Without NRT an array argument is
+    borrowed from Python, which holds it for the call, as numba does for any array when
+    NRT is off; the arithmetic is the same. A kernel that does need NRT (it allocates, or
+    returns an array it did not receive) fails numba's typing without it: then every
+    kernel of the process compiles with NRT from there on (:func:`_use_nrt`), and the
+    compilation that failed is made again; the outermost one succeeds (numba remembers
+    the failed typing of its callees under the callers' flags, which only the kernel
+    called from Python escapes)."""
+
+    class KernelDispatcher(base):
+        def compile(self, sig):
+            without = not getattr(self, "targetoptions", {}).get("_nrt", True)
+            try:
+                return super().compile(sig)
+            except Exception as error:
+                from numba.core.errors import TypingError
+
+                if not (without and isinstance(error, TypingError)):
+                    raise
+            _use_nrt()
+            misses = getattr(self, "_cache_misses", None)
+            if misses is not None and misses.get(sig):  # that attempt compiled nothing
+                misses[sig] -= 1
+            return super().compile(sig)
+
+    return KernelDispatcher
+
+
+_KERNELS = None  # weakref.WeakSet of gonio's dispatchers (njit)
+_NRT = [False]  # [every kernel compiles with NRT from now on]
+
+
+def _use_nrt() -> None:
+    """From now on every gonio kernel of this process compiles with NRT (see
+    :func:`_kernel_class`); the failures numba keeps for them are forgotten."""
+    _NRT[0] = True
+    for dispatcher in list(_KERNELS or ()):
+        # targetoptions: the dict the dispatcher's compiler reads its flags from
+        getattr(dispatcher, "targetoptions", {})["_nrt"] = True
+        getattr(getattr(dispatcher, "_compiler", None), "_failed_cache", {}).clear()
+
+
+def _nrt_option() -> dict:
+    """``{"_nrt": False}`` (see :func:`_kernel_class`) where numba has that option and no
+    kernel of this process needed NRT; else nothing (numba's default, NRT)."""
+    if _NRT[0]:
+        return {}
+    try:
+        from numba.core.cpu import CPUTargetOptions
+
+        known = hasattr(CPUTargetOptions, "_nrt")
+    except ImportError:  # pragma: no cover - another numba
+        known = False
+    return {"_nrt": False} if known else {}
+
+
 def _internal_class(base):
     """``base`` (numba's dispatcher class) refusing calls from Python, which would jump to
     the missing entry point."""
@@ -574,7 +644,8 @@ def njit(fn=None, **options):
     Use as ``@njit`` or ``@njit(inline="always")``, in a kernels module that
     the code using it imports lazily (at the first call, not at start-up).
     No C entry point (``no_cfunc_wrapper``: gonio never passes kernels as
-    first-class functions or C callbacks; each one is code less to compile).
+    first-class functions or C callbacks; each one is code less to compile), and
+    no reference counting of arrays unless the kernel needs it (:func:`_kernel_class`).
     ``unit="..."`` (gonio's own option) puts the kernel in that unit of :data:`UNITS`
     instead of its module's: for a path that only some runs reach (e.g.
     ``gonio.core.integration.box_kernels.rare``), which then compiles when first
@@ -592,13 +663,19 @@ def njit(fn=None, **options):
             f._gonio_unit = unit
         internal = options.get("no_cpython_wrapper") and _internal_compiler()
         extra = {"pipeline_class": internal} if internal else {}
-        dispatcher = numba.njit(**{"nogil": True, "no_cfunc_wrapper": True, **extra,
-                                   **options})(f)
-        if options.get("no_cpython_wrapper"):
-            global _INTERNAL_CLASS
-            if _INTERNAL_CLASS is None:
-                _INTERNAL_CLASS = _internal_class(type(dispatcher))
-            dispatcher.__class__ = _INTERNAL_CLASS
+        dispatcher = numba.njit(**{"nogil": True, "no_cfunc_wrapper": True, **_nrt_option(),
+                                   **extra, **options})(f)
+        global _KERNEL_CLASS, _INTERNAL_CLASS, _KERNELS
+        if _KERNEL_CLASS is None:
+            import weakref
+
+            _KERNEL_CLASS = _kernel_class(type(dispatcher))
+            _KERNELS = weakref.WeakSet()
+        _KERNELS.add(dispatcher)
+        if _INTERNAL_CLASS is None:
+            _INTERNAL_CLASS = _internal_class(_KERNEL_CLASS)
+        dispatcher.__class__ = _INTERNAL_CLASS if options.get("no_cpython_wrapper") \
+            else _KERNEL_CLASS
         try:
             if _CACHE_CLASS is None:
                 _faster_flag_comparisons()

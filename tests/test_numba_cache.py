@@ -245,6 +245,60 @@ def test_a_kernel_only_kernels_call_makes_no_machine_code_of_its_own(install, tm
     assert machine_code() == ("1", "0 1")  # the caller compiled, the callee from the cache
 
 
+NRT_KERNELS = KERNELS + textwrap.dedent('''
+    from gonio.core.jit import INTERNAL
+
+    @njit(**INTERNAL)
+    def _doubled(values):
+        out = np.empty(len(values))  # allocates: needs numba's reference counting
+        for i in range(len(values)):
+            out[i] = 2.0 * values[i]
+        return out
+
+    @njit
+    def doubled_sum(values):
+        return weighted_sum(_doubled(values), values)
+''')
+
+NRT_RUN = textwrap.dedent('''
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from gonio.core import jit
+    import tiny_kernels as t
+    v = np.arange(10, dtype=np.float64)
+    def nrt(kernel):  # any call of numba's runtime (NRT_incref, NRT_adapt_ndarray_...)
+        return int("NRT_" in kernel.overloads[kernel.signatures[0]].library.get_llvm_str())
+    print("SUM", t.weighted_sum(v, v), nrt(t.weighted_sum), int(jit._NRT[0]))
+    print("DOUBLED", t.doubled_sum(v), nrt(t.doubled_sum), int(jit._NRT[0]))
+    print("AGAIN", t.weighted_sum(v, 2 * v), t.doubled_sum(2 * v))
+''')
+
+
+def test_kernels_compile_without_reference_counting_unless_they_need_it(install, tmp_path):
+    """gonio's kernels compile without numba's reference counting of arrays (NRT: less
+    to compile, the same arithmetic); a kernel that allocates (here an INTERNAL callee of
+    the kernel called from Python) still compiles and runs, with NRT, and so does every
+    kernel the process compiles after it; both results are right, and a later process
+    loads both from the cache."""
+    src, env = install
+    (src / "tiny_kernels.py").write_text(NRT_KERNELS)
+
+    def run():
+        r = subprocess.run([sys.executable, "-c", NRT_RUN, str(src)], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+    out = run()
+    assert out["SUM"] == "285.0 0 0"  # no NRT: nothing to fall back from
+    assert out["DOUBLED"] == "570.0 1 1"  # needed it: compiled with NRT, and the process too
+    assert out["AGAIN"] == "570.0 2280.0"
+    out = run()  # from the cache
+    assert out["SUM"].startswith("285.0") and out["DOUBLED"].startswith("570.0")
+    assert out["AGAIN"] == "570.0 2280.0"
+
+
 def test_importing_spot_finding_does_not_import_numba():
     """numba (0.3-0.4 s) is imported when a kernel is first needed, not with the package
     (its parameters serve help, completion and the shell's start-up)."""
