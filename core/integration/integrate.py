@@ -244,10 +244,11 @@ def _shoeboxes(experiments, models, table, members):
         db[sel] = sb * m.n_sigma
         dm[sel] = rocking_width_deg(m, e, s1, table["xyzcal.px"][sel, 2]) * m.n_sigma
         e1, e2, _, zeta = kabsch_basis(e.beam.s0, s1, e.goniometer.rotation_axis)
-        # DIALS's box across the spot (:func:`.profile_model.bbox_from_profile`), widened
-        # below
+        # DIALS's box across the spot, +-2 n_sigma sigma_b
+        # (:func:`.profile_model.bbox_from_profile`), widened below
+        delta_b = SIGMA_B_MULTIPLIER * db[sel]
         b = np.empty((len(sel), 6), np.int32)
-        b[:, :4] = box_xy(e, s1, e1, e2, db[sel] * SIGMA_B_MULTIPLIER, panel)
+        b[:, :4] = box_xy(e, s1, e1, e2, delta_b, panel)
         zeta = np.where(np.abs(zeta) < 1e-9, 1e-9, zeta)
         z = e.scan.frame_from_angle(np.stack([kabsch_phi_from_c3(-dm[sel], phi, zeta),
                                               kabsch_phi_from_c3(dm[sel], phi, zeta)]))
@@ -258,7 +259,7 @@ def _shoeboxes(experiments, models, table, members):
         lo = np.deg2rad(e.scan.angle_from_frame(b[:, 4] + a0) - phi)
         hi = np.deg2rad(e.scan.angle_from_frame(b[:, 5] + a0) - phi)
         m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
-        half = np.linalg.norm(s1, axis=1) * np.deg2rad(2.0 * db[sel])
+        half = np.linalg.norm(s1, axis=1) * np.deg2rad(delta_b)
         ext = np.empty((len(sel), 5))
         B.box_extent(np.ascontiguousarray(s1), np.asarray(e.beam.s0, float), m2,
                      np.ascontiguousarray(e1), np.ascontiguousarray(e2), half, lo, hi, panel,
