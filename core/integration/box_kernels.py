@@ -106,7 +106,8 @@ def _poisson_terms(j1, j2, mu):
     c1 = c2 = p1 = p2 = 0.0
     if j2 < k0:
         return c1, c2, p1, p2
-    pk = math.exp(k0 * math.log(mu) - mu - math.lgamma(k0 + 1.0))
+    # P(k0); for k0 = 0 (mu below ~170) exp(-mu): the same number without a log and lgamma
+    pk = math.exp(k0 * math.log(mu) - mu - math.lgamma(k0 + 1.0)) if k0 > 0 else math.exp(-mu)
     s = 0.0
     for k in range(k0, j2 + 1):
         s += pk
@@ -138,13 +139,15 @@ def _glm_score(vals, cnts, m, n, mu, c):
 
 @njit(error_model="numpy", **INTERNAL)
 def _glm_hist_root(hist, nh, imax, n, c, vals, cnts):
-    """The GLM constant (:func:`_glm_solve`) of n counts given as 4 histograms of bins
-    0..imax (< nh) in ``hist`` (4 nh, int64; :func:`process` fills them in turn), which it
-    leaves zero. ``vals``, ``cnts``: scratch of nh."""
+    """The GLM constant (:func:`_glm_solve`) of n counts given as 4 interleaved histograms
+    of bins 0..imax (< nh) in ``hist`` (4 nh, int64: count v of histogram q at 4 v + q;
+    :func:`_gather` fills them in turn), which it leaves zero. ``vals``, ``cnts``: scratch
+    of nh."""
     m = np.int64(0)
     for v in range(imax + 1):
-        k = hist[v] + hist[nh + v] + hist[2 * nh + v] + hist[3 * nh + v]
-        hist[v] = hist[nh + v] = hist[2 * nh + v] = hist[3 * nh + v] = 0
+        q = 4 * v
+        k = hist[q] + hist[q + 1] + hist[q + 2] + hist[q + 3]
+        hist[q] = hist[q + 1] = hist[q + 2] = hist[q + 3] = 0
         if k > 0:
             vals[m] = v
             cnts[m] = k
@@ -273,27 +276,31 @@ def _gather(r, bbox, off, sb_data, sb_mask, g, mode, nh, yv, X, fg_v, fg_xyz, hi
     """One pass over shoebox r: the counts and positions of its valid foreground pixels
     into ``fg_v``, ``fg_xyz``, and its background pixels' counts / gain as ``mode`` says:
     GATHER_SIMPLE, into ``yv`` and their offsets from the box centre into ``X`` (1, x, y,
-    z; the ``simple`` models); GATHER_HIST, only into the 4 histograms of nh bins in
-    ``hist`` (int64) in turn, while they are integers below nh (else ``spill``: the GLM
-    then gathers them again with GATHER_VALUES, into ``yv`` only). Returns (n valid,
-    n background, n foreground, n overlapped, a bad foreground pixel, largest count in
-    the histograms, spill)."""
+    z; the ``simple`` models); GATHER_HIST, only into 4 interleaved histograms of nh bins in
+    ``hist`` (int64, :func:`_glm_hist_root`) in turn, while they are integers below nh (else
+    ``spill``: the GLM then gathers them again with GATHER_VALUES, into ``yv`` only).
+    Returns (n valid, n background, n foreground, n overlapped, a bad foreground pixel,
+    largest count in the histograms, spill).
+
+    The loop over a plain background pixel (mask code Valid | Background, most of the
+    box) updates only what the pixel changes, in registers: the valid pixels outside the
+    background, the foreground and the overlapped ones are counted on the other branch,
+    the largest count as a float (x86 has few integer registers: a count kept on the
+    stack is a store and a load on every pixel's path)."""
     box = bbox[r]  # one view, then 1D reads: less code to compile than 2D reads
     x0, y0, z0 = box[0], box[2], box[4]
     w = box[1] - x0
     h = box[3] - y0
     d = box[5] - z0
     nbg = np.int64(0)
-    nval = 0
+    nval = 0  # the valid pixels not in the background (nbg adds the others at the end)
     nsum = np.int64(0)
     nov = 0
     bad_fg = False
-    imax = np.int64(0)
+    ymax = 0.0  # the largest count in the histograms
     spill = False
     unit = g == 1.0  # x / 1 is x: no division per pixel
-    # the histogram in turn (its first bin, unsigned: no negative-index test per count)
-    unh, hend = np.uint64(nh), np.uint64(4 * nh)
-    hoff = np.uint64(0)
+    u2, u3 = np.uint64(2), np.uint64(3)
     j = off[r]
     for zz in range(d):
         for yy in range(h):
@@ -303,21 +310,18 @@ def _gather(r, bbox, off, sb_data, sb_mask, g, mode, nh, yv, X, fg_v, fg_xyz, hi
             j += w
             for xx in range(w):
                 m = mr[xx]
-                nval += m & VALID
                 if (m & (VALID | BACKGROUND)) == VALID | BACKGROUND:
                     val = dr[xx] if unit else dr[xx] / g
                     if mode == GATHER_HIST:
-                        # four histograms in turn: one would wait on its own last
-                        # increment (neighbouring pixels mostly have equal counts)
                         if 0.0 <= val < nh and val == int(val):
-                            iv = np.uint64(val)
-                            hist[hoff + iv] += 1
-                            imax = max(imax, np.int64(iv))
+                            # the four histograms in turn (count v of histogram q at
+                            # 4 v + q; unsigned: no negative-index test): one would wait on
+                            # its own last increment (neighbouring pixels mostly have
+                            # equal counts)
+                            hist[(np.uint64(val) << u2) | (np.uint64(nbg) & u3)] += 1
+                            ymax = max(ymax, val)
                         else:
                             spill = True
-                        hoff += unh
-                        if hoff == hend:
-                            hoff = np.uint64(0)
                     else:
                         yv[nbg] = val
                         if mode == GATHER_SIMPLE:
@@ -327,6 +331,8 @@ def _gather(r, bbox, off, sb_data, sb_mask, g, mode, nh, yv, X, fg_v, fg_xyz, hi
                             X[nbg, 3] = zz - 0.5 * d
                     nbg += 1
                 if m != VALID | BACKGROUND:  # the rest, one test for most pixels
+                    if (m & (VALID | BACKGROUND)) != VALID | BACKGROUND:
+                        nval += m & VALID
                     if m & FOREGROUND:
                         if m & VALID:
                             fg_v[nsum] = dr[xx]
@@ -338,6 +344,8 @@ def _gather(r, bbox, off, sb_data, sb_mask, g, mode, nh, yv, X, fg_v, fg_xyz, hi
                             bad_fg = True
                     if m & OVERLAPPED:
                         nov += 1
+    nval += nbg
+    imax = np.int64(ymax)
     return nval, nbg, nsum, nov, bad_fg, imax, spill
 
 
