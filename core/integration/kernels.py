@@ -212,6 +212,22 @@ def _box_model(ax, dirs, top, nx, x0, x1, y0, y1):
 
 
 @njit(error_model="numpy", **INTERNAL)
+def _prefetch_box_model(dirs, box, pix_off, pnx, p):
+    """Fetch ahead (:mod:`.prefetch`) the directions :func:`_box_model` reads for the box
+    ``box`` (a row of ``bbox``) on panel p: its corners, the middles of its edges and its
+    centre."""
+    x0, x1, y0, y1 = box[0], box[1], box[2], box[3]
+    xe, ye = x1 - 1, y1 - 1
+    xm, ym = x0 + (xe - x0) // 2, y0 + (ye - y0) // 2
+    nx = pnx[p]
+    for k in range(3):
+        row = pix_off[p] + (y0 if k == 0 else (ym if k == 1 else ye)) * nx
+        prefetch(dirs, 3 * (row + x0))
+        prefetch(dirs, 3 * (row + xm))
+        prefetch(dirs, 3 * (row + xe))
+
+
+@njit(error_model="numpy", **INTERNAL)
 def _box_row_line(bm, y0, y1, x0, x1, y):
     """Box row y's line from the box's model ``bm`` (:func:`_box_model`), the
     interpolation between the box's left and right edges: (u, v, t) at its first pixel
@@ -290,6 +306,8 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
         w = x1 - x0
         base = off[r] + (f - z0) * w * (y1 - y0) - x0
         if pass_ == 0:
+            if ii + 2 < act.shape[0]:  # the box model's directions two boxes ahead
+                _prefetch_box_model(dirs, bbox[act[ii + 2]], pix_off, pnx, panel[act[ii + 2]])
             ax = _axes(geo, r, beam, geo[r, 14] - phi_mid)
             lim = (1.0 + fg_pad[r]) ** 2
             # |t| changes by at most dt_half across the image's rotation range
