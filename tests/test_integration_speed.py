@@ -427,6 +427,49 @@ def test_the_glm_takes_counts_beyond_its_histograms_from_the_pixels():
     assert 5 < np.median(ref[1][:, 0]) < 40
 
 
+def test_the_glm_pass_counts_every_box_pixel_as_its_mask_code_says():
+    """The GLM's pass over a box (valid pixels counted off the background's path, the
+    largest count kept as a float, the background counts in four interleaved histograms)
+    counts, for boxes of random mask codes (every combination of the codes, Shared
+    included), the valid, background, valid foreground and overlapped pixels as their
+    definitions computed with numpy; flags a box with a bad foreground pixel; and gives the
+    GLM constant of the valid background pixels to the bit, whether their counts are all
+    in the histograms or some beyond them (>= nh or not integers)."""
+    from gonio.core.integration.box_kernels import glm_constant, process_glm
+    from gonio.core.integration.mask_codes import BACKGROUND, FOREGROUND, OVERLAPPED, VALID
+
+    rng = np.random.default_rng(11)
+    n, w, h, d, nh = 60, 7, 6, 3, 16
+    size = w * h * d
+    bbox = np.tile(np.array([0, w, 0, h, 0, d], np.int32), (n, 1))
+    off = np.arange(n, dtype=np.int64) * size
+    # mostly plain background, the rest any code
+    mask = np.where(rng.random(n * size) < 0.6, VALID | BACKGROUND,
+                    rng.integers(0, 128, n * size)).astype(np.uint8)
+    data = rng.poisson(rng.uniform(0.3, 12.0, n).repeat(size)).astype(np.float32)
+    data[: 10 * size] += (rng.random(10 * size) < 0.02) * 300  # beyond the histograms
+    data[10 * size: 20 * size] += (rng.random(10 * size) < 0.02) * 0.5  # not integers
+    out = (np.zeros((n, 4)), np.full((n, 12), np.nan), np.zeros((n, 6), np.int64))
+    process_glm(np.arange(n, dtype=np.int64), bbox, off, data, mask, np.array([1.0]),
+                np.zeros(n, np.int64), 1.345, *out, np.empty(size), np.empty((1, 4)),
+                np.empty(size), np.empty((size, 3), np.int64), np.zeros(4 * nh, np.int64),
+                np.empty(nh), np.empty(nh), np.empty(size), np.empty(size),
+                np.zeros(4 * size + 1024))
+    _, out_f, out_i = out
+    for r in range(n):
+        m, y = mask[off[r]:off[r] + size], data[off[r]:off[r] + size]
+        bg = (m & (VALID | BACKGROUND)) == VALID | BACKGROUND
+        fg = (m & FOREGROUND) != 0
+        assert out_i[r, 0] == np.count_nonzero(m & VALID)
+        assert out_i[r, 1] == np.count_nonzero(bg)
+        assert out_i[r, 2] == np.count_nonzero(fg & ((m & VALID) != 0))
+        assert out_i[r, 5] == np.count_nonzero(m & OVERLAPPED)
+        assert (out_i[r, 4] == 3) == bool(np.any(fg & ((m & VALID) == 0)))
+        yb = y[bg].astype(np.float64)
+        assert out_f[r, 0] == glm_constant(yb, len(yb), 1.345)
+    assert np.count_nonzero(out_f[:, 0] > 1) > n // 2
+
+
 def test_the_cutting_kernel_gives_every_box_pixel_its_mask_code(close_sweep):
     """extract_frame's two passes over one image (foreground claims, then counts and mask
     codes: row views indexed from 0, the number of claimed pixels kept in a register)
