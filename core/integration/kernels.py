@@ -376,6 +376,11 @@ def extract_frame(pass_, f, frame, tmin, tmax, act, panel, bbox, geo, beam, scan
                         prefetch(frame, ahead)
                     prefetch(state, row + 2 * nx + x0)
                     prefetch(state, row + 2 * nx + x1 - 1)
+                    # and the shoebox's lines it writes (the counts' not read yet)
+                    for ahead in range(jrow + 2 * w + x0, jrow + 2 * w + x1 + 15, 16):
+                        prefetch(sb_data, ahead)
+                    prefetch(sb_mask, jrow + 2 * w + x0)
+                    prefetch(sb_mask, jrow + 2 * w + x1 - 1)
                 # row views indexed from 0: no negative-index test per pixel (-30 % CPU)
                 fr = frame[row + x0:row + x1]
                 sr = state[row + x0:row + x1]
