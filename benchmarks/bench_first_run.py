@@ -307,7 +307,7 @@ def timeline(tree: str | None = None) -> None:
                                  str(tmp / "demo")], env=env, cwd=tmp, text=True,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
-        events, seen, samples = [], set(), []
+        events, seen, samples, holding, asleep = [], set(), [], set(), []
 
         def read():
             for line in proc.stdout:
@@ -321,9 +321,17 @@ def timeline(tree: str | None = None) -> None:
             now = time.perf_counter() - t0
             if proc.poll() is None:
                 demo = _cpu_of_tree(proc.pid)
-                samples.append((now, *demo))
+                samples.append((now, *demo, _machine_cpu()))
+                asleep.append((now, _asleep(proc.pid)))
             else:  # the demo ended: what is left runs as this process's descendants
-                samples.append((now, demo[0], _cpu_of_tree(os.getpid())[1] - base - demo[0]))
+                samples.append((now, demo[0], _cpu_of_tree(os.getpid())[1] - base - demo[0],
+                                _machine_cpu()))
+            held = _locks_held(cache / "gonio-state")
+            for pid, unit in sorted(held - holding):
+                events.append((now, f"pid {pid} takes the lock of {unit}"))
+            for pid, unit in sorted(holding - held):
+                events.append((now, f"pid {pid} releases the lock of {unit}"))
+            holding = held
             for stamp in sorted((cache / "gonio-state").glob("*.prepared")):
                 unit = stamp.name.rsplit(".", 2)[0]
                 if unit not in seen:
@@ -339,16 +347,70 @@ def timeline(tree: str | None = None) -> None:
     for t, text in sorted(events):
         print(f"{t:6.2f} s  {text}")
     print(f"CPU seconds per second ({cores} cores): the demo process, its background "
-          "processes, idle")
-    last, idle = (0.0, 0.0, 0.0), 0.0
+          "processes, other programs, idle")
+    last, idle, others = samples[0][:3] + (samples[0][3],), 0.0, 0.0
     for k in range(1, int(samples[-1][0]) + 2):
         cur = max((s for s in samples if s[0] <= k), key=lambda s: s[0])
         own, bg = cur[1] - last[1], max(cur[2] - last[2], 0.0)
-        idle += max(cores - own - bg, 0.0)
-        print(f"  {k - 1:3d}-{k:3d} s  {own:4.2f}  {bg:4.2f}  {max(cores - own - bg, 0.0):4.2f}")
+        other = max(cur[3] - last[3] - own - bg, 0.0)
+        free = max(cores - own - bg - other, 0.0)
+        idle, others = idle + free, others + other
+        print(f"  {k - 1:3d}-{k:3d} s  {own:4.2f}  {bg:4.2f}  {other:4.2f}  {free:4.2f}")
         last = cur
     print(f"total: demo {samples[-1][1]:.2f} s, background {samples[-1][2]:.2f} s of CPU; "
-          f"{idle:.1f} core-seconds idle (load {os.getloadavg()[0]:.1f}: other programs too)")
+          f"other programs {others:.1f} s; {idle:.1f} core-seconds idle (load "
+          f"{os.getloadavg()[0]:.1f})")
+    slept = sum(b[0] - a[0] for a, b in zip(asleep, asleep[1:]) if a[1])
+    print(f"the demo process had no thread running or ready to run for {slept:.1f} s of its "
+          f"{asleep[-1][0]:.1f} s (sampled every 0.1 s: waiting for kernels, files, the "
+          "terminal; other programs' load does not count here)")
+
+
+def _asleep(pid: int) -> bool:
+    """Is no thread of process ``pid`` running or ready to run (Linux: /proc)?"""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "R":
+                    return False
+        except OSError:
+            continue
+    return True
+
+
+def _machine_cpu() -> float:
+    """CPU seconds all the cores have been busy since boot (Linux: /proc/stat; not idle,
+    not waiting for I/O)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # guest in user
+
+
+def _locks_held(state: Path) -> set:
+    """(pid, lock name) of the file locks held now on the lock files of ``state`` (Linux:
+    /proc/locks): which process compiles which unit (or kernel), sampled."""
+    names = {}
+    for lock in state.glob("**/*.lock"):
+        try:
+            names[lock.stat().st_ino] = str(lock.relative_to(state))[:-len(".lock")]
+        except OSError:
+            continue
+    held = set()
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].count(":") == 2:
+                    inode = int(fields[5].rsplit(":", 1)[1])
+                    if inode in names:
+                        held.add((int(fields[4]), names[inode]))
+    except OSError:
+        pass
+    return held
 
 
 def _parent(pid: int) -> int:
