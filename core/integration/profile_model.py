@@ -283,11 +283,10 @@ def foreground_mask_xy(experiment: Experiment, s1, panel: int, bbox, delta_b_deg
 
 @dataclass
 class _Pixels:
-    """The foreground pixels of the spots' shoeboxes, flattened."""
+    """The pixels of the spots' shoeboxes, flattened."""
 
     row: np.ndarray  # spot of each pixel
-    x: np.ndarray  # pixel centre, px
-    y: np.ndarray
+    column: np.ndarray  # its (spot, y, x) column along the rotation, numbered over the spots
     z: np.ndarray  # frame index
     value: np.ndarray
     mask: np.ndarray
@@ -303,13 +302,23 @@ def _shoebox_pixels(refl: ReflectionTable) -> _Pixels:
     n = np.prod(sizes, axis=1)
     row = np.repeat(np.arange(len(sb)), n)
     local = np.arange(n.sum()) - np.repeat(sb.offset[:-1], n)
-    nx, ny = sizes[row, 2], sizes[row, 1]
-    x = local % nx
-    y = (local // nx) % ny
-    z = local // (nx * ny)
-    b = sb.bbox[row]
-    return _Pixels(row, x + b[:, 0] + 0.5, y + b[:, 2] + 0.5, z + b[:, 4], sb.data.astype(float),
-                   sb.mask)
+    plane = sizes[:, 1] * sizes[:, 2]
+    column = local % plane[row] + (np.cumsum(plane) - plane)[row]
+    z = local // plane[row] + sb.bbox[row, 4]
+    return _Pixels(row, column, z, sb.data.astype(float), sb.mask)
+
+
+def _column_centres(refl: ReflectionTable, column: np.ndarray):
+    """(spot, x, y) of columns numbered as :attr:`_Pixels.column`, x and y the pixel
+    centre (px)."""
+    sb = refl["shoebox"]
+    sizes = sb.sizes()
+    plane = sizes[:, 1] * sizes[:, 2]
+    end = np.cumsum(plane)
+    row = np.searchsorted(end, column, side="right")
+    local = column - (end - plane)[row]
+    nx = sizes[row, 2]
+    return row, local % nx + sb.bbox[row, 0] + 0.5, local // nx + sb.bbox[row, 2] + 0.5
 
 
 def _pixel_directions(experiment: Experiment, panel: np.ndarray, x, y) -> np.ndarray:
@@ -325,13 +334,17 @@ def _pixel_directions(experiment: Experiment, panel: np.ndarray, x, y) -> np.nda
 def _sigma_b_deg(experiment: Experiment, refl: ReflectionTable, px: _Pixels) -> float:
     """DIALS ``ComputeEsdBeamDivergence`` (centroid = predicted s1), in deg."""
     use = px.mask != 0
-    row = px.row[use]
+    # a pixel's direction is the same on every image: one per column, its counts summed
+    n_columns = int(np.prod(refl["shoebox"].sizes()[:, 1:], axis=1).sum())
+    v_column = np.bincount(px.column[use], weights=px.value[use], minlength=n_columns)
+    column = np.flatnonzero(np.bincount(px.column[use], minlength=n_columns))
+    row, x, y = _column_centres(refl, column)
     panel = refl["shoebox"].panel.astype(np.int64)[row]
-    u = _pixel_directions(experiment, panel, px.x[use], px.y[use])
+    u = _pixel_directions(experiment, panel, x, y)
     s1 = refl["s1"] / np.linalg.norm(refl["s1"], axis=1)[:, None]
     cos_a = np.clip(np.sum(u * s1[row], axis=1), -1.0, 1.0)
     a2 = np.arccos(cos_a) ** 2
-    v = px.value[use]
+    v = v_column[column]
     n = len(refl)
     sv = np.bincount(row, weights=v, minlength=n)
     sva2 = np.bincount(row, weights=v * a2, minlength=n)
