@@ -355,3 +355,31 @@ def test_estimate_uses_only_its_experiment_and_at_most_ten_thousand_spots():
     step = 22000 // 7000
     np.testing.assert_array_equal(picked["row"], np.concatenate(
         [np.arange(3000), np.arange(3000, 25000)[::step]]))
+
+
+def test_fraction_shares_boundaries_and_its_slope_is_the_derivative():
+    """The recorded fraction per image: one erf per boundary (an image's upper edge is
+    the next image's lower edge) gives (erf(hi) - erf(lo)) / 2 image by image, and the
+    slope the likelihood fit follows is its derivative in the spot's width."""
+    from gonio.core.integration.profile_model import _Fraction
+
+    rng = np.random.default_rng(1)
+    spot = np.repeat(np.arange(40), 3)
+    frame = np.tile(np.arange(3), 40)
+    frame[5] = 7  # a gap: this image's lower edge is not the one before's upper edge
+    dphi2 = 0.001  # rad, half the oscillation
+    phi_c = 0.003 + rng.normal(size=40) * 1e-3  # rad, each spot's predicted angle
+    tau = (frame + 0.5) * 2 * dphi2 - phi_c[spot]  # image centre - phi_c
+    zeta = (np.abs(rng.normal(size=40)) + 0.2)[spot]
+    fraction = _Fraction(tau, zeta, dphi2, spot, frame)
+    assert len(fraction.edge) == len(spot) + 40 + 1
+    width = (0.0015 * (1 + rng.random(40)))[fraction.spot]
+    per_image = width[:len(spot)]
+    direct = (erf((tau + dphi2) * zeta / (math.sqrt(2) * per_image))
+              - erf((tau - dphi2) * zeta / (math.sqrt(2) * per_image))) / 2
+    z, slope = fraction.with_slope(width)
+    np.testing.assert_allclose(z, direct, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(z, fraction(width))
+    h = 1e-9
+    numeric = (fraction(width + h) - fraction(width - h)) / (2 * h)
+    np.testing.assert_allclose(slope, numeric, rtol=1e-5, atol=1e-6 * np.abs(numeric).max())

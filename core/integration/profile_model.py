@@ -404,9 +404,28 @@ class _Fraction:
         self.n = n
         self.hi = np.where(shared, np.arange(1, n + 1), n + np.cumsum(last) - 1)
 
+    def _erf(self, sigma_m):
+        """u = edge / (sqrt2 sigma_m) and erf(u), per boundary."""
+        u = self.edge / (math.sqrt(2.0) * sigma_m)
+        return u, erf(u)
+
+    def _per_image(self, at_boundaries):
+        """Upper minus lower boundary's value, per image of the table."""
+        return at_boundaries[self.hi] - at_boundaries[:self.n]
+
     def __call__(self, sigma_m):
-        e = erf(self.edge / (math.sqrt(2.0) * sigma_m))
-        return np.maximum((e[self.hi] - e[:self.n]) / 2.0, _TINY)
+        return np.maximum(self._per_image(self._erf(sigma_m)[1]) / 2.0, _TINY)
+
+    def with_slope(self, sigma_m):
+        """(fraction, its derivative in the image's sigma_m (1/rad)) for widths sigma_m
+        (rad) one per boundary, a spot's boundaries sharing its width; where the fraction
+        is held at its floor the derivative is 0. d/dsigma erf(u)/2 = -u exp(-u^2) /
+        (sqrt(pi) sigma)."""
+        u, e = self._erf(sigma_m)
+        z = self._per_image(e) / 2.0
+        low = z <= _TINY
+        slope = self._per_image(-u * np.exp(-u * u) / (math.sqrt(math.pi) * sigma_m))
+        return np.where(low, _TINY, z), np.where(low, 0.0, slope)
 
 
 def _maximise(neg_log_likelihood) -> float:
@@ -463,6 +482,9 @@ def _sigma_m_with_rlp(experiment: Experiment, refl: ReflectionTable, frames,
     the spots are the independent samples), exceeds chi2(1 dof, p = 0.001) = 10.83; and
     the fitted width changes by more than 10 % between the 10th and 90th percentiles of
     the spots' 1 / sin 2theta. ``frames``: :func:`_frame_table` (counts=True).
+    The fit: L-BFGS-B (R. H. Byrd et al., SIAM J. Sci. Comput. 16 (1995) 1190) with the
+    likelihood's analytic gradient, from two starts (~25 likelihoods each on the user
+    case of bench_integrate.py, where Nelder-Mead took 91 and 101 to a lower precision).
     With an executor ``pool`` the fit's second start runs in one of its threads beside
     the first (the same result; that thread's CPU seconds appended to ``helper_cpu``)."""
     from scipy.optimize import minimize
@@ -478,21 +500,31 @@ def _sigma_m_with_rlp(experiment: Experiment, refl: ReflectionTable, frames,
     fraction = _Fraction(tau, zeta, dphi2, spot, frame)
     g = g_spot[fraction.spot]  # per boundary
 
-    def nll(sigma_c3):
-        z = fraction(sigma_c3)
-        return -(np.sum(n * np.log(z)) - np.sum((K[has] - 1.0) * np.log(
-            np.bincount(spot, weights=z, minlength=len(refl))[has])))
+    def nll_and_sums(z):  # the extended negative log-likelihood, and each spot's sum z
+        Z = np.bincount(spot, weights=z, minlength=len(refl))
+        return -(np.sum(n * np.log(z)) - np.sum((K[has] - 1.0) * np.log(Z[has]))), Z
 
-    def nll2(p):
-        return nll(np.sqrt(math.exp(2 * p[0]) + (math.exp(p[1]) * g) ** 2))
+    def nll(sigma_c3):
+        return nll_and_sums(fraction(sigma_c3))[0]
+
+    g2 = g[:fraction.n] ** 2  # per image
+    K1 = K[spot] - 1.0
+
+    def nll2(p):  # and its gradient in p = (log sigma_m, log sigma_m_rlp)
+        a, b = math.exp(2 * p[0]), math.exp(2 * p[1])
+        sigma = np.sqrt(a + b * g * g)  # sigma^2 = a + b g^2: d sigma / d p = (a, b g^2) / sigma
+        z, dz = fraction.with_slope(sigma)
+        f, Z = nll_and_sums(z)
+        c = (K1 / Z[spot] - n / z) * dz / sigma[:fraction.n]  # (d nll / d sigma) / sigma
+        return f, np.array([np.sum(c) * a, np.sum(c * g2) * b])
 
     sm0 = math.radians(sigma_m_deg)
     g_med = float(np.median(g_spot[has]))
 
     def fit(f):  # f: the share of the constant width given to the resolution term
         x0 = [math.log(sm0 * math.sqrt(1 - f * f)), math.log(sm0 * f / g_med)]
-        return minimize(nll2, x0, method="Nelder-Mead",
-                        options={"xatol": 1e-4, "fatol": 1e-3, "maxiter": 400})
+        return minimize(nll2, x0, jac=True, method="L-BFGS-B",
+                        options={"ftol": 1e-15, "gtol": 1e-2, "maxiter": 400})
 
     # two starts, the second in a thread of its own when there are threads to spare (its
     # likelihoods' erf and sums release the GIL)
