@@ -259,7 +259,7 @@ class Detector:
             pxy, ok = p.ray_intersection(s1)
             hit = ok & p.is_coord_valid_mm(pxy) & (panel < 0)
             panel[hit] = i
-            xy[hit] = pxy[hit]
+            xy = np.where(hit[:, None], pxy, xy)  # a masked assignment of rows, 4x slower
         return panel, xy
 
     def to_dict(self) -> dict:

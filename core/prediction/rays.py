@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import GonioError
 from ..models.experiment import Experiment
 from ..models.rotation import rotate_vectors
-from ..reflection_table import Flags, ReflectionTable
+from ..reflection_table import Flags, ReflectionTable, take_rows
 
 
 class PredictionError(GonioError):
@@ -82,11 +82,11 @@ def rays_table(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray, s1: np.
     panel, xy_mm = experiment.detector.ray_intersection(s1)
     keep = panel >= 0
     idx = np.flatnonzero(keep)
-    panel, s1 = panel[keep], s1[keep]
-    xyz_mm = np.column_stack([xy_mm[keep], phi[keep]])
+    panel, s1 = panel[keep], take_rows(s1, idx)
+    xyz_mm = np.column_stack([take_rows(xy_mm, idx), phi[keep]])
     n = len(idx)
     t = ReflectionTable({
-        "miller_index": hkl[keep],
+        "miller_index": take_rows(hkl, idx),
         "id": np.zeros(n, np.int32),
         "panel": panel.astype(np.uint64),
         "s1": s1,

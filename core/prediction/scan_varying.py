@@ -32,7 +32,7 @@ import numpy as np
 
 from ..models.experiment import Experiment
 from ..models.rotation import axis_angle_matrix
-from ..reflection_table import ReflectionTable
+from ..reflection_table import ReflectionTable, take_rows
 from .rays import PredictionError, rays_table
 from .threads import thread_parts
 
@@ -103,19 +103,18 @@ def _crossings(experiment: Experiment, hkl: np.ndarray, frame: np.ndarray, d_min
         & (rr_b[:, :-1] <= 1.0 / d_min**2)
     if d_max:
         cross &= rr_b[:, :-1] > 1.0 / d_max**2
-    cand, step = np.divmod(np.flatnonzero(cross), len(offsets) - 1)
-    img, hkl, out1 = img[cand, step], hkl[cand], out_b[cand, step]
-    r1, r2 = r[cand, step], r[cand, step + 1]
-    # a lattice point tried twice (two candidates of one index within a window): once
+    pair = np.flatnonzero(cross)
+    cand, step = np.divmod(pair, len(offsets) - 1)
+    start = cand * len(offsets) + step  # the pair's first boundary in r, out_b (raveled)
+    img, hkl, out1 = img.ravel()[pair], take_rows(hkl, cand), out_b.ravel()[start]
+    # a lattice point tried twice (two candidates of one index within a window): once,
+    # the first of each; np.unique's first rows are in the order of the sorted keys, so
+    # by (index, image) as the candidates were before
     key = ((hkl + 1024) @ np.array([1 << 22, 1 << 11, 1])) * (n + 1) + img
-    _, first = np.unique(key, return_index=True)  # the first of each (stable)
-    keep = np.zeros(len(key), bool)
-    keep[first] = True
-    img, hkl, r1, r2, out1 = img[keep], hkl[keep], r1[keep], r2[keep], out1[keep]
-    # sorted by (index, image) as the candidates were before
-    order = np.argsort(key[keep], kind="stable")
-    img, hkl, r1, r2, out1 = img[order], hkl[order], r1[order], r2[order], out1[order]
-    dr = r2 - r1
+    _, first = np.unique(key, return_index=True)
+    img, hkl, out1, start = img[first], take_rows(hkl, first), out1[first], start[first]
+    r1 = take_rows(r.reshape(-1, 3), start)
+    dr = take_rows(r.reshape(-1, 3), start + 1) - r1
     a = np.einsum("ij,ij->i", dr, dr)
     b = 2.0 * np.einsum("ij,ij->i", s0 + r1, dr)
     c = np.einsum("ij,ij->i", r1, r1) + 2.0 * (r1 @ s0)
@@ -126,7 +125,8 @@ def _crossings(experiment: Experiment, hkl: np.ndarray, frame: np.ndarray, d_min
     in01 = (roots >= 0) & (roots <= 1)
     alpha = np.where(in01[:, 0], roots[:, 0], roots[:, 1])
     ok = in01[:, 0] | in01[:, 1]
-    alpha, img, hkl, r1, dr, out1 = alpha[ok], img[ok], hkl[ok], r1[ok], dr[ok], out1[ok]
+    alpha, img, out1 = alpha[ok], img[ok], out1[ok]
+    hkl, r1, dr = take_rows(hkl, ok), take_rows(r1, ok), take_rows(dr, ok)
     r = r1 + alpha[:, None] * dr
     phi = phi_b[img] + alpha * (phi_b[img + 1] - phi_b[img])
     table = rays_table(experiment, hkl.astype(np.int32), phi, s0 + r, out1,
