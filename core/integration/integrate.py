@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..models.experiment import ExperimentList
-from ..reflection_table import Flags, ReflectionTable
+from ..reflection_table import Flags, ReflectionTable, take_rows
 from ..threads import TakeInTurn
 from .params import IntegrationError, IntegrationParams
 from .profile_model import (
@@ -236,13 +236,14 @@ def _shoeboxes(experiments, models, table, members):
         if not len(sel):
             continue
         e, m = experiments[k], models[k]
-        s1 = table["s1"][sel]
+        s1 = take_rows(table["s1"], sel)
         phi = np.rad2deg(table["xyzcal.mm"][sel, 2])
         panel = table["panel"][sel].astype(np.int64)
         a0, a1 = e.scan.array_range
-        sb, _ = m.at_frames(e, table["xyzcal.px"][sel, 2])
+        frame = table["xyzcal.px"][sel, 2]
+        sb, _ = m.at_frames(e, frame)
         db[sel] = sb * m.n_sigma
-        dm[sel] = rocking_width_deg(m, e, s1, table["xyzcal.px"][sel, 2]) * m.n_sigma
+        dm[sel] = rocking_width_deg(m, e, s1, frame) * m.n_sigma
         e1, e2, _, zeta = kabsch_basis(e.beam.s0, s1, e.goniometer.rotation_axis)
         # DIALS's box across the spot, +-2 n_sigma sigma_b
         # (:func:`.profile_model.bbox_from_profile`), widened below
@@ -270,11 +271,11 @@ def _shoeboxes(experiments, models, table, members):
         b[good, 2] = np.minimum(b[good, 2], np.floor(ext[good, 2]))
         b[good, 3] = np.maximum(b[good, 3], np.ceil(ext[good, 3]))
         bbox[sel] = b
-    for ip, p in enumerate(experiments[members[0]].detector):
-        sel = table["panel"] == ip
-        nx, ny = p.image_size
-        bbox[sel, 0:2] = np.clip(bbox[sel, 0:2], 0, nx)
-        bbox[sel, 2:4] = np.clip(bbox[sel, 2:4], 0, ny)
+    # inside each reflection's panel
+    size = np.array([p.image_size for p in experiments[members[0]].detector])
+    size = np.take(size, table["panel"].astype(np.int64), axis=0)
+    bbox[:, 0:2] = np.clip(bbox[:, 0:2], 0, size[:, :1])
+    bbox[:, 2:4] = np.clip(bbox[:, 2:4], 0, size[:, 1:])
     return bbox, db, dm, full
 
 
@@ -548,8 +549,8 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
     keep = np.flatnonzero((bbox[:, 1] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 2])
                           & (bbox[:, 5] > bbox[:, 4]))
     order = keep[np.lexsort((bbox[keep, 5], bbox[keep, 4]))]  # one copy of the table
-    table, bbox, db, dm, full = table.select(order), bbox[order], db[order], dm[order], \
-        full[order]
+    table, bbox, db, dm, full = table.select(order), take_rows(bbox, order), db[order], \
+        dm[order], full[order]
     n = len(table)
     s0 = expt.beam.s0
     m2 = expt.goniometer.rotation_axis / np.linalg.norm(expt.goniometer.rotation_axis)
@@ -968,22 +969,18 @@ def _jacobians(detector, table, e1, e2, zeta, osc, db, dm, panel):
     there in deg (square root of its solid angle in the c1, c2 plane)."""
     from .kabsch import kabsch_c12
 
-    n = len(table)
-    xy = table["xyzcal.px"][:, :2]
-    s1 = table["s1"]
-    d = np.zeros((n, 3, 3))
+    jac2 = np.zeros(len(table))
     for ip, p in enumerate(detector):
-        sel = panel == ip
-        if not sel.any():
+        sel = np.flatnonzero(panel == ip)
+        if not len(sel):
             continue
-        base = xy[sel]
-        cs = []
-        for dx, dy in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
-            lab = p.lab_coord(p.pixel_to_millimeter(base + [dx, dy]))
-            cs.append(np.stack(kabsch_c12(lab, s1[sel], e1[sel], e2[sel]), axis=1))
-        d[sel, :2, 0] = cs[1] - cs[0]
-        d[sel, :2, 1] = cs[2] - cs[0]
-    jac2 = np.abs(d[:, 0, 0] * d[:, 1, 1] - d[:, 0, 1] * d[:, 1, 0])
+        base = take_rows(table["xyzcal.px"][:, :2], sel)
+        s1, e1_p, e2_p = take_rows(table["s1"], sel), take_rows(e1, sel), take_rows(e2, sel)
+        # (c1, c2) at the pixel's corner and one pixel along fast and slow
+        (c1, c2), (c1_x, c2_x), (c1_y, c2_y) = (
+            kabsch_c12(p.lab_coord(p.pixel_to_millimeter(base + [dx, dy])), s1, e1_p, e2_p)
+            for dx, dy in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)))
+        jac2[sel] = np.abs((c1_x - c1) * (c2_y - c2) - (c1_y - c1) * (c2_x - c2))
     return jac2 * np.abs(zeta * osc) / (db * db * dm), np.sqrt(jac2)
 
 
@@ -1051,15 +1048,15 @@ def _add_corrections(experiments, table, models) -> None:
     if want_qe:
         cols["qe"] = np.ones(n)
     for k, e in enumerate(experiments):
-        sel = table["id"] == k
-        if not sel.any():
+        sel = np.flatnonzero(table["id"] == k)
+        if not len(sel):
             continue
-        s1 = table["s1"][sel]
-        cols["d"][sel] = d_spacing(e, table["miller_index"][sel])
+        s1 = take_rows(table["s1"], sel)
+        cols["d"][sel] = d_spacing(e, take_rows(table["miller_index"], sel))
         cols["lp"][sel] = lp(e, s1)
         # the widths the boxes were made with (resolution term included)
         cols["partiality"][sel] = partiality_of_width(e, s1, table["xyzcal.px"][sel, 2],
-                                                      table["bbox"][sel],
+                                                      take_rows(table["bbox"], sel),
                                                       table["_sigma_m_eff"][sel])
         if want_qe and has_qe(e):
             cols["qe"][sel] = qe(e, s1, table["panel"][sel])
