@@ -321,6 +321,16 @@ def _profile_geometry(table, e1, e2, zeta, db, dm, s0, m2):
     return geo
 
 
+def _sectors(u, s0, m2) -> np.ndarray:
+    """The azimuthal sector (of N_SECTORS) about the rotation axis ``m2`` of the
+    diffracted-beam directions ``u`` (N, 3)."""
+    along = u @ m2
+    perp = u - np.outer(along, m2)
+    azimuth = np.arctan2(perp @ np.cross(m2, s0 / np.linalg.norm(s0)), along)
+    return np.clip(((azimuth + np.pi) / (2 * np.pi) * N_SECTORS).astype(np.int64), 0,
+                   N_SECTORS - 1)
+
+
 def _unsmoothed(dens: np.ndarray) -> np.ndarray:
     """The reference profile ``dens`` (nz, ny, nx grid, step h) without the widening of its
     grid.
@@ -555,7 +565,6 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
     s0 = expt.beam.s0
     m2 = expt.goniometer.rotation_axis / np.linalg.norm(expt.goniometer.rotation_axis)
     e1, e2, _, zeta = kabsch_basis(s0, table["s1"], m2)
-    s1 = table["s1"]
     panel = table["panel"].astype(np.int64)
     a0 = scan.array_range[0]
     xyzc = table["xyzcal.px"].copy()
@@ -581,13 +590,10 @@ def _integrate_sweep(experiments, members, models, table, reader, params: Integr
     n_blocks_scan = max(1, int(math.ceil(n_images * abs(osc) / params.scan_step - 1e-9)))
     sblock = np.clip(np.floor(xyzc[:, 2] * abs(osc) / params.scan_step), 0,
                      n_blocks_scan - 1).astype(np.int64)
-    u = s1 / np.linalg.norm(s1, axis=1)[:, None]
+    u = np.ascontiguousarray(rgeo[:, 9:12])  # s1 / |s1|
     two_theta = np.arccos(np.clip(u @ (s0 / np.linalg.norm(s0)), -1, 1))
     ring = np.searchsorted(np.quantile(two_theta, np.arange(1, N_RINGS) / N_RINGS), two_theta)
-    perp = u - np.outer(u @ m2, m2)
-    azimuth = np.arctan2(perp @ np.cross(m2, s0 / np.linalg.norm(s0)), u @ m2)
-    sector = np.clip(((azimuth + np.pi) / (2 * np.pi) * N_SECTORS).astype(np.int64), 0,
-                     N_SECTORS - 1)
+    sector = _sectors(u, s0, m2) if N_SECTORS > 1 else 0
     per_block = N_RINGS * N_SECTORS
     region = sblock * per_block + ring * N_SECTORS + sector
     n_regions = n_blocks_scan * per_block
@@ -1155,7 +1161,8 @@ def integrate(experiments, indexed, params: IntegrationParams | None = None, pro
             tables.append(_integrate_sweep(experiments, g, models, predicted.pop(0),
                                            readers[g[0]], params, nproc, prog, result, masks))
             done[0] += experiments[g[0]].scan.num_images
-        table = ReflectionTable.concatenate(tables)
+        # (one sweep: its table as it is, the selection below copies it)
+        table = tables[0] if len(tables) == 1 else ReflectionTable.concatenate(tables)
         table.experiment_identifiers = {k: e.identifier for k, e in enumerate(experiments)}
         order = np.lexsort((table["xyzcal.px"][:, 2], table["id"]))
         table = table.select(order)
