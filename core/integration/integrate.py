@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..models.experiment import ExperimentList
+from ..models.vectors import norms3
 from ..reflection_table import Flags, ReflectionTable, take_rows
 from ..threads import TakeInTurn
 from .params import IntegrationError, IntegrationParams
@@ -260,7 +261,7 @@ def _shoeboxes(experiments, models, table, members):
         lo = np.deg2rad(e.scan.angle_from_frame(b[:, 4] + a0) - phi)
         hi = np.deg2rad(e.scan.angle_from_frame(b[:, 5] + a0) - phi)
         m2 = e.goniometer.rotation_axis / np.linalg.norm(e.goniometer.rotation_axis)
-        half = np.linalg.norm(s1, axis=1) * np.deg2rad(delta_b)
+        half = norms3(s1) * np.deg2rad(delta_b)
         ext = np.empty((len(sel), 5))
         B.box_extent(np.ascontiguousarray(s1), np.asarray(e.beam.s0, float), m2,
                      np.ascontiguousarray(e1), np.ascontiguousarray(e2), half, lo, hi, panel,
@@ -305,9 +306,9 @@ def _profile_geometry(table, e1, e2, zeta, db, dm, s0, m2):
     """Per-reflection geometry for the kernels (see :mod:`.kernels`): p, e1, e2, s1^,
     |s1| db, |s1| dn, phi, |zeta| / dm (rad)."""
     s1 = table["s1"]
-    k1 = np.linalg.norm(s1, axis=1)
+    k1 = norms3(s1)
     u1 = s1 / k1[:, None]
-    sin2t = np.linalg.norm(np.cross(u1, s0 / np.linalg.norm(s0)), axis=1)
+    sin2t = norms3(np.cross(u1, s0 / np.linalg.norm(s0)))
     dbr, dmr = np.deg2rad(db), np.deg2rad(dm)
     geo = np.empty((len(table), 16))
     geo[:, 0:3] = s1 - s0

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models.vectors import norms3
+
 
 def _unit_rows(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / norms3(v)[..., None]
 
 
 def kabsch_basis(s0, s1, m2):
@@ -52,7 +54,7 @@ def kabsch_c12(s1_pixel, s1, e1, e2):
     maps a pixel's laboratory coordinate to a beam vector.
     """
     s1 = np.asarray(s1, dtype=float)
-    k = np.linalg.norm(s1, axis=-1, keepdims=True)
+    k = norms3(s1)[..., None]
     d = _unit_rows(np.asarray(s1_pixel, dtype=float)) * k - s1
     c1 = np.sum(e1 * d, axis=-1) / k[..., 0]
     c2 = np.sum(e2 * d, axis=-1) / k[..., 0]
@@ -71,7 +73,7 @@ def kabsch_s1_from_c12(c1_deg, c2_deg, s1, e1, e2):
     the Ewald sphere whose projection on the e1, e2 plane is |s1| (c1 e1 + c2 e2)
     (DIALS ``to_beam_vector``). Offsets beyond 1 rad from s1 have no such point (NaN)."""
     s1 = np.asarray(s1, dtype=float)
-    k = np.linalg.norm(s1, axis=-1, keepdims=True)
+    k = norms3(s1)[..., None]
     c1 = np.deg2rad(np.asarray(c1_deg, dtype=float))[..., None]
     c2 = np.deg2rad(np.asarray(c2_deg, dtype=float))[..., None]
     p = k * (c1 * e1 + c2 * e2)

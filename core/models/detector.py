@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .vectors import norms3
+
 SIMPLE = "SimplePxMmStrategy"
 PARALLAX = "ParallaxCorrectedPxMmStrategy"
 
@@ -125,7 +127,7 @@ class Panel:
 
     def _parallax_shift(self, xy_mm: np.ndarray) -> np.ndarray:
         ray = self.lab_coord(xy_mm)
-        ray /= np.linalg.norm(ray, axis=1)[:, None]
+        ray /= norms3(ray)[:, None]
         o = self._attenuation_length(ray)
         return np.stack([(ray @ self.fast_axis) * o, (ray @ self.slow_axis) * o], axis=1)
 
