@@ -28,6 +28,7 @@ from scipy.special import erf
 
 from ..models.beam import Beam
 from ..models.experiment import Experiment
+from ..models.vectors import norms3
 from .kabsch import kabsch_basis
 from .profile_model import ProfileModel
 
@@ -35,7 +36,7 @@ from .profile_model import ProfileModel
 def polarisation_factor(beam: Beam, s1) -> np.ndarray:
     """P of diffracted beams s1 (N, 3): (1 - 2f)(1 - (n . s1^)^2) + f (1 + cos^2 2theta)."""
     s1 = np.atleast_2d(np.asarray(s1, dtype=float))
-    u1 = s1 / np.linalg.norm(s1, axis=1)[:, None]
+    u1 = s1 / norms3(s1)[:, None]
     u0 = beam.s0 / np.linalg.norm(beam.s0)
     n = np.asarray(beam.polarization_normal, dtype=float)
     f = beam.polarization_fraction
@@ -46,7 +47,7 @@ def lorentz_inverse(s0, m2, s1) -> np.ndarray:
     """1 / L of the rotation method, |s1 . (m2 x s0)| / (|s0| |s1|) = |zeta| sin 2theta."""
     s0, m2 = np.asarray(s0, dtype=float), np.asarray(m2, dtype=float)
     s1 = np.atleast_2d(np.asarray(s1, dtype=float))
-    return np.abs(s1 @ np.cross(m2, s0)) / (np.linalg.norm(s0) * np.linalg.norm(s1, axis=1))
+    return np.abs(s1 @ np.cross(m2, s0)) / (np.linalg.norm(s0) * norms3(s1))
 
 
 def lp(experiment: Experiment, s1) -> np.ndarray:
@@ -63,7 +64,7 @@ def qe(experiment: Experiment, s1, panel) -> np.ndarray:
     s1 = np.atleast_2d(np.asarray(s1, dtype=float))
     panel = np.asarray(panel, dtype=np.int64)
     out = np.empty(len(s1))
-    u1 = s1 / np.linalg.norm(s1, axis=1)[:, None]
+    u1 = s1 / norms3(s1)[:, None]
     for ip in np.unique(panel):
         sel = panel == ip
         pan = experiment.detector[int(ip)]
@@ -105,4 +106,4 @@ def d_spacing(experiment: Experiment, miller_index) -> np.ndarray:
     """Resolution (A) of each Miller index: 1 / |A h| with A = UB of the static crystal
     (DIALS ``compute_d``: the unit cell's d-spacing)."""
     h = np.asarray(miller_index, dtype=float).reshape(-1, 3)
-    return 1.0 / np.linalg.norm(h @ experiment.crystal.A.T, axis=1)
+    return 1.0 / norms3(h @ experiment.crystal.A.T)

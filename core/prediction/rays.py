@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import GonioError
 from ..models.experiment import Experiment
 from ..models.rotation import rotate_vectors
+from ..models.vectors import norms3
 from ..reflection_table import Flags, ReflectionTable, take_rows
 
 
@@ -36,7 +37,7 @@ def zeta_factor(s1: np.ndarray, s0, axis) -> np.ndarray:
     """zeta = m2 . unit(s1 x s0) (DIALS; 1/|zeta| is the rotation-method Lorentz factor);
     0 where s1 is parallel to s0."""
     e1 = np.cross(s1, s0)
-    norm = np.linalg.norm(e1, axis=1)
+    norm = norms3(e1)
     return (e1 @ axis) / np.where(norm > 0, norm, 1.0)
 
 
@@ -64,7 +65,7 @@ def predict_rays(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray) -> Re
     phi = np.asarray(phi, dtype=float).reshape(-1)
     q, s1 = diffracted_beams(experiment, hkl, phi)
     entering = entering_flags(s1, experiment.beam.s0, experiment.goniometer.rotation_axis)
-    return rays_table(experiment, hkl, phi, s1, entering, 1.0 / np.linalg.norm(q, axis=1))
+    return rays_table(experiment, hkl, phi, s1, entering, 1.0 / norms3(q))
 
 
 def diffracted_beams(experiment: Experiment, hkl: np.ndarray, phi: np.ndarray):

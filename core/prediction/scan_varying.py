@@ -32,6 +32,7 @@ import numpy as np
 
 from ..models.experiment import Experiment
 from ..models.rotation import axis_angle_matrix
+from ..models.vectors import norms3
 from ..reflection_table import ReflectionTable, take_rows
 from .rays import PredictionError, rays_table
 from .threads import thread_parts
@@ -130,6 +131,6 @@ def _crossings(experiment: Experiment, hkl: np.ndarray, frame: np.ndarray, d_min
     r = r1 + alpha[:, None] * dr
     phi = phi_b[img] + alpha * (phi_b[img + 1] - phi_b[img])
     table = rays_table(experiment, hkl.astype(np.int32), phi, s0 + r, out1,
-                       1.0 / np.linalg.norm(r, axis=1))
+                       1.0 / norms3(r))
     del table["_source_index"]
     return table
