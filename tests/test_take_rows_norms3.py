@@ -4,7 +4,7 @@ np.linalg.norm, which the faster paths replace."""
 import numpy as np
 import pytest
 
-from gonio.core.models.vectors import norms3
+from gonio.core.models.vectors import dot3, norms3
 from gonio.core.reflection_table import ReflectionTable, take_rows
 
 
@@ -35,3 +35,5 @@ def test_norms3_is_numpys_norm_bit_for_bit():
     for v in (rng.normal(size=(10000, 3)) * 10.0 ** rng.integers(-8, 8, (10000, 1)),
               rng.normal(size=(7, 5, 3)), rng.normal(size=3)):
         assert np.array_equal(norms3(v), np.linalg.norm(v, axis=-1))
+    a, b = rng.normal(size=(2, 10000, 3)) * 10.0 ** rng.integers(-8, 8, (2, 10000, 1))
+    assert np.array_equal(dot3(a, b), np.sum(a * b, axis=-1))

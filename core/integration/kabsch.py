@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.vectors import norms3
+from ..models.vectors import dot3, norms3
 
 
 def _unit_rows(v: np.ndarray) -> np.ndarray:
@@ -42,7 +42,7 @@ def kabsch_basis(s0, s1, m2):
     e1 = _unit_rows(np.cross(s1, s0))
     e2 = _unit_rows(np.cross(s1, e1))
     e3 = _unit_rows(s1 + s0)
-    zeta = np.sum(m2 * e1, axis=-1)
+    zeta = dot3(m2, e1)
     return e1, e2, e3, zeta
 
 
@@ -56,8 +56,8 @@ def kabsch_c12(s1_pixel, s1, e1, e2):
     s1 = np.asarray(s1, dtype=float)
     k = norms3(s1)[..., None]
     d = _unit_rows(np.asarray(s1_pixel, dtype=float)) * k - s1
-    c1 = np.sum(e1 * d, axis=-1) / k[..., 0]
-    c2 = np.sum(e2 * d, axis=-1) / k[..., 0]
+    c1 = dot3(e1, d) / k[..., 0]
+    c2 = dot3(e2, d) / k[..., 0]
     return np.rad2deg(c1), np.rad2deg(c2)
 
 
@@ -78,7 +78,7 @@ def kabsch_s1_from_c12(c1_deg, c2_deg, s1, e1, e2):
     c2 = np.deg2rad(np.asarray(c2_deg, dtype=float))[..., None]
     p = k * (c1 * e1 + c2 * e2)
     with np.errstate(invalid="ignore"):
-        along = np.sqrt(k * k - np.sum(p * p, axis=-1, keepdims=True))
+        along = np.sqrt(k * k - dot3(p, p)[..., None])
     return p + along * s1 / k
 
 
