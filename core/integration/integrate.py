@@ -47,6 +47,7 @@ from .profile_model import (
     ProfileModelError,
     box_xy,
     estimate_profile_model,
+    frame_range,
     rocking_width_deg,
 )
 
@@ -226,7 +227,7 @@ def _shoeboxes(experiments, models, table, members):
     """
     from . import box_kernels as B
     from . import kernels as K
-    from .kabsch import kabsch_basis, kabsch_phi_from_c3
+    from .kabsch import kabsch_basis
 
     n = len(table)
     bbox = np.zeros((n, 6), np.int32)
@@ -252,11 +253,10 @@ def _shoeboxes(experiments, models, table, members):
         b = np.empty((len(sel), 6), np.int32)
         b[:, :4] = box_xy(e, s1, e1, e2, delta_b, panel)
         zeta = np.where(np.abs(zeta) < 1e-9, 1e-9, zeta)
-        z = e.scan.frame_from_angle(np.stack([kabsch_phi_from_c3(-dm[sel], phi, zeta),
-                                              kabsch_phi_from_c3(dm[sel], phi, zeta)]))
-        full[sel] = (z.min(0) >= a0) & (z.max(0) <= a1)
-        b[:, 4] = np.clip(np.floor(z.min(0)), a0, a1 - 1) - a0
-        b[:, 5] = np.clip(np.ceil(z.max(0)), a0 + 1, a1) - a0
+        z_lo, z_hi, z0, z1 = frame_range(e.scan, dm[sel], phi, zeta)
+        full[sel] = (z_lo >= a0) & (z_hi <= a1)
+        b[:, 4] = z0 - a0
+        b[:, 5] = z1 - a0
         # the phi range actually in the box, rad, relative to phi
         lo = np.deg2rad(e.scan.angle_from_frame(b[:, 4] + a0) - phi)
         hi = np.deg2rad(e.scan.angle_from_frame(b[:, 5] + a0) - phi)

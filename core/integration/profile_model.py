@@ -212,14 +212,21 @@ def bbox_from_profile(experiment: Experiment, s1, phi_deg, panel, model: Profile
     delta_b = sigma_b * model.n_sigma * sigma_b_multiplier
     delta_m = sigma_m * model.n_sigma
     e1, e2, _, zeta = kabsch_basis(experiment.beam.s0, s1, experiment.goniometer.rotation_axis)
-    z = scan.frame_from_angle(np.stack([kabsch_phi_from_c3(-delta_m, phi_deg, zeta),
-                                        kabsch_phi_from_c3(delta_m, phi_deg, zeta)]))
-    a0, a1 = scan.array_range
     bbox = np.empty((len(s1), 6), np.int32)
     bbox[:, :4] = box_xy(experiment, s1, e1, e2, delta_b, panel)
-    bbox[:, 4] = np.clip(np.floor(z.min(0)), a0, a1 - 1)
-    bbox[:, 5] = np.clip(np.ceil(z.max(0)), a0 + 1, a1)
+    _, _, bbox[:, 4], bbox[:, 5] = frame_range(scan, delta_m, phi_deg, zeta)
     return bbox
+
+
+def frame_range(scan, delta_m_deg, phi_deg, zeta):
+    """(first, last frame (float) of the rotation range phi +- delta_m / zeta, deg, of
+    :func:`bbox_from_profile`; and the box's z0, z1: their floor and ceiling held inside
+    the scan's array range, ends exclusive)."""
+    z = scan.frame_from_angle(np.stack([kabsch_phi_from_c3(-delta_m_deg, phi_deg, zeta),
+                                        kabsch_phi_from_c3(delta_m_deg, phi_deg, zeta)]))
+    lo, hi = z.min(0), z.max(0)
+    a0, a1 = scan.array_range
+    return lo, hi, np.clip(np.floor(lo), a0, a1 - 1), np.clip(np.ceil(hi), a0 + 1, a1)
 
 
 def box_xy(experiment: Experiment, s1, e1, e2, delta_b, panel) -> np.ndarray:
