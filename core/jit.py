@@ -752,7 +752,7 @@ def prepare_in_background(units=None, nice: int = 10) -> list:
     """Start ``python -m gonio.core.jit UNIT...`` to prepare the ``units`` (in that
     order) never prepared in this cache folder: one process per core beyond the one
     the session uses when they prepare ahead of a need (``nice`` 10: they take only
-    the cores other programs leave idle), one per core when the steps about to run
+    the CPU the session's steps leave, :func:`_detached`), one per core when the steps about to run
     wait for them (``nice`` 0: the first run of a script, such as ``gonio demo``,
     whose integrate then found its kernels 4-5 s sooner, median first-run excess
     12.3 against 13.5 s in interleaved runs on two cores). Process k starts with the
@@ -783,17 +783,34 @@ def prepare_in_background(units=None, nice: int = 10) -> list:
 
 
 def _start(args: list[str]):
-    """``python -m gonio.core.jit ARGS...`` in a session of its own, silent; None if it
-    cannot start."""
+    """``python -m gonio.core.jit ARGS...`` in the background (:func:`_detached`), silent;
+    None if it cannot start."""
     import subprocess
 
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "gonio.core.jit", *args],
             env=dict(os.environ, NUMBA_CACHE_DIR=cache_dir()), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_detached())
     except OSError:
         return None
+
+
+def _detached() -> dict:
+    """Popen options for a background process that outlives the shell: a process group of
+    its own, which Ctrl-C in the terminal does not reach, in the shell's session (it
+    ignores the hangup when the terminal closes, :func:`main`).
+
+    Not a session of its own: Linux's autogroup scheduling (on by default on desktops and
+    on many servers) shares the CPU equally between sessions first, whatever their nice
+    values, so a background session got half the machine against a step of the shell,
+    and its two compiling processes shared one core. In the shell's session the processes
+    share the cores thread by thread, and nice 10 yields to the steps: the first run of
+    ``gonio demo`` went from 5.21-6.18 s (median 5.53) to 4.52-4.78 s (median 4.56) longer
+    than its second, in interleaved pairs on two cores (benchmarks/figures.md)."""
+    if os.name != "posix":  # pragma: no cover - Windows
+        return {}
+    return {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 
 
 def _load_numba() -> None:
@@ -828,6 +845,11 @@ def main(argv: list[str]) -> int:
             os.nice(nice)
     except (AttributeError, OSError):  # pragma: no cover - no nice (Windows)
         pass
+    import signal
+
+    for name in ("SIGHUP", "SIGINT"):  # the terminal closing, Ctrl-C: the work goes on
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     units, children = groups[0], []
     if len(groups) > 1:
         if hasattr(os, "fork"):

@@ -640,3 +640,44 @@ def test_one_process_loads_numba_once_and_forks_the_others(tmp_path, monkeypatch
     assert numba_b == "True"  # loaded before the fork
     assert float(start_b) < float(end_a) and float(start_a) < float(end_b)  # at once
     assert jit.is_prepared("a") and jit.is_prepared("b")
+
+
+def test_background_processes_stay_in_the_session_and_survive_ctrl_c_and_hangup(tmp_path):
+    """The process preparing kernels runs in the shell's session (so that the scheduler
+    shares the cores between it and the steps, and nice 10 yields to them: not a session
+    of its own, which Linux's autogroup scheduling gives half the machine whatever its
+    nice value) but in a process group of its own, and it finishes its work through a
+    Ctrl-C and a hangup."""
+    import signal
+
+    from gonio.core import jit
+
+    if os.name != "posix":
+        pytest.skip("process groups and signals of POSIX")
+    script = textwrap.dedent('''
+        import sys, time
+        from gonio.core import jit
+        def warm():
+            print("ready", flush=True)
+            time.sleep(1.0)
+            open(sys.argv[1], "w").write("prepared")
+        sys.modules["tiny_unit"] = type(sys)("tiny_unit")
+        sys.modules["tiny_unit"].warm = warm
+        jit.UNITS["tiny"] = ("tiny_unit:warm", 1.0)
+        sys.exit(jit.main(["--nice=0", "tiny"]))
+    ''')
+    done = tmp_path / "done"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-c", script, str(done)], env=env,
+                            stdout=subprocess.PIPE, text=True, **jit._detached())
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert os.getsid(proc.pid) == os.getsid(0)
+        assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)
+        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, signal.SIGHUP)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert done.read_text() == "prepared"
