@@ -41,3 +41,34 @@ def test_max_lattices_below_one_is_refused():
 
     with pytest.raises(ParameterError, match="max_lattices must be >= 1"):
         lookup("index").paramset.parse(["max_lattices=0"], cwd=".")
+
+
+def test_impossible_values_are_refused_before_the_step_runs():
+    """Values no crystallographer means (a negative or zero resolution, cell length, step or
+    smoother width, a fraction outside 0-1) are refused with the parameter's range, before
+    the step runs: ``index step_size=0`` and ``refine interval_width_degrees=0`` once
+    divided by zero, ``scale d_min=-1`` scaled as if no limit had been given."""
+    import pytest
+
+    from gonio.shell.commands import lookup
+    from gonio.shell.params import ParameterError
+
+    cases = [("index", "step_size=0", "step_size must be > 0 deg"),
+             ("index", "min_cell=-1", "min_cell must be > 0 A"),
+             ("index", "max_cell=0", "max_cell must be > 0 A"),
+             ("index", "d_min_start=-2", "d_min_start must be > 0 A"),
+             ("index", "hkl_tolerance=0.7", "hkl_tolerance must be > 0 and <= 0.5"),
+             ("index", "max_height_fraction=1.5", "between 0 and 1"),
+             ("refine", "interval_width_degrees=0", "interval_width_degrees must be > 0 deg"),
+             ("refine", "close_to_spindle_cutoff=-0.1", "close_to_spindle_cutoff must be >= 0"),
+             ("refine", "outlier.block_width=0", "block_width must be > 0 deg"),
+             ("scale", "d_min=-1", "d_min must be > 0 A"),
+             ("scale", "d_min=0", "d_min must be > 0 A"),
+             ("scale", "d_range=5,-1", "every value of d_range must be > 0 A"),
+             ("scale", "partiality_cutoff=2", "between 0 and 1")]
+    for step, word, message in cases:
+        with pytest.raises(ParameterError, match=message):
+            lookup(step).paramset.parse([word], cwd=".")
+    for step, word in [("index", "step_size=30"), ("refine", "interval_width_degrees=10"),
+                       ("scale", "d_min=1.8"), ("scale", "partiality_cutoff=1")]:
+        lookup(step).paramset.parse([word], cwd=".")  # sensible values still pass

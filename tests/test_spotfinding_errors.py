@@ -50,6 +50,9 @@ def frames(n=3, shape=(64, 80)):
     (dict(gain=0.0), ["gain"]),
     (dict(min_local=1), ["min_local"]),
     (dict(scan_range=((3, 1),)), ["scan_range"]),
+    (dict(border=-3), ["border=-3", "negative"]),
+    (dict(max_separation=-1.0), ["max_separation=-1.0", "negative"]),
+    (dict(ice_rings_d_min=0.0), ["ice_rings.d_min=0.0", "positive"]),
 ])
 def test_bad_parameters(kw, words):
     with pytest.raises(SpotFinderError) as e:

@@ -55,42 +55,43 @@ class RefinementParams:
         "refinement.reflections.outlier.separate_blocks")
     outlier_block_width: float = _p(
         18.0, "Width of the scan blocks in which outliers are judged separately.",
-        "refinement.reflections.outlier.block_width", units="deg")
+        "refinement.reflections.outlier.block_width", units="deg", min=0, min_exclusive=True)
     mcd_threshold_probability: float = _p(
         0.975, "MCD: residuals beyond this chi-squared quantile of the robust distance are "
-        "outliers.", "refinement.reflections.outlier.mcd.threshold_probability")
+        "outliers.", "refinement.reflections.outlier.mcd.threshold_probability", min=0, max=1)
     tukey_iqr_multiplier: float = _p(
         1.5, "Tukey fences: residuals beyond this many inter-quartile ranges are outliers.",
-        "refinement.reflections.outlier.tukey.iqr_multiplier")
+        "refinement.reflections.outlier.tukey.iqr_multiplier", min=0)
     sauter_poon_px_sz: tuple[float, ...] | None = _p(
         None, "sauter_poon: pixel size (fast, slow) that turns the pixel residuals into the "
         "lengths the Rayleigh fit works on (None: Auto, the first panel's pixel size).",
-        "refinement.reflections.outlier.sauter_poon.px_sz", units="mm", length=2)
+        "refinement.reflections.outlier.sauter_poon.px_sz", units="mm", length=2,
+        min=0, min_exclusive=True)
     close_to_spindle_cutoff: float = _p(
         0.02, "Leave out reflections with |zeta| below this (close to the rotation axis, "
-        "where phi is ill-determined).", "refinement.reflections.close_to_spindle_cutoff")
+        "where phi is ill-determined).", "refinement.reflections.close_to_spindle_cutoff", min=0)
     reflections_per_degree: float | None = _p(
         50.0, "Random subset of this many reflections per degree of rotation (None: all).",
-        "refinement.reflections.reflections_per_degree", units="1/deg")
+        "refinement.reflections.reflections_per_degree", units="1/deg", min=0, min_exclusive=True)
     use_all_reflections: bool = _p(
         False, "Refine against every reflection (ignore reflections_per_degree).",
         "refinement.reflections.use_all_reflections")
     minimum_sample_size: int = _p(
         1000, "The random subset never goes below this many reflections.",
-        "refinement.reflections.minimum_sample_size")
+        "refinement.reflections.minimum_sample_size", min=0)
     engine: str = _p(
         "LevMar", "Minimiser: LevMar (Levenberg-Marquardt, as DIALS's default), GaussNewton "
         "(undamped steps, damped only when a step fails) or LBFGS (limited-memory "
         "quasi-Newton on the same target and gradient).", "refinement.refinery.engine",
         choices=["LevMar", "GaussNewton", "LBFGS"])
     max_iterations: int = _p(
-        100, "Maximum iterations of the minimiser.", "refinement.refinery.max_iterations")
+        100, "Maximum iterations of the minimiser.", "refinement.refinery.max_iterations", min=0)
     rmsd_tolerance: float = _p(
         1e-4, "Stop when the relative change of every RMSD in a step is below this.",
-        "refinement.refinery.rmsd_tolerance")
+        "refinement.refinery.rmsd_tolerance", min=0)
     bin_size_fraction: float = _p(
         0.0, "Stop when RMSDs are below this fraction of a pixel / an image (0: never).",
-        "refinement.target.bin_size_fraction")
+        "refinement.target.bin_size_fraction", min=0)
     random_seed: int = _p(42, "Seed for the random reflection subset.", "refinement.reflections.random_seed")
 
 
@@ -106,11 +107,12 @@ class RefineParams(RefinementParams):
     interval_width_degrees: float = _p(
         36.0, "Width of one smoother interval: the scan-varying parameters have one sample "
         "per interval (plus two at the ends), so changes slower than this are followed.",
-        "refinement.parameterisation.crystal.smoother.interval_width_degrees", units="deg")
+        "refinement.parameterisation.crystal.smoother.interval_width_degrees", units="deg",
+        min=0, min_exclusive=True)
     absolute_num_intervals: int | None = _p(
         None, "Number of smoother intervals over the whole scan (overrides "
         "interval_width_degrees).", "refinement.parameterisation.crystal.smoother."
-        "absolute_num_intervals")
+        "absolute_num_intervals", min=1)
     unit_cell_force_static: bool = _p(
         False, "Keep the unit cell static in scan-varying refinement.",
         "refinement.parameterisation.crystal.unit_cell.force_static")
@@ -119,7 +121,7 @@ class RefineParams(RefinementParams):
         "refinement.parameterisation.crystal.orientation.force_static")
     min_nref_per_parameter: int = _p(
         5, "Scan-varying refinement needs at least this many reflections per parameter.",
-        "refinement.parameterisation.auto_reduction.min_nref_per_parameter")
+        "refinement.parameterisation.auto_reduction.min_nref_per_parameter", min=1)
     tie_to_target_values: tuple[float, ...] | None = _p(
         None, "Restrain the unit cell to this target a, b, c, alpha, beta, gamma (static "
         "refinement).", "refinement.parameterisation.crystal.unit_cell.restraints."
@@ -127,14 +129,14 @@ class RefineParams(RefinementParams):
     tie_to_target_sigmas: tuple[float, ...] | None = _p(
         None, "Standard deviations of the tie_to_target restraint for a, b, c, alpha, beta, "
         "gamma (0: that parameter is not restrained).", "refinement.parameterisation.crystal."
-        "unit_cell.restraints.tie_to_target.sigmas", units="A, deg", length=6)
+        "unit_cell.restraints.tie_to_target.sigmas", units="A, deg", length=6, min=0)
     tie_to_target_id: tuple[int, ...] | None = _p(
         None, "Experiments whose crystals the tie_to_target restraint applies to (None: all).",
         "refinement.parameterisation.crystal.unit_cell.restraints.tie_to_target.id")
     tie_to_group_sigmas: tuple[float, ...] | None = _p(
         None, "Restrain the cells of the crystals to their mean with these standard deviations "
         "for a, b, c, alpha, beta, gamma (0: not restrained).", "refinement.parameterisation."
-        "crystal.unit_cell.restraints.tie_to_group.sigmas", units="A, deg", length=6)
+        "crystal.unit_cell.restraints.tie_to_group.sigmas", units="A, deg", length=6, min=0)
     tie_to_group_id: tuple[int, ...] | None = _p(
         None, "Experiments whose crystals form the tie_to_group group (None: all).",
         "refinement.parameterisation.crystal.unit_cell.restraints.tie_to_group.id")

@@ -67,9 +67,9 @@ class ScalingParams:
     n_modulation_bins: int = _p(20, "model=array: bins in detector x and in y of the modulation "
                                 "grid.", "array.n_modulation_bins", min=1)
     d_min: float | None = _p(None, "Leave out reflections beyond this resolution.", "cut_data.d_min",
-                             units="A")
+                             units="A", min=0, min_exclusive=True)
     partiality_cutoff: float = _p(0.4, "Leave out reflections with a smaller partiality.",
-                                  "cut_data.partiality_cutoff")
+                                  "cut_data.partiality_cutoff", min=0, max=1)
     min_isigi: float = _p(-5.0, "Leave out reflections with a smaller I/sigma.", "cut_data.min_isigi")
     exclude_images: str | None = _p(None, "Images to leave out, as exp:first:last, several "
                                     "separated by commas (e.g. 0:1:50,1:200:260); experiments "
@@ -104,7 +104,8 @@ class ScalingParams:
                                            "range (an upper limit of 0 is none).",
                                            "reflection_selection.Isigma_range")
     d_range: tuple[float, float] | None = _p(None, "intensity_ranges and quasi_random: d range.",
-                                             "reflection_selection.d_range", units="A")
+                                             "reflection_selection.d_range", units="A",
+                                             min=0, min_exclusive=True)
     min_partiality: float = _p(0.95, "intensity_ranges and quasi_random: only reflections with a "
                                "larger partiality.", "reflection_selection.min_partiality")
     outlier_zmax: float = _p(6.0, "Reject observations deviating by more than this many sigma "

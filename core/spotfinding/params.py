@@ -170,6 +170,15 @@ class SpotFinderParams:
             raise SpotFinderError(
                 f"nproc={self.nproc} is not valid: give a number of processes of at least 1, "
                 "or leave it unset to use all cores.")
+        if self.border < 0:
+            raise SpotFinderError(f"border={self.border} px must not be negative (0: no border).")
+        if self.max_separation is not None and self.max_separation < 0:
+            raise SpotFinderError(
+                f"max_separation={self.max_separation} px must not be negative: it is the "
+                "largest distance allowed between a spot's peak and its centroid.")
+        if self.ice_rings_d_min is not None and self.ice_rings_d_min <= 0:
+            raise SpotFinderError(
+                f"ice_rings.d_min={self.ice_rings_d_min} must be a positive d-spacing in A.")
         if not 0 < self.max_strong_pixel_fraction <= 1:
             raise SpotFinderError("max_strong_pixel_fraction must be in (0, 1].")
         for r in self.scan_range:
