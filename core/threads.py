@@ -17,6 +17,17 @@ from concurrent.futures import Executor
 
 _END = object()
 
+#: Threads per core beyond which a step does not go, whatever ``nproc`` asks: more only
+#: add overhead (and a mistyped nproc=1000000000 would try to start that many).
+MAX_THREADS_PER_CORE = 4
+
+
+def usable_threads(nproc: int) -> int:
+    """``nproc`` (at least 1), but no more than :data:`MAX_THREADS_PER_CORE` per core."""
+    import os
+
+    return max(1, min(int(nproc), MAX_THREADS_PER_CORE * (os.cpu_count() or 1)))
+
 
 class TakeInTurn:
     """``n`` loops submitted to ``executor``, each calling ``fn(task)`` on the next task

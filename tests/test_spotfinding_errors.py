@@ -1,5 +1,7 @@
 """Bad input to spot finding: a clear SpotFinderError (a GonioError) before or instead of results."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,20 @@ def test_user_mask_removes_spots():
     strong, _ = find_spots([experiment()], [InMemoryReader(img)],
                            SpotFinderParams(nproc=1, mask=(mask,)))
     assert len(strong) == 0
+
+
+def test_a_huge_nproc_runs_as_many_threads_as_make_sense():
+    """nproc=1000000000 (a slip of the keyboard) once tried to start that many threads and
+    failed after 40 s with an internal error; the step now runs no more threads than
+    images, and no more than four per core, with the spots of nproc=1."""
+    from gonio.core.threads import MAX_THREADS_PER_CORE, usable_threads
+
+    assert usable_threads(10**9) == MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+    assert usable_threads(1) == 1
+    images = frames()
+    for k, image in enumerate(images):
+        image[20 + 5 * k:23 + 5 * k, 30:33] += 200  # a 3 x 3 px spot on every image
+    one, _ = find_spots([experiment()], [InMemoryReader(images)], SpotFinderParams(nproc=1))
+    many, _ = find_spots([experiment()], [InMemoryReader(images)], SpotFinderParams(nproc=10**9))
+    assert len(one) == len(many) > 0
+    assert np.array_equal(one["xyzobs.px.value"], many["xyzobs.px.value"])

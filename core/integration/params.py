@@ -87,7 +87,9 @@ class IntegrationParams:
     nproc: int | None = _p(None, "Worker threads (None: all cores).", "integration.mp.nproc")
 
     def effective_nproc(self) -> int:
-        return int(self.nproc) if self.nproc else (os.cpu_count() or 1)
+        from ..threads import usable_threads
+
+        return usable_threads(self.nproc) if self.nproc else (os.cpu_count() or 1)
 
     def validate(self) -> None:
         def bad(msg):

@@ -204,6 +204,7 @@ def _threshold_in_threads(worker, indices, nproc, progress, done, total):
 def _threshold_all(worker, indices, nproc, executor, progress, total_done, total):
     results = {}
     done = total_done
+    nproc = min(nproc, len(indices))  # no more workers than images (nproc=1000 on 40 images)
     if nproc == 1 or len(indices) == 1:
         for block in _blocks(indices, 1):
             for r in worker(block):

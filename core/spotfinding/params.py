@@ -129,7 +129,9 @@ class SpotFinderParams:
         if self.nproc is None:
             return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                        else os.cpu_count() or 1)
-        return int(self.nproc)
+        from ..threads import usable_threads
+
+        return usable_threads(self.nproc)
 
     def validate(self) -> None:
         """Raise SpotFinderError for values that cannot work (image-independent checks)."""
