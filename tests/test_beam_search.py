@@ -139,3 +139,24 @@ def test_bad_params_are_a_clear_error(x4_xds):
         search_beam_position(el, strong, BeamSearchParams(mm_search_scope=-5))
     with pytest.raises(GonioError, match="n_vectors=0"):
         search_beam_position(el, strong, BeamSearchParams(n_vectors=0))
+
+
+def test_a_search_wider_than_the_detector_is_a_clear_error(x4_xds):
+    """mm_search_scope=1e9 once searched a grid of (2e9 mm / step)^2 trials for ever."""
+    el, strong = x4_xds
+    with pytest.raises(GonioError, match="larger than the detector panel"):
+        search_beam_position(el, strong, BeamSearchParams(mm_search_scope=1e9))
+
+
+@pytest.mark.slow
+def test_macro_cycles_stop_once_the_centre_no_longer_moves(predicted_sweep):
+    """A cycle that leaves the centre where its vectors were computed (within fine_step /
+    100) would be repeated by every later one: the search stops there (n_macro_cycles=10**9
+    once ran for ever), with the centre of a search of a few cycles."""
+    truth, strong = predicted_sweep
+    header = ExperimentList([_move_beam(truth, np.array([9.0, -7.0]))])
+    few, res_few = search_beam_position(header, strong, BeamSearchParams(n_macro_cycles=4))
+    many, res_many = search_beam_position(header, strong, BeamSearchParams(n_macro_cycles=10**9))
+    assert len(res_many.cycles) < 20
+    assert np.hypot(*(_centre_px(many[0]) - _centre_px(few[0]))) < 0.01
+    assert np.hypot(*(_centre_px(many[0]) - _centre_px(truth))) < 1.0

@@ -83,7 +83,8 @@ class BeamSearchParams:
                           "default.fine_step", units="px")
     n_macro_cycles: int = _p(2, "Cycles of new candidate vectors and search around the "
                              "current best (the second, from the improved geometry, "
-                             "sharpens the vectors).", "default.n_macro_cycles")
+                             "sharpens the vectors; the cycles stop early once one moves the "
+                             "centre by less than fine_step / 100).", "default.n_macro_cycles")
     d_min: float | None = _p(None, "Use only spots to this resolution (None: all).",
                              "default.d_min", units="A")
     max_cell: float | None = _p(None, "Longest real-space cell edge (None: estimated from "
@@ -340,6 +341,13 @@ def search_beam_position(experiments: ExperimentList, strong: ReflectionTable | 
         return score
 
     half = params.mm_search_scope / px.min()
+    width_mm, height_mm = panel.image_size_mm
+    if params.mm_search_scope > max(width_mm, height_mm):
+        raise BeamSearchError(
+            f"mm_search_scope={params.mm_search_scope:g} mm is larger than the detector panel "
+            f"({width_mm:.0f} x {height_mm:.0f} mm): the beam centre cannot be that far off. "
+            "Give a few mm (the default is 4; the search widens itself when the best centre "
+            "lies at its edge), or fix the header's beam centre with import beam_centre=.")
     result.range_px = half
     tile = TILE_ANGLE * panel.distance / px.min()
     coarse_trials, coarse_scores, fns = _coarse_search(
@@ -357,9 +365,12 @@ def search_beam_position(experiments: ExperimentList, strong: ReflectionTable | 
     candidates = candidates[:1] + [c for c in candidates[1:]
                                    if np.hypot(*(c[1] - candidates[0][1])) > 2.0 * step]
     _, centre, score = candidates[0]
+    built_at = None  # where the score of the cycle was built (cycles after the first)
     for cycle in range(params.n_macro_cycles):
         if cycle:
-            score = scorer(centre)
+            if built_at is not None and np.hypot(*(centre - built_at)) < 0.01 * params.fine_step:
+                break  # converged: the last cycle left the centre where its vectors came from
+            score, built_at = scorer(centre), centre
         centre, trials, scores = _refine_search(score, centre, step, params.fine_step)
         result.cycles.append({"cycle": cycle + 1, "range_px": half if cycle == 0 else 2 * step,
                               "x_px": float(centre[0]), "y_px": float(centre[1]),
