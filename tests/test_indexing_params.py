@@ -65,7 +65,10 @@ def test_impossible_values_are_refused_before_the_step_runs():
              ("scale", "d_min=-1", "d_min must be > 0 A"),
              ("scale", "d_min=0", "d_min must be > 0 A"),
              ("scale", "d_range=5,-1", "every value of d_range must be > 0 A"),
-             ("scale", "partiality_cutoff=2", "between 0 and 1")]
+             ("scale", "partiality_cutoff=2", "between 0 and 1"),
+             ("index", "n_points=1000000000", "n_points must be between 2 and 512"),
+             ("index", "n_macro_cycles=1000000000", "n_macro_cycles must be between 1 and 100"),
+             ("refine", "random_seed=-1", "random_seed must be >= 0")]
     for step, word, message in cases:
         with pytest.raises(ParameterError, match=message):
             lookup(step).paramset.parse([word], cwd=".")

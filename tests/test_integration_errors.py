@@ -36,6 +36,9 @@ def test_integrate_before_index_says_run_index(session):
     (dict(sigma_b=0.09, sigma_m=0.3, d_min=-2.0), "d_min=-2.0"),
     (dict(sigma_b=0.09, sigma_m=0.3, d_min=3.0, d_max=2.0), "d_max=2.0"),
     (dict(sigma_m_model="linear"), "sigma_m_model='linear'"),
+    (dict(sigma_b=1e9, sigma_m=0.3), "wider than any Bragg spot"),  # once an IndexError
+    (dict(sigma_b=0.09, sigma_m=45.0), "sigma_m=45.0"),
+    (dict(n_sigma=1e9), "n_sigma=1000000000.0 must be positive and at most 10"),
 ])
 def test_impossible_parameters(kw, words):
     with pytest.raises(IntegrationError, match=words.replace(".", r"\.")):

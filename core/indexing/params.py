@@ -41,7 +41,8 @@ class IndexParams:
     min_cell_volume: float = _p(25.0, "Smallest unit-cell volume considered.",
                                 "indexing.min_cell_volume", units="A^3", min=0)
     n_points: int = _p(256, "Points along each edge of the reciprocal-space FFT grid.",
-                       "indexing.fft3d.reciprocal_space_grid.n_points", min=2)
+                       "indexing.fft3d.reciprocal_space_grid.n_points", min=2,
+                       max=512)
     fft3d_d_min: float | None = _p(None, "Resolution limit of the spots put on the FFT grid "
                                    "(None: from max_cell and n_points).",
                                    "indexing.fft3d.reciprocal_space_grid.d_min", units="A",
@@ -75,7 +76,8 @@ class IndexParams:
                                          "indexing.known_symmetry.absolute_angle_tolerance",
                                          units="deg", min=0)
     n_macro_cycles: int = _p(5, "Cycles of index assignment and refinement at increasing "
-                             "resolution.", "indexing.refinement_protocol.n_macro_cycles", min=1)
+                             "resolution.", "indexing.refinement_protocol.n_macro_cycles", min=1,
+                             max=100)
     d_min_step: float | None = _p(None, "Resolution step between macro-cycles (None: "
                                   "from d_min_start to d_min_final in n_macro_cycles).",
                                   "indexing.refinement_protocol.d_min_step", units="A", min=0)

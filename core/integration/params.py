@@ -19,6 +19,11 @@ class IntegrationError(GonioError):
 
 
 
+#: Widest profiles (deg) and foreground (standard deviations) integrate accepts: beyond
+#: them a shoebox would span much of the detector or of the scan.
+MAX_SIGMA_B_DEG, MAX_SIGMA_M_DEG, MAX_N_SIGMA = 2.0, 10.0, 10.0
+
+
 @dataclass
 class IntegrationParams:
     """Summation and 3D profile-fitting integration of a rotation sweep."""
@@ -105,8 +110,16 @@ class IntegrationParams:
             bad(f"sigma_m_model={self.sigma_m_model!r} is not a model: choose auto (a "
                 "resolution term besides sigma_m when the strong spots show one) or "
                 "constant (DIALS's single sigma_m).")
-        if not self.n_sigma > 0:
-            bad(f"n_sigma={self.n_sigma} must be positive (the default is 3).")
+        for name, most in (("sigma_b", MAX_SIGMA_B_DEG), ("sigma_m", MAX_SIGMA_M_DEG)):
+            v = getattr(self, name)
+            if v is not None and v > most:
+                bad(f"{name}={v} deg is wider than any Bragg spot (at most {most} deg here; "
+                    "X-ray data give about 0.01-0.1 deg for sigma_b and 0.02-0.5 deg for "
+                    "sigma_m, electron diffraction a few times more). Leave it unset to "
+                    "estimate it from the indexed spots.")
+        if not 0 < self.n_sigma <= MAX_N_SIGMA:
+            bad(f"n_sigma={self.n_sigma} must be positive and at most {MAX_N_SIGMA} (the "
+                "default is 3).")
         if self.d_min is not None and not self.d_min > 0:
             bad(f"d_min={self.d_min} A is not a resolution: give a positive d_min in A, "
                 "or leave it unset to integrate to the detector corner.")

@@ -92,7 +92,8 @@ class RefinementParams:
     bin_size_fraction: float = _p(
         0.0, "Stop when RMSDs are below this fraction of a pixel / an image (0: never).",
         "refinement.target.bin_size_fraction", min=0)
-    random_seed: int = _p(42, "Seed for the random reflection subset.", "refinement.reflections.random_seed")
+    random_seed: int = _p(42, "Seed for the random reflection subset.",
+                          "refinement.reflections.random_seed", min=0)
 
 
 @dataclass
