@@ -29,6 +29,22 @@ def test_glm_background_ignores_a_neighbouring_spot():
     assert np.mean(y) > 5.0
 
 
+def test_a_huge_tuning_constant_gives_the_plain_mean_at_once():
+    """With no residual clipped (tuning constant 1e9) the GLM is the Poisson maximum
+    likelihood, the plain mean; the expectation's Poisson sums once ran to mu + 1e9 sd."""
+    import time
+
+    from gonio.core.integration.box_kernels import glm_constant
+
+    rng = np.random.default_rng(9)
+    y = rng.poisson(3.0, 500).astype(float)
+    y[:5] = 300.0
+    glm_constant(y, len(y), 1.345)  # compiled
+    t0 = time.perf_counter()
+    assert glm_constant(y, len(y), 1e9) == pytest.approx(np.mean(y), rel=1e-6)
+    assert time.perf_counter() - t0 < 1.0
+
+
 @pytest.mark.parametrize("outlier", [1, 2, 3, 4])
 def test_simple_background_rejects_outliers(outlier):
     from gonio.core.integration.box_kernels import simple_background

@@ -103,19 +103,26 @@ def _poisson_terms(j1, j2, mu):
     probabilities by the recurrence P(k + 1) = P(k) mu / (k + 1) from the start of the
     window where the mass is (one exponential per call)."""
     k0 = max(0, int(mu - 12.0 * math.sqrt(mu) - 10.0))
+    # beyond k_top the probabilities are below 1e-23: the window ends there (a tuning
+    # constant of 1e9 once made the loop run to mu + 1e9 sqrt(mu))
+    k_top = int(mu + 12.0 * math.sqrt(mu) + 10.0)
     c1 = c2 = p1 = p2 = 0.0
     if j2 < k0:
         return c1, c2, p1, p2
     # P(k0); for k0 = 0 (mu below ~170) exp(-mu): the same number without a log and lgamma
     pk = math.exp(k0 * math.log(mu) - mu - math.lgamma(k0 + 1.0)) if k0 > 0 else math.exp(-mu)
     s = 0.0
-    for k in range(k0, j2 + 1):
+    for k in range(k0, min(j2, k_top) + 1):
         s += pk
         if k == j1:
             c1, p1 = s, pk
         if k == j2:
             c2, p2 = s, pk
         pk *= mu / (k + 1.0)
+    if j1 > k_top:
+        c1 = s
+    if j2 > k_top:
+        c2 = s
     return min(c1, 1.0), min(c2, 1.0), p1, p2
 
 

@@ -57,7 +57,7 @@ class IntegrationParams:
         "rejection).", "integration.background.algorithm", choices=["glm", "simple"])
     glm_tuning_constant: float = _p(
         1.345, "Huber tuning constant of the robust Poisson GLM (Cantoni & Ronchetti 2001).",
-        "integration.background.glm.robust.tuning_constant")
+        "integration.background.glm.robust.tuning_constant", min=0, min_exclusive=True)
     simple_model: str = _p(
         "constant3d", "simple background model over the whole shoebox: constant3d or "
         "linear3d (a + b x + c y + d z).", "integration.background.simple.model.algorithm",
@@ -67,25 +67,28 @@ class IntegrationParams:
         "normal.", "integration.background.simple.outlier.algorithm",
         choices=["null", "nsigma", "truncated", "tukey", "normal"])
     nsigma_lower: float = _p(3.0, "nsigma outlier rejection: lower limit (sigmas).",
-                             "integration.background.simple.outlier.nsigma.lower")
+                             "integration.background.simple.outlier.nsigma.lower",
+                             min=0, min_exclusive=True)
     nsigma_upper: float = _p(3.0, "nsigma outlier rejection: upper limit (sigmas).",
-                             "integration.background.simple.outlier.nsigma.upper")
+                             "integration.background.simple.outlier.nsigma.upper",
+                             min=0, min_exclusive=True)
     tukey_multiplier: float = _p(1.5, "tukey outlier rejection: IQR multiplier.",
-                                 "integration.background.simple.outlier.tukey.iqr_multiplier")
+                                 "integration.background.simple.outlier.tukey.iqr_multiplier",
+                                 min=0)
     normal_min_pixels: int = _p(10, "normal outlier rejection: fewest pixels kept.",
-                                "integration.background.simple.outlier.normal.min_pixels")
+                                "integration.background.simple.outlier.normal.min_pixels", min=1)
     profile_fitting: bool = _p(True, "Also integrate by 3D profile fitting (intensity.prf).",
                                "profile.fitting")
     grid_size: int = _p(5, "Reference-profile grid: 2*grid_size+1 points across the "
                         "foreground in each Kabsch coordinate.",
-                        "profile.gaussian_rs.fitting.grid_size")
+                        "profile.gaussian_rs.fitting.grid_size", min=1, max=25)
     scan_step: float = _p(5.0, "Reference profiles are learnt per scan range of this width "
                           "(and per 3x3 detector region).",
                           "profile.gaussian_rs.fitting.scan_step", units="deg")
     min_reference_spots: int = _p(
         10, "Fewest strong, fully recorded reflections for a reference profile (gonio); a "
         "region with fewer uses its resolution ring in the scan range, then in the whole "
-        "scan.", "profile.gaussian_rs.fitting.min_reference_spots")
+        "scan.", "profile.gaussian_rs.fitting.min_reference_spots", min=1)
     block_size: float | None = _p(
         None, "Images read per block (None: Auto, about 1 deg of data, at least 4 images).",
         "integration.block.size", units="images")
