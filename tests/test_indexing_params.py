@@ -45,9 +45,12 @@ def test_max_lattices_below_one_is_refused():
 
 def test_impossible_values_are_refused_before_the_step_runs():
     """Values no crystallographer means (a negative or zero resolution, cell length, step or
-    smoother width, a fraction outside 0-1) are refused with the parameter's range, before
-    the step runs: ``index step_size=0`` and ``refine interval_width_degrees=0`` once
-    divided by zero, ``scale d_min=-1`` scaled as if no limit had been given."""
+    smoother width, a fraction outside 0-1, a negative seed, a billion grid points or
+    shells) are refused with the parameter's range, before the step runs: ``index
+    step_size=0`` and ``refine interval_width_degrees=0`` once divided by zero, ``scale
+    d_min=-1`` scaled as if no limit had been given, seeds of -1 raised ValueError,
+    ``scale n_bins=0`` IndexError, ``n_bins=1000000000`` and ``lmax=1000000000`` ran out of
+    time or memory (each step with 0, -1 and 1e9 for every number, 2026-12-07)."""
     import pytest
 
     from gonio.shell.commands import lookup
@@ -68,7 +71,13 @@ def test_impossible_values_are_refused_before_the_step_runs():
              ("scale", "partiality_cutoff=2", "between 0 and 1"),
              ("index", "n_points=1000000000", "n_points must be between 2 and 512"),
              ("index", "n_macro_cycles=1000000000", "n_macro_cycles must be between 1 and 100"),
-             ("refine", "random_seed=-1", "random_seed must be >= 0")]
+             ("refine", "random_seed=-1", "random_seed must be >= 0"),
+             ("symmetry", "seed=-1", "seed must be >= 0"),
+             ("scale", "lmax=1000000000", "lmax must be <= 12"),
+             ("scale", "n_bins=0", "n_bins must be between 1 and 100"),
+             ("merge", "n_bins=1000000000", "n_bins must be between 1 and 100"),
+             ("integrate", "tuning_constant=-1", "tuning_constant must be > 0"),
+             ("integrate", "grid_size=1000", "grid_size must be between 1 and 25")]
     for step, word, message in cases:
         with pytest.raises(ParameterError, match=message):
             lookup(step).paramset.parse([word], cwd=".")

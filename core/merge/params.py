@@ -33,7 +33,7 @@ class MergeParams:
                                  "otherwise the flat prior |F| = sqrt((I + sqrt(I^2 + 2 sigma^2))/2).",
                                  "french_wilson.min_reflections", min=1, expert_level=1)
     n_bins: int = _p(20, "Resolution shells of the merging-statistics table.", "merging.n_bins",
-                     min=1)
+                     min=1, max=100)
     mtz: str = _p("merged.mtz", "Name of the merged MTZ file (in the session folder unless "
                   "a path).", "output.mtz")
     crystal_names: str = _p("XTAL", "Crystal name(s) in the MTZ, comma-separated (one per "

@@ -48,7 +48,7 @@ class ScalingParams:
         "(model=array: always). True is gonio's default: restrained by surface_weight, the "
         "term also helps shorter sweeps.", "physical.absorption_correction", type="bool",
         allow_auto=True)
-    lmax: int = _p(4, "Highest spherical-harmonic order of the absorption term.", "physical.lmax")
+    lmax: int = _p(4, "Highest spherical-harmonic order of the absorption term.", "physical.lmax", max=12)
     absorption_level: str | None = _p(
         None, "Expected relative absorption: low (~1%), medium (~5%), high (>25%); sets lmax and "
         "surface_weight (low: 4, 5e4; medium: 6, 5e3; high: 6, 5e2).",
@@ -59,13 +59,13 @@ class ScalingParams:
     decay_restraint: float = _p(1e-1, "Restraint weight pulling the relative B values towards 0.",
                                 "physical.decay_restraint")
     n_resolution_bins: int = _p(10, "model=array: resolution bins (equal in 1/d^2) of the decay "
-                                "grid.", "array.n_resolution_bins", min=1)
+                                "grid.", "array.n_resolution_bins", min=1, max=100)
     n_absorption_bins: int = _p(3, "model=array: bins in detector x and in y of the absorption "
-                                "grid.", "array.n_absorption_bins", min=1)
+                                "grid.", "array.n_absorption_bins", min=1, max=50)
     modulation_correction: bool = _p(False, "model=array: also refine a detector-position "
                                      "(modulation) grid.", "array.modulation_correction")
     n_modulation_bins: int = _p(20, "model=array: bins in detector x and in y of the modulation "
-                                "grid.", "array.n_modulation_bins", min=1)
+                                "grid.", "array.n_modulation_bins", min=1, max=100)
     d_min: float | None = _p(None, "Leave out reflections beyond this resolution.", "cut_data.d_min",
                              units="A", min=0, min_exclusive=True)
     partiality_cutoff: float = _p(0.4, "Leave out reflections with a smaller partiality.",
@@ -172,7 +172,7 @@ class ScalingParams:
                                               "the observations.",
                                               "filtering.deltacchalf.max_percent_removed")
     anomalous: bool = _p(False, "Keep Friedel mates apart in scaling and statistics.", "anomalous")
-    n_bins: int = _p(20, "Resolution shells of the merging statistics.", "output.n_bins")
+    n_bins: int = _p(20, "Resolution shells of the merging statistics.", "output.n_bins", min=1, max=100)
 
     def resolved_intervals(self, width_deg: float) -> tuple[float, float]:
         """(scale_interval, decay_interval) in deg for a sweep of ``width_deg``; Auto as

@@ -52,4 +52,4 @@ class SymmetryParams:
         0.95, "Significance level of the screw-axis z-tests.",
         "systematic_absences.significance_level", min=0.5, max=0.9999)
     seed: int = _p(230, "Random seed of the sigma(CC) estimate and the CC1/2 half-sets.",
-                   "seed", expert_level=1)
+                   "seed", expert_level=1, min=0)
