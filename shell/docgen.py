@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from gonio.shell.commands import COMMANDS
-from gonio.shell.params import format_value
+from gonio.shell.params import format_value, range_text
 
 
 def reference() -> str:
@@ -26,12 +26,13 @@ def reference() -> str:
             out += [c.description, ""]
         params = list(c.paramset)
         if params:
-            out += ["| parameter | type | default | units | expert | help |",
-                    "|---|---|---|---|---|---|"]
+            out += ["| parameter | type | default | units | range | expert | help |",
+                    "|---|---|---|---|---|---|---|"]
             for p in params:
                 typ = p.type + (f" ({'/'.join(p.choices)})" if p.choices else "")
+                bounds = range_text(p, with_units=False) if p.min is not None or p.max is not None else ""
                 out.append(f"| `{p.name}` | {typ} | `{format_value(p, p.default)}` | {p.units} | "
-                           f"{p.expert_level or ''} | {p.help.replace('|', '/')} |")
+                           f"{bounds} | {p.expert_level or ''} | {p.help.replace('|', '/')} |")
             out.append("")
     return "\n".join(out)
 

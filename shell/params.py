@@ -167,7 +167,8 @@ def _one(words: Sequence[Word], shown: str, what: str) -> str:
     return items[0]
 
 
-def _range_text(p: Param, with_units: bool = True) -> str:
+def range_text(p: Param, with_units: bool = True) -> str:
+    """The allowed range of a number parameter, as errors and the reference give it."""
     units = f" {p.units}" if p.units and with_units else ""
     lo_op = ">" if p.min_exclusive else ">="
     hi_op = "<" if p.max_exclusive else "<="
@@ -207,7 +208,7 @@ def _conv_number(p: Param, words: Sequence[Word], shown: str) -> int | float:
     parse = _int if p.type == "int" else _float
     x = parse(_one(words, shown, "number"), shown)
     if not _in_range(p, x):
-        raise _Bad(f"{shown} must be {_range_text(p)}")
+        raise _Bad(f"{shown} must be {range_text(p)}")
     return x
 
 
@@ -220,7 +221,7 @@ def _conv_numbers(p: Param, words: Sequence[Word], shown: str) -> tuple:
         raise _Bad(f"{shown} needs exactly {p.length} {kind} (e.g. {example}), got {len(values)}")
     for x in values:
         if not _in_range(p, x):
-            raise _Bad(f"every value of {shown} must be {_range_text(p)}; got {x:g}")
+            raise _Bad(f"every value of {shown} must be {range_text(p)}; got {x:g}")
     return values
 
 
@@ -393,7 +394,7 @@ def _type_text(p: Param) -> str:
         return ("choices: " if p.multiple else "choice: ") + " | ".join(p.choices)
     text = f"{p.type}[{p.length}]" if p.length else p.type
     if p.min is not None or p.max is not None:
-        text += " " + _range_text(p, with_units=False)
+        text += " " + range_text(p, with_units=False)
     return text
 
 
