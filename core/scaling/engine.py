@@ -402,8 +402,9 @@ def _scale_once(experiments, table: ReflectionTable, p: ScalingParams, removed):
     rows = rows[np.argsort(table["id"][rows], kind="stable")]
     if len(rows) == 0:
         raise ScalingError("No reflection is usable for scaling (all are excluded by the "
-                           "integration flags, partiality_cutoff, d_min or exclude_images); check "
-                           "those parameters.")
+                           f"integration flags, partiality_cutoff={p.partiality_cutoff}, "
+                           f"min_isigi={p.min_isigi}, d_min={p.d_min} or exclude_images); "
+                           "check those parameters.")
     m = map_to_asu(table["miller_index"][rows], sg)
     grp = group_equivalents(m.hkl_asu, m.friedel_minus if p.anomalous else None)
     if np.max(grp.count) < 2:

@@ -48,16 +48,17 @@ class ScalingParams:
         "(model=array: always). True is gonio's default: restrained by surface_weight, the "
         "term also helps shorter sweeps.", "physical.absorption_correction", type="bool",
         allow_auto=True)
-    lmax: int = _p(4, "Highest spherical-harmonic order of the absorption term.", "physical.lmax", max=12)
+    lmax: int = _p(4, "Highest spherical-harmonic order of the absorption term.", "physical.lmax",
+                   max=12)
     absorption_level: str | None = _p(
         None, "Expected relative absorption: low (~1%), medium (~5%), high (>25%); sets lmax and "
         "surface_weight (low: 4, 5e4; medium: 6, 5e3; high: 6, 5e2).",
         "physical.absorption_level", choices=["low", "medium", "high"])
     surface_weight: float = _p(1e6, "Restraint weight pulling the absorption surface towards a "
                                "sphere (larger: smoother, smaller correction).",
-                               "physical.surface_weight")
+                               "physical.surface_weight", min=0)
     decay_restraint: float = _p(1e-1, "Restraint weight pulling the relative B values towards 0.",
-                                "physical.decay_restraint")
+                                "physical.decay_restraint", min=0)
     n_resolution_bins: int = _p(10, "model=array: resolution bins (equal in 1/d^2) of the decay "
                                 "grid.", "array.n_resolution_bins", min=1, max=100)
     n_absorption_bins: int = _p(3, "model=array: bins in detector x and in y of the absorption "
@@ -107,9 +108,11 @@ class ScalingParams:
                                              "reflection_selection.d_range", units="A",
                                              min=0, min_exclusive=True)
     min_partiality: float = _p(0.95, "intensity_ranges and quasi_random: only reflections with a "
-                               "larger partiality.", "reflection_selection.min_partiality")
+                               "larger partiality.", "reflection_selection.min_partiality",
+                               min=0, max=1)
     outlier_zmax: float = _p(6.0, "Reject observations deviating by more than this many sigma "
-                             "from the rest of their symmetry group.", "outlier_zmax")
+                             "from the rest of their symmetry group.", "outlier_zmax",
+                             min=0, min_exclusive=True)
     emax: float = _p(10.0, "With every outlier rejection, also reject observations whose "
                      "normalised intensity E^2 = (I / g) / <I / g>(d*^2) exceeds emax^2 (as "
                      "dials.scale; 0: never).", "emax", min=0)
@@ -154,7 +157,7 @@ class ScalingParams:
     full_matrix: bool = _p(True, "Finish with a full-matrix (Gauss-Newton) round that gives the "
                            "parameter uncertainties.", "full_matrix")
     max_iterations: int = _p(200, "Maximum L-BFGS iterations per round.",
-                             "scaling_refinery.max_iterations")
+                             "scaling_refinery.max_iterations", min=0)
     filtering_method: str | None = _p(
         None, "deltacchalf: remove data sets or image groups that lower CC1/2 (delta CC1/2, "
         "Assmann et al. 2016), alternating with scaling.", "filtering.method",
@@ -162,17 +165,19 @@ class ScalingParams:
     filtering_mode: str = _p("dataset", "Filter whole data sets or groups of images.",
                              "filtering.deltacchalf.mode", choices=["dataset", "image_group"])
     filtering_group_size: int = _p(10, "Images per group for mode=image_group.",
-                                   "filtering.deltacchalf.group_size")
+                                   "filtering.deltacchalf.group_size", min=1)
     filtering_stdcutoff: float = _p(4.0, "Remove groups whose delta CC1/2 is below the mean by "
                                     "more than this many standard deviations.",
-                                    "filtering.deltacchalf.stdcutoff")
+                                    "filtering.deltacchalf.stdcutoff", min=0, min_exclusive=True)
     filtering_max_cycles: int = _p(6, "Scaling and filtering cycles at most.",
-                                   "filtering.deltacchalf.max_cycles")
+                                   "filtering.deltacchalf.max_cycles", min=1)
     filtering_max_percent_removed: float = _p(10.0, "Never remove more than this percentage of "
                                               "the observations.",
-                                              "filtering.deltacchalf.max_percent_removed")
+                                              "filtering.deltacchalf.max_percent_removed",
+                                              min=0, max=100)
     anomalous: bool = _p(False, "Keep Friedel mates apart in scaling and statistics.", "anomalous")
-    n_bins: int = _p(20, "Resolution shells of the merging statistics.", "output.n_bins", min=1, max=100)
+    n_bins: int = _p(20, "Resolution shells of the merging statistics.", "output.n_bins",
+                     min=1, max=100)
 
     def resolved_intervals(self, width_deg: float) -> tuple[float, float]:
         """(scale_interval, decay_interval) in deg for a sweep of ``width_deg``; Auto as
