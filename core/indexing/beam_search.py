@@ -59,6 +59,10 @@ class BeamSearchError(GonioError):
     """The beam centre search could not run."""
 
 
+#: The most candidate vectors and search widenings asked for that make sense.
+MAX_VECTORS, MAX_WIDENINGS = 1000, 20
+
+
 @dataclass
 class BeamSearchParams:
     """Beam-centre search (names after dials.search_beam_position): ``method=default`` from
@@ -241,6 +245,11 @@ def _check_params(params: BeamSearchParams) -> None:
         raise BeamSearchError(f"{', '.join(bad)}: these must be positive (mm_search_scope in "
                               "mm, steps in px, d_min and max_cell in A, counts at least 1, "
                               "max_widenings 0 or more).")
+    if params.n_vectors > MAX_VECTORS or params.max_widenings > MAX_WIDENINGS:
+        raise BeamSearchError(
+            f"n_vectors={params.n_vectors}, max_widenings={params.max_widenings}: at most "
+            f"{MAX_VECTORS} candidate vectors (the default is 20) and {MAX_WIDENINGS} "
+            "widenings (the default is 2); a wider search is mm_search_scope=.")
 
 
 def _prepare(experiments, strong):
