@@ -65,6 +65,7 @@ class Command:
     aliases: tuple[str, ...] = ()
     step: bool = True  # records a step in the history when it changes the state
     usage: str = ""  # positional arguments, e.g. "[files...]"
+    takes_words: bool = False  # words without "=" (files, step numbers) go to the command
     description: str = ""
     _paramset: ParamSet | None = field(default=None, repr=False)
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from gonio.core.errors import GonioError
 from gonio.shell.command import Command, Context, Outcome
 from gonio.shell.commands import COMMANDS, lookup
-from gonio.shell.params import split_line
+from gonio.shell.params import ParameterError, split_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -227,6 +227,13 @@ class Session:
                 return self.run_line(f"help {name}")
             command = lookup(name)
             parsed = command.paramset.parse(args, cwd=self.folder)
+            if parsed.positional and not command.takes_words:
+                raise ParameterError(
+                    f"{command.name} does not take {' '.join(parsed.positional)!r}: its "
+                    f"parameters are name=value words ('help {command.name}' lists them)"
+                    + (f"; did you mean output.prefix={parsed.positional[0]}?"
+                       if command.name == "save" else
+                       "; goto N moves to step N." if command.name in ("undo", "redo") else "."))
             return self._run(command, parsed, line, defer and command.step)
         except GonioError as e:
             return Result(False, _paragraph(e))

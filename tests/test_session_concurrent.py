@@ -84,7 +84,7 @@ SHELL = textwrap.dedent(
 
     class Count(Command):
         def __init__(self):
-            super().__init__("count", "add one", "unused:unused", [])
+            super().__init__("count", "add one", "unused:unused", [], takes_words=True)
 
         def function(self):
             def run(ctx, parsed):

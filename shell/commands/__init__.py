@@ -129,7 +129,7 @@ def _params_of(module: str):
 COMMANDS: list[Command] = [
     Command("import", "import images, DIALS .expt/.refl or XDS.INP/SPOT.XDS (or re-import with "
             "new geometry)", "gonio.shell.commands.importing:run", _import_params,
-            usage="[files or template...] [overrides]"),
+            usage="[files or template...] [overrides]", takes_words=True),
     Command("show", "show the models like dials.show (beam, detector, scan, goniometer, crystals)",
             "gonio.shell.commands.show:run", _show_params, step=False),
     Command("findspots", "find strong spots on every image (dials.find_spots)",
@@ -161,17 +161,20 @@ COMMANDS: list[Command] = [
     Command("merge", "merge symmetry equivalents into merged.mtz, with French-Wilson amplitudes "
             "(dials.merge)", "gonio.shell.commands.merge:run", _params_of("merge")),
     Command("export", "write the reflections for other programs: MTZ, XDS_ASCII, SHELX, mmCIF "
-            "(dials.export)", "gonio.shell.commands.export:run", _params_of("export")),
+            "(dials.export)", "gonio.shell.commands.export:run", _params_of("export"),
+            takes_words=True),
     ProcessCommand("process", "the whole pipeline, import to export, each step recorded as if "
                    "typed (dials.process, xia2); step parameters as index.max_lattices=2",
                    "gonio.shell.commands.process:run", step=False,
-                   usage="[images or template...] [step.param=value...] [stop_after=STEP]"),
+                   usage="[images or template...] [step.param=value...] [stop_after=STEP]",
+                   takes_words=True),
     Command("report", "write one self-contained HTML report of the session: history tree, models "
             "and the plots of every step (dials.report)", "gonio.shell.commands.report:run",
             _params_of("report"), step=False, usage="[output=FILE] [compare=A,B]"),
     Command("view", "pictures: an image with spots and predictions (PNG), the reciprocal lattice "
             "(3D HTML), the spot-finding threshold stages", "gonio.shell.commands.view:run",
-            _params_of("view"), step=False, usage="image=N | lattice | threshold image=N"),
+            _params_of("view"), step=False, usage="image=N | lattice | threshold image=N",
+            takes_words=True),
     Command("simulate", "write a simulated rotation sweep with known truth",
             "gonio.shell.commands.simulate:run", _simulate_params),
     Command("split", "keep only some experiments (split experiments=0,2, a new step), or "
@@ -181,20 +184,23 @@ COMMANDS: list[Command] = [
     Command("save", "write DIALS files of the current state (PREFIX.expt, PREFIX.refl)",
             "gonio.shell.commands.save:run", _save_params, step=False),
     Command("history", "the step tree with each step's parameters and key figures",
-            "gonio.shell.commands.history:run_history", _history_params, step=False),
+            "gonio.shell.commands.history:run_history", _history_params, step=False,
+            takes_words=True),
     Command("undo", "move back to the previous step", "gonio.shell.commands.history:run_undo",
             _no_params, step=False),
     Command("redo", "move forward again after undo", "gonio.shell.commands.history:run_redo",
             _no_params, step=False),
     Command("goto", "move to step N", "gonio.shell.commands.history:run_goto", _no_params,
-            step=False, usage="N"),
+            step=False, usage="N", takes_words=True),
     Command("diff", "what changed between two steps (models and figures)",
-            "gonio.shell.commands.history:run_diff", _ab_params, step=False, usage="A B"),
+            "gonio.shell.commands.history:run_diff", _ab_params, step=False, usage="A B",
+            takes_words=True),
     Command("forget", "drop step N and every step made from it (a branch you no longer want); "
             "`gonio gc` then frees its disk space", "gonio.shell.commands.history:run_forget",
-            _no_params, step=False, usage="N"),
+            _no_params, step=False, usage="N", takes_words=True),
     Command("help", "list commands, or show one command's parameters", "gonio.shell.commands.help:run",
-            _no_params, step=False, usage="[command or parameter] [expert_level=N]"),
+            _no_params, step=False, usage="[command or parameter] [expert_level=N]",
+            takes_words=True),
 ]
 
 
@@ -205,7 +211,8 @@ def _try_command() -> Command:
     return Command("try", "what-if branches: run a step once per value of one parameter "
                    "(v1|v2|...) from the current step and compare them in one table",
                    "gonio.shell.commands.try_:run", _no_params, step=False,
-                   usage="STEP param=v1|v2|... [then STEP2 ...]", _paramset=TryWords("try", []))
+                   usage="STEP param=v1|v2|... [then STEP2 ...]", _paramset=TryWords("try", []),
+                   takes_words=True)
 
 
 COMMANDS.append(_try_command())

@@ -8,6 +8,7 @@ from tabulate import tabulate
 
 from gonio.core.errors import GonioError
 from gonio.shell.command import Context, Outcome
+from gonio.shell.params import ParameterError
 
 
 class StepArgumentError(GonioError):
@@ -35,6 +36,10 @@ def explicit_line(step) -> str:
 def run_history(ctx: Context, parsed) -> Outcome:
     session = ctx.session
     history = session.history
+    unknown = [w for w in parsed.positional if w not in ("--script", "--all")]
+    if unknown:
+        raise ParameterError(f"history does not take {' '.join(unknown)!r}: it takes --all "
+                             "(every branch in full) or --script (the branch as a script).")
     if parsed.values["script"] or "--script" in parsed.positional:
         return Outcome(text=script(session))
     from gonio.shell.history_graph import render
