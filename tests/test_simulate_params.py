@@ -59,6 +59,10 @@ def test_electron_preset_has_the_documented_header_errors():
     ({"sigma_m": 0.0}, "sigma_m > 0"),
     ({"image_size": (4, 4)}, "image_size"),
     ({"image_size": (4096, 4096), "n_images": 100}, "output=<folder>"),
+    ({"header_distance": 0.0}, "header.distance=0.0 mm must be positive"),  # LinAlgError
+    ({"background": -1.0}, "background=-1.0 must not be negative"),  # numpy's Poisson error
+    ({"seed": -1}, "seed=-1 must be 0 or more"),  # numpy's ValueError
+    ({"gain": 0.0}, "gain=0.0 ADU per photon must be positive"),
 ])
 def test_bad_input_gives_a_clear_error(kw, words, tmp_path):
     with pytest.raises(GonioError, match=words):

@@ -106,6 +106,18 @@ def _validate(p: SimulationParams) -> None:
         bad(f"need n_images >= 1 and osc > 0 deg (got {p.n_images}, {p.osc}).")
     if p.distance <= 0:
         bad(f"distance={p.distance} mm must be positive.")
+    if p.header_distance is not None and p.header_distance <= 0:
+        bad(f"header.distance={p.header_distance} mm must be positive (it is the distance "
+            "written in the image headers, wrong on purpose; leave it unset for the true one).")
+    if p.header_wavelength is not None and not p.header_wavelength > 0:
+        bad(f"header.wavelength={p.header_wavelength} A must be positive.")
+    for name in ("background", "solvent_ring", "mean_intensity"):
+        if getattr(p, name) < 0:
+            bad(f"{name}={getattr(p, name)} must not be negative.")
+    if not p.gain > 0:
+        bad(f"gain={p.gain} ADU per photon must be positive (1 for photon counting).")
+    if p.seed < 0:
+        bad(f"seed={p.seed} must be 0 or more.")
     if len(tuple(p.unit_cell)) != 6:
         bad(f"unit_cell needs six numbers a,b,c,alpha,beta,gamma (got {p.unit_cell}).")
     if p.n_lattices not in (1, 2):
