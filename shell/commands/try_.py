@@ -111,8 +111,9 @@ def _check(session, segments, i, j, name, values) -> None:
             try:
                 lookup(words[0]).paramset.parse(words[1:], cwd=session.folder)
             except GonioError as e:
+                reason = " ".join(str(e).split()).rstrip(".")
                 raise TryInputError(f"try: the branch {name}={value} would fail before running: "
-                                    f"{' '.join(str(e).split())} Nothing was run.") from None
+                                    f"{reason}. Nothing was run.") from None
 
 
 # key figures of a branch's last step: (metric, column heading, format)
