@@ -752,8 +752,8 @@ def prepare_in_background(units=None, nice: int = 10) -> list:
     """Start ``python -m gonio.core.jit UNIT...`` to prepare the ``units`` (in that
     order) never prepared in this cache folder: one process per core beyond the one
     the session uses when they prepare ahead of a need (``nice`` 10: they take only
-    the CPU the session's steps leave, :func:`_detached`), one per core when the steps about to run
-    wait for them (``nice`` 0: the first run of a script, such as ``gonio demo``,
+    the CPU the session's steps leave, :func:`_detached`), one per core when the steps
+    about to run wait for them (``nice`` 0: the first run of a script, such as ``gonio demo``,
     whose integrate then found its kernels 4-5 s sooner, median first-run excess
     12.3 against 13.5 s in interleaved runs on two cores). Process k starts with the
     unit k/n of the way along the list's compile time (:data:`UNITS`' estimates: the

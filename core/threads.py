@@ -11,6 +11,7 @@ Ctrl-C there, after the running tasks have ended.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
@@ -24,8 +25,6 @@ MAX_THREADS_PER_CORE = 4
 
 def usable_threads(nproc: int) -> int:
     """``nproc`` (at least 1), but no more than :data:`MAX_THREADS_PER_CORE` per core."""
-    import os
-
     return max(1, min(int(nproc), MAX_THREADS_PER_CORE * (os.cpu_count() or 1)))
 
 

@@ -356,7 +356,8 @@ def search_beam_position(experiments: ExperimentList, strong: ReflectionTable | 
             f"mm_search_scope={params.mm_search_scope:g} mm is larger than the detector panel "
             f"({width_mm:.0f} x {height_mm:.0f} mm): the beam centre cannot be that far off. "
             "Give a few mm (the default is 4; the search widens itself when the best centre "
-            "lies at its edge), or fix the header's beam centre with import beam_centre=.")
+            "lies at its edge), or give the beam centre to import (fast_slow_beam_centre= or "
+            "mosflm_beam_centre=).")
     result.range_px = half
     tile = TILE_ANGLE * panel.distance / px.min()
     coarse_trials, coarse_scores, fns = _coarse_search(
