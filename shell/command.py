@@ -66,6 +66,8 @@ class Command:
     step: bool = True  # records a step in the history when it changes the state
     usage: str = ""  # positional arguments, e.g. "[files...]"
     takes_words: bool = False  # words without "=" (files, step numbers) go to the command
+    # else such a word is an error, ending with this hint ({word}: the first such word)
+    stray_hint: str = ""
     description: str = ""
     _paramset: ParamSet | None = field(default=None, repr=False)
 

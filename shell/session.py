@@ -228,12 +228,11 @@ class Session:
             command = lookup(name)
             parsed = command.paramset.parse(args, cwd=self.folder)
             if parsed.positional and not command.takes_words:
+                hint = command.stray_hint.format(word=parsed.positional[0])
                 raise ParameterError(
                     f"{command.name} does not take {' '.join(parsed.positional)!r}: its "
                     f"parameters are name=value words ('help {command.name}' lists them)"
-                    + (f"; did you mean output.prefix={parsed.positional[0]}?"
-                       if command.name == "save" else
-                       "; goto N moves to step N." if command.name in ("undo", "redo") else "."))
+                    + (f"; {hint}" if hint else "."))
             return self._run(command, parsed, line, defer and command.step)
         except GonioError as e:
             return Result(False, _paragraph(e))
