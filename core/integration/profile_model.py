@@ -343,8 +343,9 @@ def _sigma_b_deg(experiment: Experiment, refl: ReflectionTable, px: _Pixels) -> 
     use = px.mask != 0
     # a pixel's direction is the same on every image: one per column, its counts summed
     n_columns = int(np.prod(refl["shoebox"].sizes()[:, 1:], axis=1).sum())
-    v_column = np.bincount(px.column[use], weights=px.value[use], minlength=n_columns)
-    column = np.flatnonzero(np.bincount(px.column[use], minlength=n_columns))
+    columns = px.column[use]
+    v_column = np.bincount(columns, weights=px.value[use], minlength=n_columns)
+    column = np.flatnonzero(np.bincount(columns, minlength=n_columns))
     row, x, y = _column_centres(refl, column)
     panel = refl["shoebox"].panel.astype(np.int64)[row]
     u = _pixel_directions(experiment, panel, x, y)
