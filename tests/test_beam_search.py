@@ -141,6 +141,8 @@ def test_bad_params_are_a_clear_error(x4_xds):
         search_beam_position(el, strong, BeamSearchParams(n_vectors=0))
     with pytest.raises(GonioError, match="at most 1000 candidate vectors"):
         search_beam_position(el, strong, BeamSearchParams(n_vectors=10**9))
+    with pytest.raises(GonioError, match="and 20 widenings"):
+        search_beam_position(el, strong, BeamSearchParams(max_widenings=100))
 
 
 def test_a_search_wider_than_the_detector_is_a_clear_error(x4_xds):

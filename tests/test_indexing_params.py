@@ -77,7 +77,14 @@ def test_impossible_values_are_refused_before_the_step_runs():
              ("scale", "n_bins=0", "n_bins must be between 1 and 100"),
              ("merge", "n_bins=1000000000", "n_bins must be between 1 and 100"),
              ("integrate", "tuning_constant=-1", "tuning_constant must be > 0"),
-             ("integrate", "grid_size=1000", "grid_size must be between 1 and 25")]
+             ("integrate", "grid_size=1000", "grid_size must be between 1 and 25"),
+             ("integrate", "nsigma.lower=0", "lower must be > 0"),
+             ("integrate", "min_reference_spots=0", "min_reference_spots must be >= 1"),
+             ("scale", "decay_restraint=-1", "decay_restraint must be >= 0"),
+             ("scale", "surface_weight=-1", "surface_weight must be >= 0"),
+             ("scale", "outlier_zmax=0", "outlier_zmax must be > 0"),
+             ("scale", "max_percent_removed=150", "between 0 and 100"),
+             ("scale", "min_partiality=1.5", "between 0 and 1")]
     for step, word, message in cases:
         with pytest.raises(ParameterError, match=message):
             lookup(step).paramset.parse([word], cwd=".")
