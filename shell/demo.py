@@ -15,8 +15,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "session_examples" / "demo.gonio"
 
 
 def _fresh_folder(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``... : the first that is missing or an empty folder
+    (a file of that name is passed over, never touched)."""
     folder, n = base, 1
-    while folder.exists() and any(folder.iterdir()):
+    while folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         n += 1
         folder = base.with_name(f"{base.name}-{n}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +72,14 @@ def demo(args: list[str]) -> int:
         print(f"Error: the demo script {SCRIPT} is missing; gonio demo runs from a source "
               "checkout installed with pip install -e.", file=sys.stderr)
         return 1
-    folder = _fresh_folder(Path(args[0] if args else "gonio-demo").absolute())
+    base = Path(args[0] if args else "gonio-demo").absolute()
+    try:
+        folder = _fresh_folder(base)
+    except OSError as e:
+        print(f"Error: cannot make a folder for the demo at {base} ({e.strerror or e}); give "
+              "gonio demo a folder you can write in, e.g. gonio demo ~/gonio-demo.",
+              file=sys.stderr)
+        return 1
     print(f"gonio demo: a simulated sweep processed in {folder}")
     steps = _steps(SCRIPT.read_text())
     prepare_kernels([line for _, line in steps])

@@ -106,7 +106,7 @@ class BlobStore:
                 pass  # read-only or foreign file: it is there, which is what counts
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, _encode(data), tmp_prefix=TMP_PREFIX)
+        write_atomic(target, _encode(data), tmp_prefix=TMP_PREFIX, replace_any=True)
         _fsync_directory(target.parent)
 
     def get(self, blob_hash: str) -> bytes:

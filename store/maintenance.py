@@ -512,13 +512,20 @@ def copy_session(source: str | os.PathLike, dest: str | os.PathLike) -> tuple[in
     so an interrupted copy never looks like a session.
     """
     source, dest = Path(source).absolute(), Path(dest).absolute()
+    if dest.exists() and not dest.is_dir():
+        raise HistoryError(f"{dest} is a file; give gonio copy a folder (new or existing) to "
+                           "copy the session into.")
     if (dest / SESSION_DIR).exists():
         raise HistoryError(
             f"{dest} already has a gonio session ({SESSION_DIR}/); copy into a new folder, or "
             "move that session aside first."
         )
     with History.open(source, create=False, read_only=True) as src:
-        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise HistoryError(f"Cannot make the folder {dest} ({e.strerror or e}); give gonio "
+                               "copy a folder you can write in.") from None
         partial = dest / (SESSION_DIR + ".partial")
         if partial.exists():
             shutil.rmtree(partial)  # our own leftover from an interrupted copy

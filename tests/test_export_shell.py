@@ -52,13 +52,45 @@ def test_export_before_scaling_writes_integrated_mtz(session, data):
 
 
 @pytest.mark.parametrize("fmt, names", [
+    ("mtz", ["scaled.mtz"]),
     ("xds_ascii", ["DIALS_0.HKL", "DIALS_1.HKL"]), ("shelx", ["dials.hkl", "dials.ins"]),
     ("mmcif", ["scaled.cif"]), ("json", ["rlp.json"])])
 def test_formats_and_default_names(scaled_session, fmt, names):
-    r = scaled_session.run_line(f"export format={fmt}")
-    assert r.ok, r.text
+    from gonio.core.io.file_kinds import file_kind
+
+    for _ in range(2):  # a second export replaces the first's files
+        r = scaled_session.run_line(f"export format={fmt}")
+        assert r.ok, r.text
     for n in names:
         assert (scaled_session.folder / n).stat().st_size > 200
+        assert file_kind(scaled_session.folder / n) is not None, n  # known: it may be replaced
+
+
+def test_files_of_another_kind_are_not_written_over(scaled_session):
+    """A name that holds a file of another kind (the user's notes, or gonio's MTZ named
+    by mistake as the report) is refused before anything is written or recorded."""
+    s = scaled_session
+    notes = s.folder / "notes.txt"
+    notes.write_text("mine")
+    assert s.run_line("export").ok and s.run_line("save output.prefix=kept").ok
+    before = s.head
+    mtz = (s.folder / "scaled.mtz").read_bytes()
+    for line, words in [
+            ("export mtz.hklout=notes.txt", "is a file gonio did not write, not an MTZ file"),
+            ("export format=shelx shelx.ins=notes.txt", "notes.txt already exists"),
+            ("report output=scaled.mtz", "is an MTZ file, not an HTML page"),
+            ("merge output.mtz=notes.txt", "does not write over a file of another kind"),
+            ("save output.prefix=notes.txt", "notes.txt.refl already exists"),
+            ("export mtz.hklout=kept.refl", "is a DIALS reflection file, not an MTZ file")]:
+        if line.startswith("save"):
+            (s.folder / "notes.txt.refl").write_text("mine")
+        r = s.run_line(line)
+        assert not r.ok and words in r.text, (line, r.text)
+    assert s.head == before
+    assert notes.read_text() == (s.folder / "notes.txt.refl").read_text() == "mine"
+    assert (s.folder / "scaled.mtz").read_bytes() == mtz
+    assert not (s.folder / "notes.txt.expt").exists()  # neither file of save was written
+    assert not (s.folder / "dials.hkl").exists()  # nor the .hkl beside the refused .ins
 
 
 def test_output_names_and_split_experiments(scaled_session, tmp_path):
@@ -120,7 +152,12 @@ def test_bad_export_input_leaves_the_session(scaled_session):
     assert not r.ok and "leave no reflections" in r.text
     r = s.run_line("merge output.mtz=nowhere/merged.mtz")
     assert not r.ok and "does not exist" in r.text
+    for name in ("crystal_names", "dataset_names"):
+        r = s.run_line(f'merge output.{name}=" , "')
+        assert not r.ok and f"output.{name}" in r.text and "one per wavelength" in r.text
+        assert "internal error" not in r.text
     _unchanged(s, before)
+    assert not (s.folder / "merged.mtz").exists()
 
 
 def test_export_before_integrate(session, data):

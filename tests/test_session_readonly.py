@@ -136,3 +136,10 @@ def test_copy_continues_a_branch_of_a_read_only_session(tmp_path, capsys):
     assert digest(tmp_path / "class") == before
     assert main(["copy", str(tmp_path / "class"), str(tmp_path / "student")]) == 1  # not over it
     assert "already has a gonio session" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["copy", str(tmp_path / "class"), str(tmp_path / "notes.txt")]) == 1
+    assert "is a file" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert main(["copy", str(tmp_path / "class"), str(tmp_path / "notes.txt" / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert "Cannot make the folder" in err and "Traceback" not in err

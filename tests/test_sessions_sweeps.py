@@ -239,6 +239,11 @@ def test_split(sweeps, joint_refined, tmp_path):
         t = read_refl(tmp_path / f"one_{k}.refl")
         assert len(el) == 1 and el[0].identifier == state.experiments[k].identifier
         assert set(np.unique(t["id"]).tolist()) <= {0, -1}
+    assert "Wrote 6 files" in ok(s, f"split output.prefix={tmp_path / 'one'}").text  # again
+    (tmp_path / "one_2.refl").write_text("mine")  # a file of the user's: nothing written
+    stamp = (tmp_path / "one_0.expt").stat().st_mtime_ns
+    assert "one_2.refl already exists" in fail(s, f"split output.prefix={tmp_path / 'one'}")
+    assert (tmp_path / "one_0.expt").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow

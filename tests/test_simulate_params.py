@@ -63,6 +63,9 @@ def test_electron_preset_has_the_documented_header_errors():
     ({"background": -1.0}, "background=-1.0 must not be negative"),  # numpy's Poisson error
     ({"seed": -1}, "seed=-1 must be 0 or more"),  # numpy's ValueError
     ({"gain": 0.0}, "gain=0.0 ADU per photon must be positive"),
+    ({"prefix": "../image"}, "prefix='../image' is not a plain file-name start"),
+    ({"prefix": "\u00fc"}, "is not a plain file-name start"),  # UnicodeEncodeError in the header
+    ({"intensities": "/"}, "is a folder"),  # IsADirectoryError
 ])
 def test_bad_input_gives_a_clear_error(kw, words, tmp_path):
     with pytest.raises(GonioError, match=words):
@@ -127,3 +130,27 @@ def test_intensities_from_mtz(tmp_path):
 def test_replace_keeps_an_applied_preset():
     p = SimulationParams.from_preset("ed_c2", format="cbf").replace(n_images=2)
     assert resolve(p).format == "cbf" and resolve(p).n_images == 2
+
+
+def test_nothing_of_the_users_is_written_over(tmp_path):
+    """An output that is a file, or a file of another kind under an image's name, is
+    refused before anything is written; the simulation's own files are replaced."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    small = {"image_size": (32, 32), "n_images": 2}
+    with pytest.raises(GonioError, match="is a file; simulate writes its images into a folder"):
+        simulate(SimulationParams(output=str(notes), **small))
+    folder = tmp_path / "sim"
+    folder.mkdir()
+    (folder / "image_00002.cbf").write_text("mine")
+    with pytest.raises(GonioError, match="is a file gonio did not write, not a CBF image"):
+        simulate(SimulationParams(output=str(folder), **small))
+    assert sorted(p.name for p in folder.iterdir()) == ["image_00002.cbf"]
+    assert notes.read_text() == (folder / "image_00002.cbf").read_text() == "mine"
+    (folder / "image_00002.cbf").unlink()
+    for fmt in ("cbf", "nexus"):
+        for _ in range(2):  # the second run replaces the first's files
+            simulate(SimulationParams(output=str(folder), format=fmt, **small))
+    (folder / "truth.refl").write_text("mine")
+    with pytest.raises(GonioError, match="truth.refl already exists"):
+        simulate(SimulationParams(output=str(folder), **small))

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..io.dials_expt import write_expt
 from ..io.dials_refl import write_refl
+from ..io.file_kinds import CBF, HDF5, JSON, NPZ, REFL, SMV, check_replaceable
 from ..models.experiment import ExperimentList
 from ..prediction.rotation import detector_d_min, predict_rotation
 from ..reflection_table import Flags, ReflectionTable
@@ -42,7 +44,7 @@ from .physics import (
     spot_covariance,
 )
 from .structure import lookup, read_intensities, wilson_intensities
-from .writers import NexusWriter, write_minicbf, write_smv
+from .writers import FRAMES_PER_FILE, NexusWriter, write_minicbf, write_smv
 
 
 @dataclass
@@ -142,6 +144,35 @@ def _validate(p: SimulationParams) -> None:
     if gemmi.find_spacegroup_by_name(str(p.space_group)) is None:
         bad(f"space group {p.space_group!r} is not known; use a symbol such as 'P 43 21 2', "
             "'C2' or a number.")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", p.prefix):
+        bad(f"prefix={p.prefix!r} is not a plain file-name start: use letters, digits and "
+            "'._+-' (no folders: give those as output=).")
+
+
+def _output_files(p: SimulationParams, out: Path) -> list[tuple[Path, str]]:
+    """Every file a simulation writes into ``out``, with its kind (:mod:`..io.file_kinds`)."""
+    if p.format == "nexus":
+        n_files = -(-p.n_images // FRAMES_PER_FILE)
+        images = [(out / f"{p.prefix}_master.h5", HDF5)] + [
+            (out / f"{p.prefix}_data_{k + 1:06d}.h5", HDF5)
+            for k in range(n_files)]
+    else:
+        kind = CBF if p.format == "cbf" else SMV
+        images = [(out / f"{p.prefix}_{k + 1:05d}.{EXT[p.format]}", kind)
+                  for k in range(p.n_images)]
+    return images + [(out / "truth.expt", JSON), (out / "header.expt", JSON),
+                     (out / "truth.refl", REFL), (out / "truth_partials.npz", NPZ)]
+
+
+def _check_output(p: SimulationParams) -> None:
+    """Refuse, before anything is written, an output that is a file, or that holds files of
+    other kinds under the names the simulation writes (nothing of the user's is lost)."""
+    out = Path(p.output)
+    if out.exists() and not out.is_dir():
+        raise SimulationParamsError(f"output={p.output} is a file; simulate writes its images "
+                                    "into a folder: give a new or existing folder.")
+    for path, kind in _output_files(p, out):
+        check_replaceable(path, kind)
 
 
 def _reflections(experiments: ExperimentList, p: SimulationParams, valid: np.ndarray,
@@ -209,6 +240,8 @@ def simulate(params: SimulationParams, progress=None) -> SimulationResult:
     t_start = time.perf_counter()
     p = resolve(params)
     _validate(p)
+    if p.output:
+        _check_output(p)
     experiments, dspec, header_axis = true_models(p, np.random.default_rng([p.seed, 0]))
     header_expts = header_models(experiments, p, header_axis)
     valid = ~np.array(dspec.gap_masks)

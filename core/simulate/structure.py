@@ -60,9 +60,9 @@ def read_intensities(path: str, space_group: gemmi.SpaceGroup):
     """(orbit keys sorted, intensities) from an MTZ (first I column, else F squared) or a
     text file of 'h k l I' rows."""
     p = Path(path)
-    if not p.exists():
-        raise StructureFactorError(f"intensity file {p} does not exist; give an MTZ file or a "
-                                   "text file with 'h k l I' rows.")
+    if not p.is_file():
+        raise StructureFactorError(f"intensity file {p} {'is a folder' if p.is_dir() else 'does not exist'}"
+                                   "; give an MTZ file or a text file with 'h k l I' rows.")
     if p.suffix.lower() == ".mtz":
         mtz = gemmi.read_mtz_file(str(p))
         cols = [c for c in mtz.columns if c.type == "J"] or [c for c in mtz.columns

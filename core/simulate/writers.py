@@ -196,6 +196,9 @@ def _mcstas(v) -> np.ndarray:
     return np.array([-v[0], v[1], -v[2]])
 
 
+FRAMES_PER_FILE = 100  # images per NeXus data file
+
+
 class NexusWriter:
     """Write a sweep as an NXmx master file plus compressed data files.
 
@@ -203,7 +206,7 @@ class NexusWriter:
     """
 
     def __init__(self, master_path, geom: HeaderGeometry, n_images: int, gap_mask: np.ndarray,
-                 frames_per_file: int = 100):
+                 frames_per_file: int = FRAMES_PER_FILE):
         import h5py
         import hdf5plugin
 

@@ -49,7 +49,10 @@ def output_path(ctx: Context, name: str) -> Path:
 def write_files(files: list[tuple[Path, bytes]]) -> None:
     """Write each file atomically; a failure becomes a clear error (the step is not recorded)."""
     from gonio.core.io.atomic import write_atomic
+    from gonio.core.io.file_kinds import HEAD_BYTES, check_replaceable, kind_of
 
+    for path, data in files:  # all checked before any is written
+        check_replaceable(path, kind_of(data[:HEAD_BYTES]))
     for path, data in files:
         try:
             write_atomic(path, data)

@@ -19,6 +19,10 @@ class MergeNotReadyError(GonioError):
     pass
 
 
+class MergeNamesError(GonioError):
+    pass
+
+
 def params() -> list[Param]:
     from gonio.core.merge.params import MergeParams
     from gonio.shell.dataclass_params import params_from_dataclass
@@ -26,8 +30,15 @@ def params() -> list[Param]:
     return params_from_dataclass(MergeParams)
 
 
-def _names(text: str) -> list[str]:
-    return [x.strip() for x in str(text).split(",") if x.strip()]
+def _names(text: str, name: str) -> list[str]:
+    """The comma-separated names of ``output.<name>``; an error when there are none."""
+    names = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not names:
+        raise MergeNamesError(
+            f"output.{name}={text!r} gives no name: the MTZ needs one per wavelength "
+            f"(comma-separated), e.g. output.{name}={'XTAL' if name == 'crystal_names' else 'NATIVE'}"
+            ". Nothing was run.")
+    return names
 
 
 def run(ctx: Context, parsed) -> Outcome:
@@ -40,6 +51,8 @@ def run(ctx: Context, parsed) -> Outcome:
     from gonio.shell.dataclass_params import dataclass_from_values
 
     p = dataclass_from_values(MergeParams, parsed.values)
+    crystal_names, dataset_names = _names(p.crystal_names, "crystal_names"), \
+        _names(p.dataset_names, "dataset_names")
     state = ctx.state
     name = newest_table(state)  # scaled, symmetrized or integrated (e.g. DIALS files imported)
     if name is None or not is_scaled(state.reflections[name]):
@@ -51,7 +64,7 @@ def run(ctx: Context, parsed) -> Outcome:
     table = state.reflections[name]
     path = output_path(ctx, p.mtz)
     result = merge_scaled(state.experiments, table, p)
-    mtz = merged_mtz(result, _names(p.crystal_names), _names(p.dataset_names), p.project_name)
+    mtz = merged_mtz(result, crystal_names, dataset_names, p.project_name)
     write_files([(path, bytes(mtz.write_to_bytes()))])
     lines, metrics = [], {}
     for k, ds in enumerate(result.datasets):

@@ -80,6 +80,7 @@ def _parameter_table(result) -> str:
 def _plot(ctx: Context, experiments) -> str:
     from pathlib import Path
 
+    from gonio.core.io.atomic import write_atomic
     from gonio.core.refinement.report import plot_scan_varying_model
 
     written = []
@@ -88,7 +89,7 @@ def _plot(ctx: Context, experiments) -> str:
             continue
         name = "scan_varying_model.png" if i == 0 else f"scan_varying_model_{i}.png"
         path = Path(ctx.cwd) / name
-        path.write_bytes(plot_scan_varying_model(e, f"experiment {i}"))
+        write_atomic(path, plot_scan_varying_model(e, f"experiment {i}"))
         written.append(str(path))
     if not written:
         return "No scan-varying model to plot (refine with scan_varying=True)."

@@ -18,6 +18,7 @@ class SaveError(GonioError):
 def run(ctx: Context, parsed) -> Outcome:
     from gonio.core.io.dials_expt import write_expt
     from gonio.core.io.dials_refl import write_refl
+    from gonio.core.io.file_kinds import JSON, REFL, check_replaceable
 
     state = ctx.state
     if not state.experiments:
@@ -31,6 +32,9 @@ def run(ctx: Context, parsed) -> Outcome:
     if not base.parent.is_dir():
         raise SaveError(f"The folder {base.parent} does not exist; create it or choose another prefix.")
     written = [str(base) + ".expt"]
+    check_replaceable(written[0], JSON)  # both checked before either is written
+    if table_name is not None:
+        check_replaceable(str(base) + ".refl", REFL)
     write_expt(state.experiments, written[0])
     if table_name is not None:
         written.append(str(base) + ".refl")

@@ -245,6 +245,7 @@ def _write_each(ctx: Context, state, values) -> Outcome:
 
     from gonio.core.io.dials_expt import write_expt
     from gonio.core.io.dials_refl import write_refl
+    from gonio.core.io.file_kinds import JSON, REFL, check_replaceable
 
     name = values.get("output.table") or state.newest_table
     if name is not None and name not in state.reflections:
@@ -258,6 +259,11 @@ def _write_each(ctx: Context, state, values) -> Outcome:
                                        "or choose another prefix.")
     n = len(state.experiments)
     width = len(str(n - 1))
+    for i in range(n):  # every file checked before the first is written
+        stem = f"{base}_{i:0{width}d}"
+        check_replaceable(stem + ".expt", JSON)
+        if name is not None:
+            check_replaceable(stem + ".refl", REFL)
     written = []
     for i in range(n):
         part = select_state(state, [i])
