@@ -54,6 +54,9 @@ def test_electron_preset_has_the_documented_header_errors():
     ({"n_lattices": 3}, "n_lattices"),
     ({"detector": "multipanel", "format": "cbf"}, "nexus"),
     ({"osc": 0.0}, "osc"),
+    ({"osc": 1e9}, "beyond what simulate makes"),  # ran for minutes
+    ({"n_images": 10**9, "output": "/nonexistent"}, "at most 100000 images"),
+    ({"n_images": 4000, "osc": 1.0, "output": "/nonexistent"}, "3600.0 deg in all"),
     ({"unit_cell": (10, 10, 10)}, "six numbers"),
     ({"intensities": "/nonexistent/file.mtz"}, "does not exist"),
     ({"sigma_m": 0.0}, "sigma_m > 0"),

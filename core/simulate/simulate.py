@@ -93,6 +93,10 @@ class SimulationResult:
         return "\n".join(lines)
 
 
+MAX_IMAGES = 100_000  # images in one simulated sweep
+MAX_SCAN_DEG = 3600.0  # rotation of one simulated sweep (ten turns)
+
+
 def _validate(p: SimulationParams) -> None:
     def bad(msg):
         raise SimulationParamsError(msg)
@@ -106,6 +110,10 @@ def _validate(p: SimulationParams) -> None:
             "200-300 kV electrons about 0.02-0.025 A.")
     if p.n_images < 1 or p.osc <= 0:
         bad(f"need n_images >= 1 and osc > 0 deg (got {p.n_images}, {p.osc}).")
+    if p.n_images > MAX_IMAGES or p.osc > 180 or p.n_images * p.osc > MAX_SCAN_DEG:
+        bad(f"n_images={p.n_images} of osc={p.osc} deg is beyond what simulate makes: at most "
+            f"{MAX_IMAGES} images of at most 180 deg, {MAX_SCAN_DEG} deg in all (real sweeps "
+            "are 0.01-2 deg per image, 360 deg at most).")
     if p.distance <= 0:
         bad(f"distance={p.distance} mm must be positive.")
     if p.header_distance is not None and p.header_distance <= 0:
