@@ -61,8 +61,9 @@ def read_intensities(path: str, space_group: gemmi.SpaceGroup):
     text file of 'h k l I' rows."""
     p = Path(path)
     if not p.is_file():
-        raise StructureFactorError(f"intensity file {p} {'is a folder' if p.is_dir() else 'does not exist'}"
-                                   "; give an MTZ file or a text file with 'h k l I' rows.")
+        what = "is a folder" if p.is_dir() else "does not exist"
+        raise StructureFactorError(f"intensity file {p} {what}; give an MTZ file or a text "
+                                   "file with 'h k l I' rows.")
     if p.suffix.lower() == ".mtz":
         mtz = gemmi.read_mtz_file(str(p))
         cols = [c for c in mtz.columns if c.type == "J"] or [c for c in mtz.columns

@@ -34,10 +34,9 @@ def _names(text: str, name: str) -> list[str]:
     """The comma-separated names of ``output.<name>``; an error when there are none."""
     names = [x.strip() for x in str(text).split(",") if x.strip()]
     if not names:
-        raise MergeNamesError(
-            f"output.{name}={text!r} gives no name: the MTZ needs one per wavelength "
-            f"(comma-separated), e.g. output.{name}={'XTAL' if name == 'crystal_names' else 'NATIVE'}"
-            ". Nothing was run.")
+        example = "XTAL" if name == "crystal_names" else "NATIVE"
+        raise MergeNamesError(f"output.{name}={text!r} gives no name: the MTZ needs one per "
+                              f"wavelength (comma-separated), e.g. output.{name}={example}.")
     return names
 
 
