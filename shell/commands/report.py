@@ -76,6 +76,9 @@ def _check_writable(out: Path) -> None:
         raise _unwritable(out, FileNotFoundError(2, "the folder does not exist"))
     if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise _unwritable(out, PermissionError(13, "permission denied"))
+    from gonio.core.io.file_kinds import HTML, check_replaceable
+
+    check_replaceable(out, HTML)  # before the report is gathered, which can take a while
 
 
 # ---------------------------------------------------------------------------- gathering
