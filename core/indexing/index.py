@@ -194,9 +194,29 @@ def _candidates(rlp, params, max_cell, target_cell, sg, result, log):
     return vectors
 
 
-def _fail(why: str, params: IndexParams, max_cell: float) -> IndexingError:
+#: A rotation wedge narrower than this (deg) seldom holds three lattice directions.
+NARROW_WEDGE_DEG = 3.0
+
+
+def _wedge_hint(imagesets: ExperimentList) -> str:
+    """A sentence on a wedge too narrow to index ("" when it is wide enough)."""
+    scans = [e.scan for e in imagesets if e.scan is not None]
+    n = sum(s.num_images for s in scans)
+    deg = sum(s.num_images * abs(s.oscillation[1]) for s in scans)
+    if not scans or deg >= NARROW_WEDGE_DEG:
+        return ""
+    return (f" The spots come from {n} image{'s' if n != 1 else ''} covering {deg:.2g} deg of "
+            "rotation, too little of reciprocal space to find three lattice directions: import "
+            "a wedge of a few degrees at least (more images), or give the known unit_cell= "
+            "(and space_group=) with method=real_space_grid_search. Other possible causes:")
+
+
+def _fail(why: str, params: IndexParams, max_cell: float,
+          imagesets: ExperimentList | None = None) -> IndexingError:
     return IndexingError(
-        f"Indexing failed: {why}. Likely causes: the geometry is wrong (beam centre, "
+        f"Indexing failed: {why}."
+        f"{_wedge_hint(imagesets or ExperimentList()) or ' Likely causes:'} the geometry is "
+        "wrong (beam centre, "
         "detector distance, wavelength, rotation axis or its sense: check them in the image "
         "viewer and try e.g. the opposite rotation axis), max_cell is too small or too large "
         f"(it was {max_cell:.1f} A: try max_cell= about 1.5 times the longest expected cell "
@@ -537,7 +557,7 @@ def _index_together(experiments: ExperimentList, strong: ReflectionTable,
                 why = ("no three non-coplanar lattice vectors were found" if real is None
                        else f"the best basis indexes only {table[0]['n_indexed']} of "
                             f"{len(rlp)} spots")
-                raise _fail(why, params, max_cell)
+                raise _fail(why, params, max_cell, imagesets)
             _log(log, f"No further lattice found among {len(rlp)} unindexed spots.")
             break
         crystal = _crystal_models(real, sg, target_cell, params)
@@ -560,11 +580,11 @@ def _index_together(experiments: ExperimentList, strong: ReflectionTable,
             work = _indexed_table(refl, hkl, lattice, n_iset)
             if np.count_nonzero(lattice >= 0) < MIN_SPOTS:
                 raise _fail(f"only {np.count_nonzero(lattice >= 0)} spots index at "
-                            f"d_min {d_min:.2f}", params, max_cell)
+                            f"d_min {d_min:.2f}", params, max_cell, imagesets)
             try:
                 experiments_all, refined, rres = refine(experiments_all, work, params.refinement)
             except GonioError as err:
-                raise _fail(f"refinement failed ({err})", params, max_cell) from err
+                raise _fail(f"refinement failed ({err})", params, max_cell, imagesets) from err
             clock("refinement")
             models = ExperimentList(experiments_all[:n_iset])
             _geometry_to_rlp(ExperimentList(e.replace(crystal=None) for e in models), refl)
