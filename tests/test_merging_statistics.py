@@ -185,3 +185,19 @@ def test_cc_ano_needs_enough_friedel_pairs():
     st = merging_statistics(hkl, i, np.full(len(i), 10.0), CELL, sg, anomalous=True, n_bins=1)
     assert np.isnan(st.overall.cc_anom)
     assert st.overall.anom_completeness > 0  # the pairs are still counted
+
+
+def test_undefined_figures_print_as_a_dash():
+    """Every reflection measured once: no R factor, CC1/2 or anomalous CC is defined. The
+    table shows "-" there (not "nan"), the step's figures None, the defined columns numbers."""
+    rng = np.random.default_rng(3)
+    full, truth, idx, hkl, i, s = _observations(rng)
+    first = np.unique(idx, return_index=True)[1]  # one observation of each reflection
+    st = merging_statistics(hkl[first], i[first], s[first], CELL, "P 21 21 21", n_bins=3,
+                            anomalous=True)
+    for row in st.table_rows():
+        assert "nan" not in " ".join(row)
+        assert row[8:] == ["-"] * 5  # r_merge, r_meas, r_pim, cc1/2, cc_ano
+        assert float(row[4]) == pytest.approx(1.0) and float(row[7]) > 0
+    m = st.metrics()
+    assert m["cc_half"] is None and m["r_meas"] is None and m["multiplicity"] == 1.0

@@ -92,13 +92,18 @@ class MergingStatistics:
                "r_meas", "r_pim", "cc1/2", "cc_ano")
 
     def table_rows(self) -> list[list[str]]:
-        """Rows as iotbx/DIALS print the table: one per shell, then the overall row."""
+        """Rows as iotbx/DIALS print the table: one per shell, then the overall row; a
+        figure a shell cannot define (CC1/2 without two observations of any reflection,
+        R factors at multiplicity 1, the anomalous CC without Friedel pairs) is "-"."""
+        def f(value: float, spec: str) -> str:  # "-": undefined (no pairs, no multiplicity)
+            return format(value, spec) if np.isfinite(value) else "-"
+
         def row(s: ShellStatistics):
-            return [f"{s.d_max:.2f}", f"{s.d_min:.2f}", f"{s.n_obs}", f"{s.n_unique}",
-                    f"{s.multiplicity:.2f}", f"{100 * s.completeness:.2f}", f"{s.mean_i:.1f}",
-                    f"{s.mean_i_over_sigma:.1f}", f"{s.r_merge:.3f}", f"{s.r_meas:.3f}",
-                    f"{s.r_pim:.3f}", f"{s.cc_half:.3f}" + ("*" if _significant(s) else ""),
-                    f"{s.cc_anom:.3f}"]
+            return [f(s.d_max, ".2f"), f(s.d_min, ".2f"), f"{s.n_obs}", f"{s.n_unique}",
+                    f(s.multiplicity, ".2f"), f(100 * s.completeness, ".2f"), f(s.mean_i, ".1f"),
+                    f(s.mean_i_over_sigma, ".1f"), f(s.r_merge, ".3f"), f(s.r_meas, ".3f"),
+                    f(s.r_pim, ".3f"), f(s.cc_half, ".3f") + ("*" if _significant(s) else ""),
+                    f(s.cc_anom, ".3f")]
         return [row(s) for s in self.shells] + [row(self.overall)]
 
     def metrics(self) -> dict[str, float]:
