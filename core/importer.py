@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gonio.core.errors import GonioError
-from gonio.core.formats import NXmx, identify
+from gonio.core.formats import NXmx, identify, supported_formats
 from gonio.core.formats.base import ImageFormatError
 from gonio.core.formats.reader import template_path
 from gonio.core.models.beam import Beam
@@ -133,8 +133,14 @@ def expand_inputs(inputs: list[str]) -> list[tuple[str, bool]]:
             out += [(f, True) for f in _files_of_template(item)]
         elif os.path.isdir(item):
             names = sorted(n for n in os.listdir(item) if not n.startswith("."))
-            files = [os.path.join(os.path.abspath(item), n) for n in names]
-            out += [(f, False) for f in files if os.path.isfile(f)]
+            files = [f for f in (os.path.join(os.path.abspath(item), n) for n in names)
+                     if os.path.isfile(f)]
+            if not files:
+                raise ImageImportError(
+                    f"The folder {os.path.abspath(item)} holds no files (hidden ones and "
+                    "sub-folders aside). Give the folder of the images, the image files or "
+                    "their template with # for the image number, e.g. /data/x_#####.cbf.")
+            out += [(f, False) for f in files]
         elif os.path.exists(item):
             out.append((os.path.abspath(item), True))
         elif any(c in item for c in "*?["):
@@ -209,7 +215,13 @@ def _group_files(files: list[tuple[str, bool]]) -> list[_Group]:
         else:
             groups.append(_Group(fmt, key[0] + "#" * key[1] + key[2], numbered))
     if not groups:
-        raise ImageImportError("None of the files given is an image gonio can read.")
+        folders = sorted({os.path.dirname(p) for p, given in files if not given})
+        where = f" in {', '.join(folders)}" if folders else ""
+        raise ImageImportError(
+            f"None of the {len(files)} file{'s' if len(files) != 1 else ''}{where} is an image "
+            f"gonio can read (it reads {supported_formats()}, optionally gzip or bzip2 "
+            "compressed). Give the image files, a folder of them, or their template with # "
+            "for the image number, e.g. /data/x_#####.cbf.")
     return groups
 
 

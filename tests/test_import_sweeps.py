@@ -197,6 +197,15 @@ def test_not_an_image(tmp_path, header):
     assert len(import_images([str(tmp_path)])) == 1  # non-images in a folder are skipped
     with pytest.raises(GonioError, match="notes.txt.*not an image"):
         import_images([str(tmp_path / "notes.txt")])
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with pytest.raises(GonioError, match=f"The folder {logs} holds no files"):
+        import_images([str(logs)])
+    (logs / "notes.txt").write_text("a log file\n")
+    (logs / "run.log").write_text("a log file\n")
+    with pytest.raises(GonioError, match=f"None of the 2 files in {logs} is an image gonio "
+                                         "can read .it reads full CBF"):
+        import_images([str(logs)])
 
 
 def test_image_range_outside(tmp_path, header):
