@@ -51,6 +51,20 @@ def test_bad_input_is_one_clear_error_and_changes_nothing(x4_session, line, mess
     assert np.array_equal(s.state.experiments[0].crystal.A, before)
 
 
+def test_a_plot_over_a_file_of_another_kind_is_refused_before_refining(x4_session):
+    s, _ = x4_session
+    head = s.head
+    mine = s.folder / "scan_varying_model.png"
+    mine.write_text("my notes")
+    try:
+        r = s.run_line("refine plot=True")
+        assert not r.ok and "scan_varying_model.png already exists" in r.text
+        assert "Refined parameters" not in r.text and s.head == head
+        assert mine.read_text() == "my notes"
+    finally:
+        mine.unlink()
+
+
 def test_refine_before_index_says_to_index(tmp_path):
     from gonio.shell.session import Session
 

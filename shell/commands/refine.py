@@ -77,8 +77,15 @@ def _parameter_table(result) -> str:
         rows, headers=["Parameter", "Value", "Sigma"], disable_numparse=True)
 
 
-def _plot(ctx: Context, experiments) -> str:
+def _plot_path(ctx: Context, i: int):
+    """Where ``plot=True`` draws experiment i's scan-varying model."""
     from pathlib import Path
+
+    return Path(ctx.cwd) / ("scan_varying_model.png" if i == 0 else
+                            f"scan_varying_model_{i}.png")
+
+
+def _plot(ctx: Context, experiments) -> str:
 
     from gonio.core.io.atomic import write_atomic
     from gonio.core.refinement.report import plot_scan_varying_model
@@ -87,8 +94,7 @@ def _plot(ctx: Context, experiments) -> str:
     for i, e in enumerate(experiments):
         if e.crystal is None or e.crystal.A_at_scan_points is None:
             continue
-        name = "scan_varying_model.png" if i == 0 else f"scan_varying_model_{i}.png"
-        path = Path(ctx.cwd) / name
+        path = _plot_path(ctx, i)
         write_atomic(path, plot_scan_varying_model(e, f"experiment {i}"))
         written.append(str(path))
     if not written:
@@ -150,6 +156,11 @@ def run(ctx: Context, parsed) -> Outcome:
     if sel is not None and not any(e.crystal is not None for e in work.experiments):
         raise RefineInputError(f"The chosen experiments ({','.join(map(str, sel))}) have no "
                                "crystal model: index them first.")
+    if parsed.values.get("plot"):  # checked before refining: a refusal then loses no work
+        from gonio.core.io.file_kinds import PNG, check_replaceable
+
+        for i in range(len(work.experiments)):
+            check_replaceable(_plot_path(ctx, i), PNG)
     note = ""
     if str(p.scan_varying).lower() != "false" and _shared_over_scans(work.experiments):
         experiments, table, result, note = _refine_per_scan(
