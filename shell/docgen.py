@@ -30,7 +30,7 @@ def reference() -> str:
                     "|---|---|---|---|---|---|---|"]
             for p in params:
                 typ = p.type + (f" ({'/'.join(p.choices)})" if p.choices else "")
-                bounds = range_text(p, with_units=False) if p.min is not None or p.max is not None else ""
+                bounds = range_text(p, with_units=False)
                 out.append(f"| `{p.name}` | {typ} | `{format_value(p, p.default)}` | {p.units} | "
                            f"{bounds} | {p.expert_level or ''} | {p.help.replace('|', '/')} |")
             out.append("")

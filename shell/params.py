@@ -168,7 +168,10 @@ def _one(words: Sequence[Word], shown: str, what: str) -> str:
 
 
 def range_text(p: Param, with_units: bool = True) -> str:
-    """The allowed range of a number parameter, as errors and the reference give it."""
+    """The allowed range of a number parameter, as errors and the reference give it ("" for
+    a parameter without bounds)."""
+    if p.min is None and p.max is None:
+        return ""
     units = f" {p.units}" if p.units and with_units else ""
     lo_op = ">" if p.min_exclusive else ">="
     hi_op = "<" if p.max_exclusive else "<="
@@ -393,9 +396,8 @@ def _type_text(p: Param) -> str:
     if p.type == "choice":
         return ("choices: " if p.multiple else "choice: ") + " | ".join(p.choices)
     text = f"{p.type}[{p.length}]" if p.length else p.type
-    if p.min is not None or p.max is not None:
-        text += " " + range_text(p, with_units=False)
-    return text
+    bounds = range_text(p, with_units=False)
+    return f"{text} {bounds}" if bounds else text
 
 
 # ----------------------------------------------------------------- parameter sets
