@@ -198,7 +198,7 @@ def _candidates(rlp, params, max_cell, target_cell, sg, result, log):
 NARROW_WEDGE_DEG = 3.0
 
 
-def _wedge_hint(imagesets: ExperimentList) -> str:
+def _wedge_hint(imagesets) -> str:
     """A sentence on a wedge too narrow to index ("" when it is wide enough)."""
     scans = [e.scan for e in imagesets if e.scan is not None]
     n = sum(s.num_images for s in scans)
@@ -211,14 +211,11 @@ def _wedge_hint(imagesets: ExperimentList) -> str:
             "(and space_group=) with method=real_space_grid_search. Other possible causes:")
 
 
-def _fail(why: str, params: IndexParams, max_cell: float,
-          imagesets: ExperimentList | None = None) -> IndexingError:
+def _fail(why: str, params: IndexParams, max_cell: float, imagesets=()) -> IndexingError:
     return IndexingError(
-        f"Indexing failed: {why}."
-        f"{_wedge_hint(imagesets or ExperimentList()) or ' Likely causes:'} the geometry is "
-        "wrong (beam centre, "
-        "detector distance, wavelength, rotation axis or its sense: check them in the image "
-        "viewer and try e.g. the opposite rotation axis), max_cell is too small or too large "
+        f"Indexing failed: {why}.{_wedge_hint(imagesets) or ' Likely causes:'} the geometry "
+        "is wrong (beam centre, detector distance, wavelength, rotation axis or its sense: "
+        "check them in the image viewer and try e.g. the opposite rotation axis), max_cell is too small or too large "
         f"(it was {max_cell:.1f} A: try max_cell= about 1.5 times the longest expected cell "
         "edge), or high-resolution spots are too poorly predicted (try "
         "fft3d.reciprocal_space_grid.d_min= a lower resolution, e.g. 4). Other methods: "
