@@ -27,6 +27,23 @@ def test_every_step_of_the_demo_has_its_comment():
         assert comment and all(c.startswith("# ") for c in comment), line
 
 
+def test_the_demo_folder_never_takes_a_file_or_a_used_folder(tmp_path, capsys):
+    """gonio demo NAME: a file of that name, and a folder with something in it, are passed
+    over (NAME-2, NAME-3, ...), never written into; a place that cannot be made is one
+    clear error before anything runs."""
+    from gonio.shell.demo import _fresh_folder, demo
+
+    (tmp_path / "run").write_text("my notes")
+    (tmp_path / "run-2").mkdir()
+    (tmp_path / "run-2" / "x").write_text("mine")
+    (tmp_path / "run-3").mkdir()  # empty: taken
+    assert _fresh_folder(tmp_path / "run") == tmp_path / "run-3"
+    assert (tmp_path / "run").read_text() == "my notes"
+    assert demo([str(tmp_path / "run" / "sub")]) == 1  # below a file: cannot be made
+    err = capsys.readouterr().err
+    assert "cannot make a folder for the demo" in err and "Traceback" not in err
+
+
 def test_what_the_demo_wrote_is_listed_with_sizes(tmp_path):
     from gonio.shell.demo import written
 
